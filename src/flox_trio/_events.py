@@ -1,0 +1,173 @@
+"""Events the engine dispatches, and symbols.
+
+Market-data events carry floats: that is what indicators read, and it keeps
+the hot path cheap. Order updates and fills carry Decimals: they are money.
+All events are frozen slotted attrs classes; a strategy can keep a reference
+to one without it changing under it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TypeAlias
+
+import attrs
+
+from ._errors import FloxError
+
+# --- symbols -----------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class SymbolRef:
+    """A symbol as a strategy names it: ``"BTCUSDT"`` or ``"binance:BTCUSDT"``.
+
+    ``venue`` is empty when the strategy takes the symbol from whichever venue
+    the feed serves.
+    """
+
+    symbol: str
+    venue: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.venue}:{self.symbol}" if self.venue else self.symbol
+
+
+def parse_symbol(text: str) -> SymbolRef:
+    """Parse ``"BTCUSDT"`` or ``"binance:BTCUSDT"``; symbols are upper-cased, venues lower-cased."""
+    if not isinstance(text, str):
+        raise FloxError(f"a symbol must be a string like 'BTCUSDT' or 'binance:BTCUSDT', got {text!r}")
+    venue, sep, symbol = text.strip().rpartition(":")
+    symbol = symbol.strip().upper()
+    if not symbol or (sep and not venue.strip()):
+        raise FloxError(f"bad symbol {text!r}: write it as 'BTCUSDT' or 'binance:BTCUSDT'")
+    return SymbolRef(symbol, venue.strip().lower())
+
+
+def parse_symbols(symbols: object) -> tuple[SymbolRef, ...]:
+    """Parse a strategy's symbol list; a lone string is one symbol."""
+    if isinstance(symbols, str | SymbolRef):
+        symbols = [symbols]
+    if not isinstance(symbols, list | tuple | set | frozenset):
+        raise FloxError(
+            f"symbols must be a list like ['BTCUSDT'] or ['binance:BTCUSDT'], got {symbols!r}"
+        )
+    out: list[SymbolRef] = []
+    for s in symbols:
+        ref = s if isinstance(s, SymbolRef) else parse_symbol(s)
+        if ref not in out:
+            out.append(ref)
+    if not out:
+        raise FloxError("a strategy must watch at least one symbol, e.g. ['BTCUSDT']")
+    return tuple(out)
+
+
+# --- market data ---------------------------------------------------------------
+
+Level: TypeAlias = tuple[float, float]
+
+
+@attrs.frozen(slots=True)
+class Trade:
+    """One public trade. ``side`` is the taker's side, "buy" or "sell"."""
+
+    symbol: str
+    price: float
+    qty: float
+    side: str
+    trade_id: str = ""
+    exchange_ts_ns: int = 0
+    recv_ts_ns: int = 0
+    venue: str = ""
+
+
+@attrs.frozen(slots=True)
+class Book:
+    """The top of a maintained L2 book, best level first on each side."""
+
+    symbol: str
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    exchange_ts_ns: int = 0
+    recv_ts_ns: int = 0
+    venue: str = ""
+    seq: int = 0
+
+    @property
+    def best_bid(self) -> float | None:
+        return self.bids[0][0] if self.bids else None
+
+    @property
+    def best_ask(self) -> float | None:
+        return self.asks[0][0] if self.asks else None
+
+
+@attrs.frozen(slots=True)
+class Bar:
+    """A time bar aggregated from trades over ``[start_ts_ns, end_ts_ns)``."""
+
+    symbol: str
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trade_count: int
+    start_ts_ns: int
+    end_ts_ns: int
+    interval_s: float
+    venue: str = ""
+
+
+# --- orders --------------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class OrderUpdate:
+    """A change of an order's state.
+
+    ``status`` is one of "new", "accepted", "partially_filled", "filled",
+    "canceled", "rejected"; ``reason`` says why for rejections and cancels.
+    """
+
+    order_id: str
+    symbol: str
+    side: str
+    order_type: str
+    status: str
+    qty: Decimal
+    filled_qty: Decimal
+    price: Decimal | None = None
+    avg_fill_price: Decimal | None = None
+    reason: str = ""
+    ts_ns: int = 0
+    slot: int = -1
+    venue: str = ""
+
+    @property
+    def remaining_qty(self) -> Decimal:
+        return self.qty - self.filled_qty
+
+
+@attrs.frozen(slots=True)
+class Fill:
+    """An execution of (part of) an order. ``liquidity`` is "maker" or "taker"."""
+
+    order_id: str
+    symbol: str
+    side: str
+    price: Decimal
+    qty: Decimal
+    fee: Decimal = Decimal(0)
+    liquidity: str = "taker"
+    ts_ns: int = 0
+    trade_id: str = ""
+    slot: int = -1
+    venue: str = ""
+
+
+MarketEvent: TypeAlias = Trade | Book | Bar
+OrderEvent: TypeAlias = OrderUpdate | Fill
+Event: TypeAlias = Trade | Book | Bar | OrderUpdate | Fill
+
+EVENT_TYPES: tuple[type, ...] = (Trade, Book, Bar, OrderUpdate, Fill)

@@ -1,0 +1,241 @@
+"""A paper executor: simulated acknowledgement latency, fills against trades and the book."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+import trio
+
+from .._errors import OrderError
+from .._events import Book, Fill, OrderUpdate, Trade
+from .._money import ZERO, price_decimal, to_decimal
+from ._executor import Executor
+from ._orders import Order, Position
+
+log = logging.getLogger("flox_trio.execution")
+
+
+class PaperExecutor(Executor):
+    """Simulated execution with the full order state machine.
+
+    new → accepted → partially_filled → filled, or → canceled / rejected.
+    Intents are acknowledged ``latency`` seconds (on the Trio clock) after
+    submission, so orders really are in flight and a swap can happen while
+    they are. Market orders fill at the slot's best opposite quote (or the
+    last trade); marketable limits fill as taker; resting limits fill as maker
+    when a trade prints at or through their price (up to the trade's size,
+    hence partial fills) or the book crosses them.
+    """
+
+    def __init__(
+        self,
+        *,
+        latency: float = 0.005,
+        taker_fee: Any = 0,
+        maker_fee: Any = 0,
+    ) -> None:
+        if not (latency >= 0 and math.isfinite(latency)):
+            raise OrderError(f"PaperExecutor latency must be a finite number of seconds >= 0, got {latency!r}")
+        self.latency = float(latency)
+        self.taker_fee = to_decimal(taker_fee, "taker_fee")
+        self.maker_fee = to_decimal(maker_fee, "maker_fee")
+        self._orders: dict[str, Order] = {}
+        self._positions: dict[tuple[int, str], Position] = {}
+        self._resting: dict[str, list[Order]] = defaultdict(list)
+        self._timers: list[tuple[float, int, str, str]] = []  # (due, tiebreak, action, order_id)
+        self._tiebreak = itertools.count()
+        self._wakeup = trio.Event()
+        self.fills = 0
+
+    # --- intents ----------------------------------------------------------------
+
+    def submit(self, order: Order) -> None:
+        if order.order_id in self._orders:
+            raise OrderError(f"order id {order.order_id!r} is already in use")
+        order.created_ts_ns = self._now_ns()
+        self._orders[order.order_id] = order
+        self._schedule("ack", order.order_id)
+
+    def cancel(self, slot: int, order_id: str) -> None:
+        order = self._orders.get(order_id)
+        if order is None or order.slot != slot:
+            raise OrderError(f"slot {slot} has no order {order_id!r}; ctx.open_orders lists the live ones")
+        self._schedule("cancel", order_id)
+
+    def _schedule(self, action: str, order_id: str) -> None:
+        heapq.heappush(self._timers, (trio.current_time() + self.latency, next(self._tiebreak), action, order_id))
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            if not self._timers:
+                await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                continue
+            due = self._timers[0][0]
+            if trio.current_time() < due:
+                with trio.move_on_at(due):
+                    await self._wakeup.wait()
+                if self._wakeup.is_set():
+                    self._wakeup = trio.Event()
+                continue
+            now = trio.current_time()
+            while self._timers and self._timers[0][0] <= now:
+                _, _, action, order_id = heapq.heappop(self._timers)
+                order = self._orders[order_id]
+                if action == "ack":
+                    self._acknowledge(order)
+                else:
+                    self._cancel_now(order)
+            await trio.lowlevel.checkpoint()
+
+    # --- state machine ------------------------------------------------------------
+
+    def _update(self, order: Order) -> None:
+        self._emit(
+            order.slot,
+            OrderUpdate(
+                order.order_id, order.symbol, order.side, order.order_type, order.status,
+                order.qty, order.filled_qty, order.price, order.avg_fill_price, order.reason,
+                self._now_ns(), order.slot, order.venue,
+            ),
+        )
+
+    def _reject(self, order: Order, reason: str) -> None:
+        order.status = "rejected"
+        order.reason = reason
+        log.info("order %s rejected: %s", order.order_id, reason)
+        self._update(order)
+
+    def _acknowledge(self, order: Order) -> None:
+        if order.status != "new":
+            return
+        last, bid, ask = self._quote(order.slot, order.symbol)
+        if order.order_type == "market":
+            px = (ask if order.side == "buy" else bid) or last
+            if px is None:
+                self._reject(order, f"no market price for {order.symbol} yet")
+                return
+            order.status = "accepted"
+            self._update(order)
+            self._fill(order, price_decimal(px), order.remaining_qty, "taker")
+            return
+        assert order.price is not None
+        order.status = "accepted"
+        self._update(order)
+        touch = ask if order.side == "buy" else bid
+        if touch is not None and (
+            price_decimal(touch) <= order.price if order.side == "buy" else price_decimal(touch) >= order.price
+        ):
+            self._fill(order, price_decimal(touch), order.remaining_qty, "taker")
+        else:
+            self._resting[order.symbol].append(order)
+
+    def _cancel_now(self, order: Order) -> None:
+        if not order.is_open:
+            self._emit(
+                order.slot,
+                OrderUpdate(order.order_id, order.symbol, order.side, order.order_type, "rejected",
+                            order.qty, order.filled_qty, order.price, order.avg_fill_price,
+                            f"cancel refused: order is {order.status}", self._now_ns(), order.slot, order.venue),
+            )
+            return
+        order.status = "canceled"
+        order.reason = "canceled by strategy"
+        self._unrest(order)
+        self._update(order)
+
+    def _unrest(self, order: Order) -> None:
+        resting = self._resting.get(order.symbol)
+        if resting and order in resting:
+            resting.remove(order)
+            if not resting:
+                del self._resting[order.symbol]
+
+    def _fill(self, order: Order, price: Decimal, qty: Decimal, liquidity: str, trade_id: str = "") -> None:
+        qty = min(qty, order.remaining_qty)
+        if qty <= 0:
+            return
+        fee = price * qty * (self.taker_fee if liquidity == "taker" else self.maker_fee)
+        order.filled_qty += qty
+        order.notional += price * qty
+        order.status = "filled" if order.filled_qty >= order.qty else "partially_filled"
+        self.position(order.slot, order.symbol).apply_fill(order.side, price, qty, fee)
+        self.fills += 1
+        if order.status == "filled":
+            self._unrest(order)
+        self._emit(
+            order.slot,
+            Fill(order.order_id, order.symbol, order.side, price, qty, fee, liquidity,
+                 self._now_ns(), trade_id, order.slot, order.venue),
+        )
+        self._update(order)
+
+    # --- market data ----------------------------------------------------------------
+
+    def on_market(self, batch: list[Any]) -> None:
+        resting = self._resting
+        if not resting:
+            return
+        for ev in batch:
+            orders = resting.get(ev.symbol)
+            if not orders:
+                continue
+            cls = ev.__class__
+            if cls is Trade:
+                px = ev.price
+                for order in list(orders):
+                    limit = order.price
+                    assert limit is not None
+                    pxd = price_decimal(px)
+                    if (order.side == "buy" and pxd <= limit) or (order.side == "sell" and pxd >= limit):
+                        self._fill(order, limit, to_decimal(ev.qty), "maker", str(ev.trade_id))
+            elif cls is Book:
+                for order in list(orders):
+                    limit = order.price
+                    assert limit is not None
+                    levels = ev.asks if order.side == "buy" else ev.bids
+                    avail = ZERO
+                    for p, q in levels:
+                        pd = price_decimal(p)
+                        if (order.side == "buy" and pd > limit) or (order.side == "sell" and pd < limit):
+                            break
+                        avail += to_decimal(q)
+                    if avail > 0:
+                        self._fill(order, limit, avail, "maker")
+
+    # --- views ------------------------------------------------------------------------
+
+    def position(self, slot: int, symbol: str) -> Position:
+        key = (slot, symbol)
+        pos = self._positions.get(key)
+        if pos is None:
+            pos = self._positions[key] = Position(symbol)
+        return pos
+
+    def positions(self) -> dict[tuple[int, str], Position]:
+        return dict(self._positions)
+
+    def open_orders(self, slot: int, symbol: str | None = None) -> list[Order]:
+        return [
+            o.copy() for o in self._orders.values()
+            if o.slot == slot and o.is_open and (symbol is None or o.symbol == symbol)
+        ]
+
+    def orders(self) -> list[Order]:
+        return [o.copy() for o in self._orders.values()]
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "executor": "PaperExecutor",
+            "latency_s": self.latency,
+            "orders": len(self._orders),
+            "open_orders": sum(1 for o in self._orders.values() if o.is_open),
+            "fills": self.fills,
+        }
