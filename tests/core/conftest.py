@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 
 import flox_trio as flox
 
@@ -48,15 +49,15 @@ class AsyncRecorder(Recorder):
     """Same journal, but every callback awaits (a checkpoint) before recording."""
 
     async def on_start(self) -> None:  # type: ignore[override]
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         super().on_start()
 
     async def on_stop(self) -> None:  # type: ignore[override]
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         super().on_stop()
 
     async def on_trade(self, ctx: flox.Context, trade: flox.Trade) -> None:  # type: ignore[override]
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         super().on_trade(ctx, trade)
 
 

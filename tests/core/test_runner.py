@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 
 import flox_trio as flox
 
@@ -47,7 +48,7 @@ async def test_on_stop_runs_when_the_body_raises(journal: list[Any]) -> None:
     with pytest.raises(ExceptionGroup) as info:  # noqa: PT012
         async with flox.open_runner(flox.feeds.PushFeed(["BTCUSDT"])) as runner:
             runner.add_strategy(s)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             raise KeyError("boom")
     assert info.group_contains(KeyError)
     assert ("stop", "a", None) in journal

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -135,7 +136,7 @@ def test_exactly_once_property(plan: list[tuple[str, Any]], async_old: bool) -> 
                         handles.append(runner.request_replace(0, fresh(arg)))
                     else:
                         for _ in range(arg):
-                            await trio.sleep(0)
+                            await trio.lowlevel.checkpoint()
             feed.close()
             await runner.wait_idle()
         delivered = [tid for s in strategies for tid in s.trades]

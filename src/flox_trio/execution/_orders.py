@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from decimal import Decimal
 
 import attrs
@@ -48,36 +49,50 @@ class Order:
 
 @attrs.define(slots=True)
 class Position:
-    """A slot's position in one symbol. ``qty`` is signed: long > 0, short < 0."""
+    """A slot's position in one symbol. ``qty`` is signed: long > 0, short < 0.
+
+    Lots are closed first-in first-out, so realized PnL is a sum of exact
+    products and never a division: realized + unrealized equals cash plus
+    inventory at the mark to the last digit, after any number of fills.
+    """
 
     symbol: str
     qty: Decimal = ZERO
-    avg_entry_price: Decimal | None = None
     realized_pnl: Decimal = ZERO
     fees: Decimal = ZERO
+    cost_basis: Decimal = ZERO  # sum of price * signed qty over the open lots
+    _lots: deque[list[Decimal]] = attrs.field(factory=deque, repr=False)  # [price, signed qty]
+
+    @property
+    def avg_entry_price(self) -> Decimal | None:
+        """Quantity-weighted price of the open lots (rounded only here, for display and logic)."""
+        return self.cost_basis / self.qty if self.qty else None
 
     def apply_fill(self, side: str, price: Decimal, qty: Decimal, fee: Decimal = ZERO) -> None:
         signed = qty if side == "buy" else -qty
         self.fees += fee
         self.realized_pnl -= fee
-        old = self.qty
-        new = old + signed
-        if old == 0 or (old > 0) == (signed > 0):
-            # Opening or adding: the entry price is the quantity-weighted average.
-            base = self.avg_entry_price or ZERO
-            self.avg_entry_price = (base * abs(old) + price * qty) / abs(new)
-        else:
-            closed = min(abs(signed), abs(old))
-            direction = 1 if old > 0 else -1
-            assert self.avg_entry_price is not None
-            self.realized_pnl += (price - self.avg_entry_price) * closed * direction
-            if new == 0:
-                self.avg_entry_price = None
-            elif (new > 0) != (old > 0):
-                self.avg_entry_price = price  # flipped: the remainder opened at this price
-        self.qty = new
+        lots = self._lots
+        remaining = signed
+        while remaining and lots and (lots[0][1] > 0) != (remaining > 0):
+            lot = lots[0]
+            closed = min(abs(remaining), abs(lot[1]))
+            direction = 1 if lot[1] > 0 else -1
+            self.realized_pnl += (price - lot[0]) * closed * direction
+            self.cost_basis -= lot[0] * closed * direction
+            lot[1] -= closed * direction
+            remaining += closed * direction
+            if not lot[1]:
+                lots.popleft()
+        if remaining:
+            if lots and lots[-1][0] == price:
+                lots[-1][1] += remaining
+            else:
+                lots.append([price, remaining])
+            self.cost_basis += price * remaining
+        self.qty += signed
 
     def unrealized_pnl(self, mark: Decimal | None) -> Decimal:
-        if mark is None or self.avg_entry_price is None or self.qty == 0:
+        if mark is None or self.qty == 0:
             return ZERO
-        return (mark - self.avg_entry_price) * self.qty
+        return mark * self.qty - self.cost_basis

@@ -84,7 +84,7 @@ class PushFeed(Feed):
 
     @property
     def finite(self) -> bool:  # type: ignore[override]
-        return self._send._closed  # noqa: SLF001 - memory channels expose no public flag
+        return self._send._closed
 
     async def push(self, events: Sequence[Event] | Event) -> None:
         """Publish one event or a batch; waits while the engine applies backpressure."""

@@ -1,0 +1,47 @@
+"""Argument parsing and dispatch to the subcommands. Only this package prints."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from .._errors import FloxError
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo(seconds=args.seconds, offline=args.offline, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flox-trio",
+        description="A live trading engine on Trio that hot-swaps Python and JavaScript strategies.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run strategies on the embedded simulator, swap one live, print a summary")
+    demo.add_argument("--seconds", type=float, default=8.0, help="how long to run (default 8)")
+    demo.add_argument("--offline", action="store_true", help="use a synthetic offline feed instead of the simulator")
+    demo.add_argument("--seed", type=int, default=7, help="market generator seed")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except FloxError as exc:
+        print(f"flox-trio {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
