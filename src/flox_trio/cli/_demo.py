@@ -92,6 +92,9 @@ def run_demo(*, seconds: float = 8.0, offline: bool = False, seed: int = 7) -> i
     console = Console()
     with tempfile.TemporaryDirectory(prefix="flox-demo-") as tmp:
         state = Path(tmp)
+        if not offline and importlib.util.find_spec("flox_trio.cli._demo_live") is None:
+            console.print("[yellow]the simulator is not installed; running the offline demo[/yellow]")
+            offline = True
         if offline:
             result = trio.run(_offline, seconds, seed, state, clock=trio.testing.MockClock(autojump_threshold=0))
         else:
