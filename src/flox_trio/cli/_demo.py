@@ -79,7 +79,7 @@ async def _offline(seconds: float, seed: int, state: Path) -> dict[str, Any]:
     return {
         "venue": "offline synthetic feed (virtual time)",
         "connection": None,
-        "slots": [(slot, "python", f"EMA 12/26 → EMA 8/21", before[slot], runner.slots[slot].dispatched - before[slot],
+        "slots": [(slot, "python", "EMA 12/26 → EMA 8/21", before[slot], runner.slots[slot].dispatched - before[slot],
                    first.trades_seen, second.trades_seen)],
         "report": [report],
         "orders_across": (open_before, open_after),
