@@ -130,6 +130,7 @@ class Slot:
         self.order_seq = 1
         self.interrupted = False
         self._requests: deque[_Request] = deque()
+        self._serving = False
         self._wake_scope: trio.CancelScope | None = None
         self.scope = trio.CancelScope()
         self.finished = trio.Event()
@@ -168,7 +169,7 @@ class Slot:
 
     @property
     def idle(self) -> bool:
-        return self._consumed >= self._enqueued and not self._requests
+        return self._consumed >= self._enqueued and not self._requests and not self._serving
 
     def __repr__(self) -> str:
         return (f"<Slot {self.index} {self.language} {type(self.strategy).__name__} "
@@ -337,6 +338,13 @@ class Slot:
             self.runner._progress()
 
     async def _serve_requests(self) -> None:
+        self._serving = True
+        try:
+            await self._serve_all()
+        finally:
+            self._serving = False
+
+    async def _serve_all(self) -> None:
         while self._requests:
             req = self._requests.popleft()
             try:
@@ -414,6 +422,10 @@ class Slot:
 
     async def close(self) -> None:
         """The runner is closing: give the strategy its on_stop (the dispatch task is already gone)."""
+        for req in self._requests:
+            req.error = SwapError(f"slot {self.index}: the runner closed before this request ran")
+            req.done.set()
+        self._requests.clear()
         if not self.active:
             return
         try:

@@ -394,3 +394,37 @@ async def test_on_start_raising_at_add_quarantines_the_slot(journal: list[Any]) 
         await runner.wait_idle()
         assert runner.slots[i].state == "quarantined"
         assert runner.slots[i].dispatched == 0
+
+
+@pytest.mark.parametrize("cls", [Recorder, AsyncRecorder])
+async def test_exactly_once_at_100k_events_per_second(
+    cls: type[Recorder], journal: list[Any], autojump_clock: trio.testing.MockClock
+) -> None:
+    """100 events every virtual millisecond for half a second, a swap every 10 ms."""
+    feed = flox.feeds.PushFeed(["BTCUSDT"], buffer=8)
+    strategies: list[Recorder] = []
+
+    def fresh() -> Recorder:
+        strategies.append(cls(["BTCUSDT"], journal, f"s{len(strategies)}"))
+        return strategies[-1]
+
+    pushed: list[str] = []
+
+    async def produce() -> None:
+        for tick in range(500):
+            batch = make_trades(100, start=tick * 100)
+            pushed.extend(e.trade_id for e in batch)
+            await feed.push(batch)
+            await trio.sleep(0.001)
+        feed.close()
+
+    async with flox.open_runner(feed) as runner:
+        runner.add_strategy(fresh())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            while not feed.finite:
+                await trio.sleep(0.01)
+                await runner.replace_strategy(0, fresh())
+    assert [t for s in strategies for t in s.trades] == pushed
+    assert len(pushed) == 50_000
+    assert len(strategies) >= 45
