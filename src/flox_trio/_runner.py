@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from operator import attrgetter
@@ -44,6 +45,7 @@ class Runner:
         capacity: int = 64,
         bar_intervals: Sequence[float] = (60.0,),
         shutdown_timeout: float = 10.0,
+        warmup_batches: int = 4096,
     ) -> None:
         if isinstance(feed, list | tuple):
             feed = ListFeed(feed)
@@ -64,6 +66,8 @@ class Runner:
         self._tape_arg = tape
         self.tape: Any = None
         self._slots: list[Slot] = []
+        # The tape's tail in memory, for warm-ups: the last few thousand batches.
+        self._recent: deque[list[Any]] = deque(maxlen=warmup_batches)
         self._routes: list[Slot] = []
         self._bars: BarAggregator | None = None
         self._seq = 0
@@ -222,7 +226,13 @@ class Runner:
         strategy first. Bad arguments raise at once and change nothing. If
         the new ``on_start`` raises, the old strategy is put back and the
         awaited handle raises ``SwapError``.
+
+        ``warmup`` (an event count, or seconds as a float) replays the slot's
+        most recent events from the tape through the new strategy, after its
+        ``on_start`` and with its order intents suppressed, before it goes live.
         """
+        if warmup is not None and self.tape is None:
+            raise RunnerError("warm-up replays events from the tape: open the runner with tape=PATH")
         slot, host = self._prepare_swap(index, strategy)
         req = _Request("swap", host, warmup=warmup)
         slot.request(req)
@@ -301,6 +311,7 @@ class Runner:
         try:
             if self.tape is not None:
                 self.tape.write_events(self._seq, batch)
+                self._recent.append(batch)
             self._seq += len(batch)
             self.executor.on_market(batch)
             if self._bars is not None:
@@ -398,8 +409,25 @@ class Runner:
                 old_source=old.source(), new_source=new.source(), old_spec=old.spec, new_spec=new.spec,
             )
 
-    async def _warm_up(self, slot: Slot, host: StrategyHost, warmup: Any) -> None:
-        raise RunnerError("warm-up needs a tape: open the runner with tape=PATH")
+    def _recent_events(self, slot: Slot, warmup: int | float) -> list[Any]:
+        """The slot's most recent market events from the tape's in-memory tail.
+
+        An int is a count of events; a float is a duration in seconds before
+        the newest event.
+        """
+        if self.tape is None:
+            raise RunnerError("warm-up replays events from the tape: open the runner with tape=PATH")
+        watch = slot.watch
+        events = [e for batch in self._recent for e in batch if e.symbol in watch]
+        if isinstance(warmup, bool) or not isinstance(warmup, int | float) or warmup <= 0:
+            raise RunnerError(f"warmup must be a positive event count (int) or seconds (float), got {warmup!r}")
+        if isinstance(warmup, int):
+            return events[-warmup:]
+        if not events:
+            return events
+        newest = _ts(events[-1])
+        cutoff = newest - int(warmup * 1e9)
+        return [e for e in events if _ts(e) >= cutoff]
 
     # --- status ------------------------------------------------------------------------------
 
@@ -473,6 +501,10 @@ async def open_runner(
                 log.error("runner shutdown took longer than %.1f s; some on_stop calls did not finish",
                           shutdown_timeout)
             nursery.cancel_scope.cancel(reason="runner closed")
+
+
+def _ts(ev: Any) -> int:
+    return int(getattr(ev, "exchange_ts_ns", 0) or getattr(ev, "recv_ts_ns", 0) or 0)
 
 
 def _check_overflow(overflow: str) -> None:

@@ -46,7 +46,7 @@ class SwapReport:
     stop_error: str | None = None
 
 
-class _OrderBatch(list):  # type: ignore[type-arg]
+class _OrderBatch(list[Event]):
     """A batch of order events: never dropped by an overflow policy."""
 
     __slots__ = ()
@@ -375,12 +375,12 @@ class Slot:
         except Exception as exc:
             stop_error = f"{type(exc).__name__}: {exc}"
             self.record_error(exc, where="in on_stop during a swap")
-        if req.warmup:
-            await self.runner._warm_up(self, new, req.warmup)
         new.attach(self)
         self._host = new
         try:
             await new.start()
+            if req.warmup:
+                await self._warm_up(new, req.warmup)
         except Exception as exc:
             self._host = old
             old.attach(self)
@@ -412,6 +412,25 @@ class Slot:
         req.report = report
         self.runner._on_swap(self, report, old, new)
 
+    async def _warm_up(self, host: StrategyHost, warmup: int | float) -> None:
+        """Run the slot's recent events through ``host`` with its order intents suppressed.
+
+        The host is attached to a dry slot for the replay: its ctx tracks
+        prices and reads the real position, but intents only return ids.
+        """
+        events = self.runner._recent_events(self, warmup)
+        dry = _DrySlot(self)
+        host.attach(dry)  # type: ignore[arg-type]
+        try:
+            i = 0
+            while i < len(events):
+                i = await host.dispatch(events, i)
+                dry.interrupted = False
+        finally:
+            host.attach(self)
+        log.info("slot %d: warmed up the new strategy on %d recent events (%d errors)",
+                 self.index, len(events), dry.errors)
+
     async def _remove(self, req: _Request) -> None:
         try:
             await self._host.stop()
@@ -433,3 +452,33 @@ class Slot:
         except Exception as exc:
             self.record_error(exc, where="in on_stop at shutdown")
         self.state = "closed"
+
+
+class _DrySlot:
+    """Stands in for a slot during warm-up: same symbols and runner, no real orders."""
+
+    def __init__(self, slot: Slot) -> None:
+        self.index = slot.index
+        self.runner = slot.runner
+        self.symbols = slot.symbols
+        self.ctxs = {sym: Context(self, sym, c.venue) for sym, c in slot.ctxs.items()}  # type: ignore[arg-type]
+        self.interrupted = False
+        self.errors = 0
+        self.order_seq = 1
+        self.state = "warmup"
+
+    def submit_order(self, symbol: str, side: str, order_type: str, qty: Any, price: Any,
+                     order_id: str | None = None) -> str:
+        oid = order_id or f"warmup-{self.order_seq}"
+        self.order_seq += 1
+        return oid
+
+    def cancel_order(self, order_id: str) -> None:
+        pass
+
+    def record_error(self, exc: BaseException, event: Event | None = None, where: str = "") -> None:
+        self.errors += 1
+        log.warning("slot %d: the new strategy raised during warm-up on %r: %s", self.index, event, exc)
+
+    def quarantine(self, reason: str) -> None:
+        raise SwapError(f"slot {self.index}: the new strategy failed its warm-up: {reason}")

@@ -37,9 +37,9 @@ class ListFeed(Feed):
         events, size = self.events, self.batch_size
         if not self.pace:
             for i in range(0, len(events), size):
-                batch = events[i : i + size]
-                await hub.publish(batch)
-                self.published += len(batch)
+                chunk = events[i : i + size]
+                await hub.publish(chunk)
+                self.published += len(chunk)
             return
         start_clock = trio.current_time()
         t0: int | None = None
