@@ -238,6 +238,18 @@ class Runner:
         slot.request(req)
         return SwapHandle(req)
 
+    def schedule_replace(self, index: int, strategy: Any, at_market_event: int) -> SwapHandle:
+        """Swap once slot ``index`` has dispatched exactly ``at_market_event`` market events.
+
+        This is how a replay performs a recorded swap at the recorded point.
+        """
+        slot, host = self._prepare_swap(index, strategy)
+        if at_market_event < 0:
+            raise RunnerError(f"at_market_event must be >= 0, got {at_market_event}")
+        req = _Request("swap", host)
+        slot.schedule(at_market_event, req)
+        return SwapHandle(req)
+
     def request_replace(self, index: int, strategy: Any) -> SwapHandle:
         """Synchronous swap request; it takes effect at slot ``index``'s next event boundary.
 
@@ -402,9 +414,9 @@ class Runner:
                  new.describe(), report.at_event, report.pause_s * 1e3)
         if self.tape is not None:
             self.tape.write_swap(
-                seq=report.at_event, slot=slot.index, old_hash=old.source_hash, new_hash=new.source_hash,
+                seq=report.at_market_event, slot=slot.index, old_hash=old.source_hash, new_hash=new.source_hash,
                 old_language=old.language, new_language=new.language,
-                params={"global_seq": report.global_seq, "new": _jsonable(new.params),
+                params={"global_seq": report.global_seq, "at_event": report.at_event, "new": _jsonable(new.params),
                         "old": _jsonable(old.params)},
                 old_source=old.source(), new_source=new.source(), old_spec=old.spec, new_spec=new.spec,
             )

@@ -33,10 +33,16 @@ OVERFLOW_POLICIES = ("block", "drop_newest", "drop_oldest")
 
 @attrs.frozen(slots=True)
 class SwapReport:
-    """What a completed swap did. ``at_event`` is the slot's dispatched count at the swap point."""
+    """What a completed swap did.
+
+    ``at_event`` is the slot's dispatched count at the swap point (all events);
+    ``at_market_event`` counts market events only: it is what a tape records,
+    because it does not depend on when order events happened to arrive.
+    """
 
     slot: int
     at_event: int
+    at_market_event: int
     global_seq: int
     old_hash: str
     new_hash: str
@@ -130,7 +136,9 @@ class Slot:
         self.order_seq = 1
         self.interrupted = False
         self._requests: deque[_Request] = deque()
+        self._scheduled: deque[tuple[int, _Request]] = deque()
         self._serving = False
+        self.market_dispatched = 0
         self._wake_scope: trio.CancelScope | None = None
         self.scope = trio.CancelScope()
         self.finished = trio.Event()
@@ -169,7 +177,8 @@ class Slot:
 
     @property
     def idle(self) -> bool:
-        return self._consumed >= self._enqueued and not self._requests and not self._serving
+        return (self._consumed >= self._enqueued and not self._requests and not self._serving
+                and not (self._scheduled and self._scheduled[0][0] <= self.market_dispatched))
 
     def __repr__(self) -> str:
         return (f"<Slot {self.index} {self.language} {type(self.strategy).__name__} "
@@ -321,12 +330,21 @@ class Slot:
                 return
             n = len(batch)
             i = 0
+            is_market = type(batch) is not _OrderBatch
             while i < n:
                 if self.state != "running":
                     break
-                j = await self._host.dispatch(batch, i)
-                self.dispatched += j - i
-                i = j
+                end = n
+                if is_market and self._scheduled:
+                    # A swap pinned to a market-event count (tape replay) lands exactly there.
+                    end = min(n, i + max(0, self._scheduled[0][0] - self.market_dispatched))
+                if end > i:
+                    j = await self._host.dispatch(batch if end == n else batch[:end], i)
+                    self.dispatched += j - i
+                    if is_market:
+                        self.market_dispatched += j - i
+                    i = j
+                self._take_due_schedule()
                 if self.interrupted and self._requests:
                     await self._serve_requests()
                     if not self.active:
@@ -336,6 +354,20 @@ class Slot:
                     self.interrupted = False
             self._consumed += n
             self.runner._progress()
+
+    def schedule(self, at_market_event: int, req: _Request) -> None:
+        """Perform ``req`` once exactly ``at_market_event`` market events were dispatched."""
+        self._scheduled.append((at_market_event, req))
+        self._scheduled = deque(sorted(self._scheduled, key=lambda x: x[0]))
+        if self._take_due_schedule() and self._wake_scope is not None:
+            self._wake_scope.cancel()
+
+    def _take_due_schedule(self) -> bool:
+        due = False
+        while self._scheduled and self._scheduled[0][0] <= self.market_dispatched:
+            self._requests.append(self._scheduled.popleft()[1])
+            self.interrupted = due = True
+        return due
 
     async def _serve_requests(self) -> None:
         self._serving = True
@@ -405,7 +437,7 @@ class Slot:
         self._tenure_errors = 0
         self.swaps += 1
         report = SwapReport(
-            self.index, self.dispatched, self.runner._seq, old.source_hash, new.source_hash,
+            self.index, self.dispatched, self.market_dispatched, self.runner._seq, old.source_hash, new.source_hash,
             old.language, new.language, trio.current_time() - t0, stop_error,
         )
         self.last_swap = report
@@ -441,10 +473,11 @@ class Slot:
 
     async def close(self) -> None:
         """The runner is closing: give the strategy its on_stop (the dispatch task is already gone)."""
-        for req in self._requests:
+        for req in [*self._requests, *(r for _, r in self._scheduled)]:
             req.error = SwapError(f"slot {self.index}: the runner closed before this request ran")
             req.done.set()
         self._requests.clear()
+        self._scheduled.clear()
         if not self.active:
             return
         try:

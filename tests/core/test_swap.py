@@ -428,3 +428,20 @@ async def test_exactly_once_at_100k_events_per_second(
     assert [t for s in strategies for t in s.trades] == pushed
     assert len(pushed) == 50_000
     assert len(strategies) >= 45
+
+
+@pytest.mark.parametrize("points", [[300], [0], [64, 128, 129, 999], [1000]])
+async def test_scheduled_swaps_land_on_the_exact_market_event(points: list[int], journal: list[Any]) -> None:
+    events = make_trades(1000)
+    strategies = [Recorder(["BTCUSDT"], journal, "s0")]
+    async with flox.open_runner(flox.feeds.ListFeed(events, batch_size=64)) as runner:
+        runner.add_strategy(strategies[0])
+        handles = []
+        for k, at in enumerate(points, start=1):
+            strategies.append(Recorder(["BTCUSDT"], journal, f"s{k}"))
+            handles.append(runner.schedule_replace(0, strategies[-1], at))
+        reports = [await h for h in handles]
+    assert [r.at_market_event for r in reports] == points
+    bounds = [0, *points, 1000]
+    for s, lo, hi in zip(strategies, bounds[:-1], bounds[1:], strict=True):
+        assert s.trades == [e.trade_id for e in events[lo:hi]]
