@@ -39,6 +39,7 @@ from ._slot import SwapReport as SwapReport
 from ._strategy import Context as Context
 from ._strategy import Strategy as Strategy
 from .execution import PaperExecutor as PaperExecutor
+from .execution import RiskExecutor as RiskExecutor
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,6 @@ def __getattr__(name: str) -> object:
     # import them on first use so `import flox_trio` stays light.
     import importlib
 
-    if name in ("js", "connectors", "sim", "tape", "cli"):
+    if name in ("js", "connectors", "sim", "tape", "cli", "config", "control"):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'flox_trio' has no attribute {name!r}")

@@ -46,6 +46,7 @@ class Runner:
         bar_intervals: Sequence[float] = (60.0,),
         shutdown_timeout: float = 10.0,
         warmup_batches: int = 4096,
+        lockstep: bool = False,
     ) -> None:
         if isinstance(feed, list | tuple):
             feed = ListFeed(feed)
@@ -63,6 +64,7 @@ class Runner:
         self.capacity = capacity
         self.bar_intervals = tuple(bar_intervals)
         self.shutdown_timeout = shutdown_timeout
+        self.lockstep = lockstep
         self._tape_arg = tape
         self.tape: Any = None
         self._slots: list[Slot] = []
@@ -200,7 +202,7 @@ class Runner:
         self._rebuild_watch()
         if self.tape is not None:
             self.tape.write_slot(seq=self._seq, slot=slot.index, action="add", hash=host.source_hash,
-                                 language=host.language, params=_jsonable(host.params),
+                                 language=host.language, params=_strategy_params(host),
                                  source=host.source(), spec=host.spec)
         nursery.start_soon(slot.run)
         log.info("slot %d: added %s watching %s", slot.index, host.describe(), [str(s) for s in host.symbols])
@@ -285,6 +287,16 @@ class Runner:
                 return
             await self._lot.park()
 
+    async def _wait_slots_idle(self) -> None:
+        # Lockstep: the next batch is published only after every slot handled
+        # this one and the order events it caused, so replays do not depend on
+        # how the scheduler interleaves the feed and the slots.
+        while self._outbox or not all(s.idle or s.finished.is_set() for s in self._slots):
+            if self._outbox:
+                await self._flush_outbox()
+                continue
+            await self._lot.park()
+
     def _progress(self) -> None:
         if self._lot:
             self._lot.unpark_all()
@@ -331,6 +343,8 @@ class Runner:
             await self._route(batch)
             if self._outbox:
                 await self._flush_outbox()
+            if self.lockstep:
+                await self._wait_slots_idle()
         finally:
             self._publishing -= 1
             self._progress()
@@ -416,8 +430,8 @@ class Runner:
             self.tape.write_swap(
                 seq=report.at_market_event, slot=slot.index, old_hash=old.source_hash, new_hash=new.source_hash,
                 old_language=old.language, new_language=new.language,
-                params={"global_seq": report.global_seq, "at_event": report.at_event, "new": _jsonable(new.params),
-                        "old": _jsonable(old.params)},
+                params={"global_seq": report.global_seq, "at_event": report.at_event,
+                        "new": _strategy_params(new), "old": _strategy_params(old)},
                 old_source=old.source(), new_source=new.source(), old_spec=old.spec, new_spec=new.spec,
             )
 
@@ -484,6 +498,7 @@ async def open_runner(
     bar_intervals: Sequence[float] = (60.0,),
     drain: bool = True,
     shutdown_timeout: float = 10.0,
+    lockstep: bool = False,
 ) -> AsyncIterator[Runner]:
     """Run the engine for the duration of the ``async with`` body.
 
@@ -496,9 +511,12 @@ async def open_runner(
     ``overflow`` is the per-slot policy when a slot's queue of ``capacity``
     batches is full: "block" (lossless backpressure), "drop_newest" or
     "drop_oldest" (counted in ``slot.dropped``; order events are never dropped).
+    ``lockstep`` publishes a batch only once every slot has handled the
+    previous one: slower, but deterministic (replays use it).
     """
     runner = Runner(feed, executor, tape=tape, max_errors=max_errors, overflow=overflow,
-                    capacity=capacity, bar_intervals=bar_intervals, shutdown_timeout=shutdown_timeout)
+                    capacity=capacity, bar_intervals=bar_intervals, shutdown_timeout=shutdown_timeout,
+                    lockstep=lockstep)
     async with trio.open_nursery() as nursery:
         await runner._open(nursery)
         try:
@@ -531,6 +549,11 @@ def _check_unique_plain_symbols(host: StrategyHost) -> None:
             f"a strategy cannot watch one symbol on two venues ({[str(s) for s in host.symbols]}): "
             "use one slot per venue"
         )
+
+
+def _strategy_params(host: StrategyHost) -> dict[str, Any]:
+    """What rebuilds the strategy: its symbols and constructor keyword arguments."""
+    return {"symbols": [str(s) for s in host.symbols], **_jsonable(host.params)}
 
 
 def _jsonable(value: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import sys
 import tempfile
 from decimal import Decimal
 from pathlib import Path
@@ -34,6 +35,7 @@ def load_py_strategy(path: Path, name: str) -> type:
     if spec is None or spec.loader is None:
         raise FileNotFoundError(path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # so classes defined there can be inspected and pickled
     spec.loader.exec_module(module)
     cls: type = getattr(module, name)
     return cls

@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--offline", action="store_true", help="use a synthetic offline feed instead of the simulator")
     demo.add_argument("--seed", type=int, default=7, help="market generator seed")
     demo.set_defaults(func=_demo)
+
+    from . import _control, _run
+
+    _run.register(sub)
+    _control.register(sub)
     return parser
 
 

@@ -31,6 +31,12 @@ class PaperExecutor(Executor):
     last trade); marketable limits fill as taker; resting limits fill as maker
     when a trade prints at or through their price (up to the trade's size,
     hence partial fills) or the book crosses them.
+
+    ``clock="trio"`` (the default) times acknowledgements on the Trio clock,
+    as a live venue would. ``clock="events"`` times them on the market data's
+    own timestamps and processes them at the start of the first later batch:
+    with the runner's ``lockstep`` this makes replays deterministic to the
+    byte, whatever the scheduler does.
     """
 
     def __init__(
@@ -39,7 +45,12 @@ class PaperExecutor(Executor):
         latency: float = 0.005,
         taker_fee: Any = 0,
         maker_fee: Any = 0,
+        clock: str = "trio",
     ) -> None:
+        if clock not in ("trio", "events"):
+            raise OrderError(f"PaperExecutor clock must be 'trio' or 'events', got {clock!r}")
+        self.clock = clock
+        self._event_ns = 0
         if not (latency >= 0 and math.isfinite(latency)):
             raise OrderError(f"PaperExecutor latency must be a finite number of seconds >= 0, got {latency!r}")
         self.latency = float(latency)
@@ -52,6 +63,7 @@ class PaperExecutor(Executor):
         self._tiebreak = itertools.count()
         self._wakeup = trio.Event()
         self.fills = 0
+        self.fill_log: list[Fill] = []
 
     # --- intents ----------------------------------------------------------------
 
@@ -69,10 +81,26 @@ class PaperExecutor(Executor):
         self._schedule("cancel", order_id)
 
     def _schedule(self, action: str, order_id: str) -> None:
-        heapq.heappush(self._timers, (trio.current_time() + self.latency, next(self._tiebreak), action, order_id))
+        due: float
+        if self.clock == "events":
+            due = self._event_ns + int(self.latency * 1e9)
+        else:
+            due = trio.current_time() + self.latency
+        heapq.heappush(self._timers, (due, next(self._tiebreak), action, order_id))
         self._wakeup.set()
 
+    def _process_due(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            _, _, action, order_id = heapq.heappop(self._timers)
+            order = self._orders[order_id]
+            if action == "ack":
+                self._acknowledge(order)
+            else:
+                self._cancel_now(order)
+
     async def run(self) -> None:
+        if self.clock == "events":
+            return  # acknowledgements happen in on_market
         while True:
             if not self._timers:
                 await self._wakeup.wait()
@@ -85,14 +113,7 @@ class PaperExecutor(Executor):
                 if self._wakeup.is_set():
                     self._wakeup = trio.Event()
                 continue
-            now = trio.current_time()
-            while self._timers and self._timers[0][0] <= now:
-                _, _, action, order_id = heapq.heappop(self._timers)
-                order = self._orders[order_id]
-                if action == "ack":
-                    self._acknowledge(order)
-                else:
-                    self._cancel_now(order)
+            self._process_due(trio.current_time())
             await trio.lowlevel.checkpoint()
 
     # --- state machine ------------------------------------------------------------
@@ -170,16 +191,24 @@ class PaperExecutor(Executor):
         self.fills += 1
         if order.status == "filled":
             self._unrest(order)
-        self._emit(
-            order.slot,
-            Fill(order.order_id, order.symbol, order.side, price, qty, fee, liquidity,
-                 self._now_ns(), trade_id, order.slot, order.venue),
-        )
+        fill = Fill(order.order_id, order.symbol, order.side, price, qty, fee, liquidity,
+                    self._now_ns(), trade_id, order.slot, order.venue)
+        self.fill_log.append(fill)
+        self._emit(order.slot, fill)
         self._update(order)
 
     # --- market data ----------------------------------------------------------------
 
     def on_market(self, batch: list[Any]) -> None:
+        if self.clock == "events" and batch:
+            first = batch[0]
+            ts = first.exchange_ts_ns or first.recv_ts_ns
+            if ts > self._event_ns:
+                self._event_ns = ts
+            if self._timers:
+                self._process_due(self._event_ns)
+            last = batch[-1]
+            self._event_ns = max(self._event_ns, last.exchange_ts_ns or last.recv_ts_ns)
         resting = self._resting
         if not resting:
             return

@@ -1,0 +1,214 @@
+"""The control subcommands: ``flox-trio swap|status|slots|add|remove|halt|resume``.
+
+Each one connects to a running engine's control socket in ``--run-dir``
+(default ``./.flox-run``), sends one request and prints the reply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ..control import call
+
+DEFAULT_RUN_DIR = Path(".flox-run")
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``k=v``: v is read as JSON (``8``, ``0.5``, ``true``, ``"x"``, ``[1,2]``), else kept as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"--param takes key=value, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
+
+
+def _number(text: str) -> int | float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return int(value) if value.is_integer() and "." not in text else value
+
+
+def absolute_spec(text: str) -> str:
+    """Resolve the file part of ``PATH[:NAME]`` against this shell's directory (the engine's may differ)."""
+    head, sep, tail = text.rpartition(":")
+    if sep and head and tail and "/" not in tail and not tail.endswith((".py", ".js")):
+        return f"{Path(head).expanduser().resolve()}:{tail}"
+    return str(Path(text).expanduser().resolve())
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def _pnl(row: dict[str, Any]) -> str:
+    try:
+        total = Decimal(str(row.get("realized_pnl", 0))) + Decimal(str(row.get("unrealized_pnl", 0)))
+    except InvalidOperation:
+        return "?"
+    return f"{total:.4f}"
+
+
+def slots_table(slots: list[dict[str, Any]]) -> Table:
+    """One row per slot: what runs there and how it is doing."""
+    t = Table(title="slots")
+    for col in ("slot", "state", "strategy", "lang", "source", "events", "queue", "errors",
+                "quarant.", "swaps", "last swap@", "open", "position", "PnL"):
+        t.add_column(col, no_wrap=True,
+                     justify="right" if col in ("slot", "events", "queue", "errors", "swaps", "open", "PnL")
+                     else "left")
+    for s in slots:
+        t.add_row(
+            str(s.get("index")), str(s.get("state")), str(s.get("strategy")),
+            {"python": "py", "javascript": "js"}.get(str(s.get("language")), str(s.get("language"))),
+            str(s.get("source_hash", ""))[:8], str(s.get("dispatched")), str(s.get("queue_depth")),
+            str(s.get("errors")), "yes" if s.get("quarantined") else "no", str(s.get("swaps", 0)),
+            _fmt(s.get("last_swap_at_event")), str(s.get("open_orders")), _fmt(s.get("position")), _pnl(s),
+        )
+    return t
+
+
+def console() -> Console:
+    """A console that does not squeeze the status tables when output is piped."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def kv_table(title: str, data: dict[str, Any]) -> Table:
+    t = Table(title=title)
+    t.add_column("key")
+    t.add_column("value")
+    for k, v in data.items():
+        t.add_row(str(k), json.dumps(v, default=str) if isinstance(v, dict | list) else str(v))
+    return t
+
+
+def render_status(status: dict[str, Any]) -> list[Table]:
+    """The tables ``flox-trio status`` prints: slots, feed/connector, executor."""
+    tables = [slots_table(status.get("slots", []))]
+    feed = dict(status.get("feed") or {})
+    feed["published"] = status.get("published")
+    if status.get("connector_events"):
+        feed["connector events"] = status["connector_events"]
+    tables.append(kv_table("feed", feed))
+    tables.append(kv_table("executor", dict(status.get("executor") or {})))
+    return tables
+
+
+# --- subcommands -----------------------------------------------------------------------
+
+
+def _swap(args: argparse.Namespace) -> int:
+    fields: dict[str, Any] = {"slot": args.slot, "path": absolute_spec(args.path), "params": dict(args.param)}
+    if args.arg:
+        fields["args"] = [v for _, v in (parse_param(f"a={a}") for a in args.arg)]
+    if args.warmup is not None:
+        fields["warmup"] = args.warmup
+    reply = call(args.run_dir, "swap", **fields)
+    r = reply["report"]
+    console().print(f"slot {r['slot']}: swapped {r['old_language']} {r['old_hash'][:8]} → {r['new_language']} "
+                    f"{r['new_hash'][:8]} ({reply['spec']}) at event {r['at_event']}, "
+                    f"pause {r['pause_s'] * 1e3:.3f} ms" + (f"; old on_stop failed: {r['stop_error']}"
+                                                           if r.get("stop_error") else ""))
+    return 0
+
+
+def _add(args: argparse.Namespace) -> int:
+    fields: dict[str, Any] = {"path": absolute_spec(args.path), "symbols": args.symbols,
+                              "params": dict(args.param)}
+    if args.arg:
+        fields["args"] = [v for _, v in (parse_param(f"a={a}") for a in args.arg)]
+    reply = call(args.run_dir, "add", **fields)
+    console().print(f"slot {reply['slot']}: added {reply['spec']}")
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    reply = call(args.run_dir, "remove", slot=args.slot)
+    console().print(f"slot {reply['slot']} removed")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    reply = call(args.run_dir, "status")
+    out = console()
+    if args.json:
+        out.print_json(data=reply["status"], default=str)
+        return 0
+    for table in render_status(reply["status"]):
+        out.print(table)
+    return 0
+
+
+def _slots(args: argparse.Namespace) -> int:
+    reply = call(args.run_dir, "slots")
+    t = Table(title="slots")
+    for col in ("slot", "state", "language", "strategy", "spec", "symbols", "dispatched"):
+        t.add_column(col)
+    for s in reply["slots"]:
+        t.add_row(str(s["index"]), s["state"], s["language"], s["strategy"], s["spec"], ", ".join(s["symbols"]),
+                  str(s["dispatched"]))
+    console().print(t)
+    return 0
+
+
+def _halt(args: argparse.Namespace) -> int:
+    reply = call(args.run_dir, "halt", reason=args.reason)
+    console().print(f"[red]trading halted[/red]: {reply['canceled']} open orders being canceled; "
+                    "new orders are refused until `flox-trio resume`")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    call(args.run_dir, "resume")
+    console().print("trading resumed")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add the control subcommands to the CLI's subparsers."""
+
+    def parser(name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+        p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR,
+                       help="the engine's run directory (default ./.flox-run)")
+        p.set_defaults(func=func)
+        return p
+
+    def strategy_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("path", metavar="PATH[:NAME]",
+                       help="file.py:ClassName, or file.js with an optional :factory")
+        p.add_argument("--param", type=parse_param, action="append", default=[], metavar="K=V",
+                       help="a keyword argument of the Python class (value read as JSON, else a string)")
+        p.add_argument("--arg", action="append", default=[], metavar="V",
+                       help="an argument of the JavaScript factory (repeatable)")
+
+    p = parser("swap", "swap the strategy in a slot of a running engine", _swap)
+    p.add_argument("slot", type=int, metavar="SLOT")
+    strategy_args(p)
+    p.add_argument("--warmup", type=_number, default=None, metavar="N",
+                   help="replay this many recent events (or seconds) through the new strategy first")
+    p = parser("add", "add a strategy in a new slot", _add)
+    strategy_args(p)
+    p.add_argument("--symbols", nargs="+", required=True, help="symbols the new slot watches")
+    p = parser("remove", "remove a slot (its strategy's on_stop runs)", _remove)
+    p.add_argument("slot", type=int, metavar="SLOT")
+    p = parser("status", "show slots, feed and executor of a running engine", _status)
+    p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    parser("slots", "list the slots of a running engine", _slots)
+    p = parser("halt", "kill switch: cancel all open orders and refuse new ones", _halt)
+    p.add_argument("--reason", default="halted by operator", help="recorded with every refusal")
+    parser("resume", "accept orders again after a halt", _resume)

@@ -1,0 +1,18 @@
+"""Run configuration: ``flox-trio run CONFIG.toml``."""
+
+from ._load import converter as converter
+from ._load import load_config as load_config
+from ._load import make_converter as make_converter
+from ._load import parse_config as parse_config
+from ._schema import Config as Config
+from ._schema import ExecutorConfig as ExecutorConfig
+from ._schema import LimitsConfig as LimitsConfig
+from ._schema import LogConfig as LogConfig
+from ._schema import RiskConfig as RiskConfig
+from ._schema import SlotConfig as SlotConfig
+from ._schema import VenueConfig as VenueConfig
+
+__all__ = [
+    "Config", "ExecutorConfig", "LimitsConfig", "LogConfig", "RiskConfig", "SlotConfig",
+    "VenueConfig", "converter", "load_config", "make_converter", "parse_config",
+]

@@ -1,0 +1,126 @@
+"""The shape of ``flox-trio run CONFIG.toml``: frozen attrs classes, one per table.
+
+Example::
+
+    symbols = ["BTCUSDT"]
+    tape = "tapes/session.tape"
+
+    [venue]
+    name = "sim"                      # sim | binance | bybit
+
+    [executor]
+    latency = 0.02
+
+    [risk.slot]                       # every slot, unless the slot overrides it
+    max_order_qty = "0.5"
+    [risk.global]                     # all slots together
+    max_position = "2"
+
+    [[slots]]
+    strategy = "py_strategies/ema.py:EmaStrategy"
+    params = { fast = 12, slow = 26, qty = 0.01 }
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+VenueName = Literal["sim", "binance", "bybit"]
+LogFormat = Literal["human", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+@attrs.frozen
+class VenueConfig:
+    """``[venue]``: where market data comes from. URLs default to the venue's public endpoints."""
+
+    name: VenueName
+    ws_url: str | None = None
+    rest_url: str | None = None
+    channels: tuple[str, ...] | None = None
+
+
+@attrs.frozen
+class LimitsConfig:
+    """A set of risk limits; a missing limit is not enforced."""
+
+    #: Largest quantity of one order.
+    max_order_qty: Decimal | None = None
+    #: Largest absolute position per symbol, counting open orders on the side that grows it.
+    max_position: Decimal | None = None
+    #: Most orders accepted in any one-second window (Trio clock).
+    max_orders_per_second: int | None = None
+
+
+@attrs.frozen
+class RiskConfig:
+    """``[risk]``: ``slot`` limits apply to each slot, ``global`` to all slots together."""
+
+    slot: LimitsConfig = LimitsConfig()
+    global_: LimitsConfig = LimitsConfig()  # the TOML key is "global"
+
+
+@attrs.frozen
+class ExecutorConfig:
+    """``[executor]``: the paper executor and its acknowledgement latency in seconds."""
+
+    kind: Literal["paper"] = "paper"
+    latency: float = 0.005
+    taker_fee: Decimal = Decimal(0)
+    maker_fee: Decimal = Decimal(0)
+
+
+@attrs.frozen
+class SlotConfig:
+    """One ``[[slots]]`` entry.
+
+    ``strategy`` is ``"path/to/file.py:ClassName"`` (built as
+    ``ClassName(symbols, **params)``) or ``"path/to/file.js"`` (the object the
+    script registers, or, with ``factory``, ``factory(*args)``).
+    """
+
+    strategy: str
+    symbols: tuple[str, ...] | None = None
+    params: dict[str, Any] = attrs.Factory(dict)
+    factory: str | None = None
+    args: tuple[Any, ...] = ()
+    max_errors: int | None = None
+    risk: LimitsConfig | None = None
+
+
+@attrs.frozen
+class LogConfig:
+    """``[log]``: ``human`` lines or one JSON object per line."""
+
+    format: LogFormat = "human"
+    level: LogLevel = "info"
+
+
+@attrs.frozen
+class Config:
+    """A whole run configuration. Relative paths are resolved against ``base_dir``."""
+
+    venue: VenueConfig
+    symbols: tuple[str, ...]
+    slots: tuple[SlotConfig, ...] = ()
+    executor: ExecutorConfig = ExecutorConfig()
+    risk: RiskConfig = RiskConfig()
+    tape: str | None = None
+    run_dir: str = ".flox-run"
+    state_dir: str = "state"
+    max_errors: int = 10
+    log: LogConfig = LogConfig()
+    #: The directory of the config file (not a TOML key).
+    base_dir: Path = attrs.field(default=Path("."), kw_only=True)
+
+    def path(self, value: str) -> Path:
+        """``value`` resolved against the config file's directory."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def slot_symbols(self, slot: SlotConfig) -> tuple[str, ...]:
+        return slot.symbols if slot.symbols is not None else self.symbols

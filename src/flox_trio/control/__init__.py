@@ -1,0 +1,24 @@
+"""Operate a running engine over a local Unix socket (``RUN_DIR/control.sock``)."""
+
+from ._client import ControlClient as ControlClient
+from ._client import ControlCommandError as ControlCommandError
+from ._client import call as call
+from ._loader import StrategySpec as StrategySpec
+from ._loader import js_available as js_available
+from ._loader import load_strategy as load_strategy
+from ._loader import parse_spec as parse_spec
+from ._protocol import VERSION as VERSION
+from ._protocol import ControlError as ControlError
+from ._protocol import PeerRefusedError as PeerRefusedError
+from ._protocol import RequestError as RequestError
+from ._protocol import socket_path as socket_path
+from ._server import ControlServer as ControlServer
+from ._server import check_peer as check_peer
+from ._server import peer_uid as peer_uid
+from ._server import serve_control as serve_control
+
+__all__ = [
+    "VERSION", "ControlClient", "ControlCommandError", "ControlError", "ControlServer", "PeerRefusedError",
+    "RequestError", "StrategySpec", "call", "check_peer", "js_available", "load_strategy", "parse_spec",
+    "peer_uid", "serve_control", "socket_path",
+]

@@ -1,0 +1,218 @@
+"""Pre-trade risk controls: an executor that wraps another and refuses what breaks a limit.
+
+Every refusal reaches the strategy as a rejected ``OrderUpdate`` whose
+``reason`` says which limit and by how much, delivered through the runner's
+emit path like any other order update. The kill switch ``halt()`` cancels
+every open order and refuses every new intent until ``resume()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import attrs
+import trio
+
+from .._errors import OrderError
+from .._events import OrderUpdate
+from .._money import ZERO
+from ._executor import EmitFn, Executor, QuoteFn
+from ._orders import Order, Position
+
+log = logging.getLogger("flox_trio.risk")
+
+#: The window of the order-rate limit, in seconds of the Trio clock.
+RATE_WINDOW_S = 1.0
+
+
+def _opt_decimal(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return Decimal(value)
+
+
+@attrs.frozen
+class Limits:
+    """One set of limits; ``None`` means not enforced.
+
+    ``max_order_qty``: largest quantity of one order. ``max_position``:
+    largest absolute position per symbol, counting the open orders that would
+    grow it. ``max_orders_per_second``: most orders accepted in any window of
+    one second.
+    """
+
+    max_order_qty: Decimal | None = attrs.field(default=None, converter=_opt_decimal)
+    max_position: Decimal | None = attrs.field(default=None, converter=_opt_decimal)
+    max_orders_per_second: int | None = None
+
+
+@attrs.frozen
+class RiskLimits:
+    """Limits for a ``RiskExecutor``.
+
+    ``per_slot`` applies to each slot on its own (``slots`` overrides it for
+    given slot indexes); ``total`` applies to all slots together: the net
+    position per symbol across slots and the order rate of the whole engine.
+    """
+
+    per_slot: Limits = Limits()
+    total: Limits = Limits()
+    slots: Mapping[int, Limits] = attrs.field(factory=dict)
+
+    def for_slot(self, slot: int) -> Limits:
+        return self.slots.get(slot, self.per_slot)
+
+
+class RiskExecutor(Executor):
+    """An executor in front of another one that enforces ``RiskLimits`` and a kill switch."""
+
+    def __init__(self, inner: Executor, limits: RiskLimits | None = None) -> None:
+        if not isinstance(inner, Executor):
+            raise OrderError(f"RiskExecutor wraps an Executor, got {inner!r}")
+        self.inner = inner
+        self.limits = limits if limits is not None else RiskLimits()
+        self.halted = False
+        self.halt_reason = ""
+        self.refused = 0
+        self._refused: dict[str, Order] = {}
+        self._slot_times: dict[int, deque[float]] = {}
+        self._all_times: deque[float] = deque()
+
+    def bind(self, *, emit: EmitFn, quote: QuoteFn, now_ns: Callable[[], int]) -> None:
+        super().bind(emit=emit, quote=quote, now_ns=now_ns)
+        self.inner.bind(emit=emit, quote=quote, now_ns=now_ns)
+
+    # --- the kill switch ------------------------------------------------------------
+
+    def halt(self, reason: str = "halted by operator") -> int:
+        """Refuse every new order and cancel every open one; returns how many cancels were sent."""
+        self.halted = True
+        self.halt_reason = reason or "halted by operator"
+        cancels = 0
+        for order in self.inner.orders():
+            if order.is_open:
+                try:
+                    self.inner.cancel(order.slot, order.order_id)
+                    cancels += 1
+                except OrderError as exc:  # already final or unknown: nothing to cancel
+                    log.info("halt: could not cancel %s: %s", order.order_id, exc)
+        log.warning("trading halted (%s): %d open orders being canceled", self.halt_reason, cancels)
+        return cancels
+
+    def resume(self) -> None:
+        """Accept orders again (within the limits)."""
+        if self.halted:
+            log.warning("trading resumed after halt (%s)", self.halt_reason)
+        self.halted = False
+        self.halt_reason = ""
+
+    # --- intents ----------------------------------------------------------------------
+
+    def submit(self, order: Order) -> None:
+        reason = self._check(order)
+        if reason is not None:
+            self._refuse(order, reason)
+            return
+        now = trio.current_time()
+        self._slot_times.setdefault(order.slot, deque()).append(now)
+        self._all_times.append(now)
+        self.inner.submit(order)
+
+    def cancel(self, slot: int, order_id: str) -> None:
+        refused = self._refused.get(order_id)
+        if refused is not None and refused.slot == slot:
+            self._emit(slot, _update(refused, "cancel refused: order is rejected", self._now_ns()))
+            return
+        self.inner.cancel(slot, order_id)
+
+    def _check(self, order: Order) -> str | None:
+        if self.halted:
+            return f"risk: trading halted ({self.halt_reason}); `flox-trio resume` to trade again"
+        mine, total = self.limits.for_slot(order.slot), self.limits.total
+        for scope, limits in ((f"slot {order.slot}", mine), ("global", total)):
+            cap = limits.max_order_qty
+            if cap is not None and order.qty > cap:
+                return f"risk: order qty {order.qty} exceeds the {scope} max order size {cap}"
+        for scope, limits, slots in ((f"slot {order.slot}", mine, (order.slot,)), ("global", total, None)):
+            cap = limits.max_position
+            if cap is not None:
+                worst = self._worst_position(order, slots)
+                if abs(worst) > cap:
+                    return (f"risk: {order.side} {order.qty} {order.symbol} could take the {scope} position "
+                            f"to {worst} (open orders included), beyond max position {cap}")
+        now = trio.current_time()
+        for scope, limits, times in ((f"slot {order.slot}", mine, self._slot_times.get(order.slot)),
+                                     ("global", total, self._all_times)):
+            cap_rate = limits.max_orders_per_second
+            if cap_rate is not None and times is not None:
+                while times and times[0] <= now - RATE_WINDOW_S:
+                    times.popleft()
+                if len(times) >= cap_rate:
+                    return (f"risk: {scope} order rate limit of {cap_rate} per second reached; "
+                            f"next order possible in {times[0] + RATE_WINDOW_S - now:.3f} s")
+        return None
+
+    def _worst_position(self, order: Order, slots: tuple[int, ...] | None) -> Decimal:
+        """Position after this order and every open order on the same side fill."""
+        sign = 1 if order.side == "buy" else -1
+        if slots is None:
+            pos = sum((p.qty for (_, sym), p in self.inner.positions().items() if sym == order.symbol), ZERO)
+            opens = [o for o in self.inner.orders() if o.is_open and o.symbol == order.symbol]
+        else:
+            pos = sum((self.inner.position(s, order.symbol).qty for s in slots), ZERO)
+            opens = [o for s in slots for o in self.inner.open_orders(s, order.symbol)]
+        pending = sum((o.remaining_qty for o in opens if o.side == order.side), ZERO)
+        return pos + sign * (pending + order.qty)
+
+    def _refuse(self, order: Order, reason: str) -> None:
+        self.refused += 1
+        order.status = "rejected"
+        order.reason = reason
+        order.created_ts_ns = self._now_ns()
+        self._refused[order.order_id] = order
+        log.warning("slot %d order %s refused: %s", order.slot, order.order_id, reason)
+        self._emit(order.slot, _update(order, reason, order.created_ts_ns))
+
+    # --- delegation ---------------------------------------------------------------------
+
+    def on_market(self, batch: list[Any]) -> None:
+        self.inner.on_market(batch)
+
+    async def run(self) -> None:
+        await self.inner.run()
+
+    def position(self, slot: int, symbol: str) -> Position:
+        return self.inner.position(slot, symbol)
+
+    def positions(self) -> dict[tuple[int, str], Position]:
+        return self.inner.positions()
+
+    def open_orders(self, slot: int, symbol: str | None = None) -> list[Order]:
+        return self.inner.open_orders(slot, symbol)
+
+    def orders(self) -> list[Order]:
+        """Every order, including the ones risk refused (status "rejected")."""
+        inner = self.inner.orders()
+        if not self._refused:
+            return inner
+        refused = [o.copy() for o in self._refused.values()]
+        return sorted(inner + refused, key=lambda o: o.created_ts_ns)
+
+    def mark_price(self, slot: int, symbol: str) -> Decimal | None:
+        return self.inner.mark_price(slot, symbol)
+
+    def status(self) -> dict[str, Any]:
+        out = dict(self.inner.status())
+        out["risk"] = {"halted": self.halted, "halt_reason": self.halt_reason, "refused": self.refused}
+        return out
+
+
+def _update(order: Order, reason: str, ts_ns: int) -> OrderUpdate:
+    return OrderUpdate(order.order_id, order.symbol, order.side, order.order_type, "rejected",
+                       order.qty, order.filled_qty, order.price, None, reason, ts_ns, order.slot, order.venue)
