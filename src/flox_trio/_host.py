@@ -224,6 +224,10 @@ _OTHER: dict[type, str] = {Bar: "on_bar", OrderUpdate: "on_order_update", Fill: 
 def _class_source(cls: type) -> str:
     """The source of the strategy's module (or class); falls back to its qualified name."""
     module = sys.modules.get(cls.__module__)
+    # A strategy rebuilt from a tape or bundle carries the source it was built from.
+    recorded = getattr(module, "__flox_source__", None)
+    if isinstance(recorded, str):
+        return recorded
     try:
         if module is not None and getattr(module, "__file__", None):
             return inspect.getsource(module)

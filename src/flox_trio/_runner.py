@@ -106,7 +106,9 @@ class Runner:
             return tape
         from .tape import TapeWriter
 
-        return TapeWriter(tape, meta={"feed": type(self.feed).__name__})
+        # What a replay needs to rebuild the run: the executor's settings.
+        return TapeWriter(tape, meta={"feed": type(self.feed).__name__, "executor": self.executor.status(),
+                                      "bar_intervals": list(self.bar_intervals)})
 
     async def _feed_task(self) -> None:
         try:

@@ -30,10 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="market generator seed")
     demo.set_defaults(func=_demo)
 
-    from . import _control, _run
+    from . import _control, _run, _tape
 
     _run.register(sub)
     _control.register(sub)
+    _tape.register(sub)
     return parser
 
 

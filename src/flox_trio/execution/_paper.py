@@ -264,6 +264,8 @@ class PaperExecutor(Executor):
         return {
             "executor": "PaperExecutor",
             "latency_s": self.latency,
+            "taker_fee": str(self.taker_fee),
+            "maker_fee": str(self.maker_fee),
             "orders": len(self._orders),
             "open_orders": sum(1 for o in self._orders.values() if o.is_open),
             "fills": self.fills,

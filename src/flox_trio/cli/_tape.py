@@ -1,0 +1,180 @@
+"""``flox-trio record | replay | bundle pack|validate | tape info``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import trio
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .._errors import ConfigError
+
+# --- record ------------------------------------------------------------------------------
+
+async def _record(config: Any, out: Path, duration: float) -> dict[str, Any]:
+    from .._runner import open_runner
+    from ._run import build_executor, open_venue_feed
+
+    async with open_venue_feed(config) as feed, open_runner(
+        feed, build_executor(config), tape=str(out), drain=False
+    ) as runner:
+        await trio.sleep(duration)
+        return runner.status()
+
+
+def _record_cmd(args: argparse.Namespace) -> int:
+    from ..config import converter, load_config
+
+    if args.config:
+        config = load_config(args.config)
+    else:
+        if not args.symbols:
+            raise ConfigError("record needs --symbols (e.g. --symbols BTCUSDT ETHUSDT) or a CONFIG.toml")
+        config = converter.structure({"symbols": args.symbols, "venue": {"name": args.venue}},
+                                     _config_type())
+    out = Path(args.out)
+    if out.exists():
+        raise ConfigError(f"{out} already exists: record to a new tape path")
+    status = trio.run(_record, config, out, args.duration)
+    Console().print(f"recorded {status['published']} events from {config.venue.name} to {out}")
+    return 0
+
+
+def _config_type() -> type:
+    from ..config import Config
+
+    return Config
+
+
+# --- replay ------------------------------------------------------------------------------
+
+def _replay_cmd(args: argparse.Namespace) -> int:
+    from ..tape import replay_bundle, replay_tape, tape_info
+
+    path = Path(args.path)
+    console = Console()
+    is_bundle = (path / "manifest.json").exists() or path.suffix == ".tar"
+    total = None if is_bundle else tape_info(path).events
+    with Progress(TextColumn("replaying {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task(path.name, total=total)
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+
+        if is_bundle:
+            validation = replay_bundle(path, progress=advance)
+            result = validation.result
+        else:
+            result = replay_tape(path, progress=advance)
+    _summary(console, result.outputs, result.status, result.events, result.swaps)
+    if is_bundle:
+        for w in validation.warnings:
+            console.print(f"[yellow]warning:[/yellow] {w}")
+        console.print("outputs identical to the bundle's expected outputs" if validation.ok
+                      else f"[red]outputs differ:[/red] {validation.divergence}")
+        return 0 if validation.ok else 1
+    return 0
+
+
+def _summary(console: Console, outputs: dict[str, Any], status: dict[str, Any], events: int, swaps: int) -> None:
+    t = Table(title=f"replay: {events} market events, {swaps} swaps")
+    for col in ("slot", "strategy", "language", "dispatched", "swaps", "errors", "position", "realized PnL"):
+        t.add_column(col, justify="right")
+    for s in status["slots"]:
+        t.add_row(str(s["index"]), s["strategy"], s["language"], str(s["dispatched"]), str(s["swaps"]),
+                  str(s["errors"]), ", ".join(f"{k} {v}" for k, v in s["position"].items()), s["realized_pnl"])
+    console.print(t)
+    filled = sum(o["status"] == "filled" for o in outputs["orders"])
+    console.print(f"orders: {len(outputs['orders'])} ({filled} filled), fills: {len(outputs['fills'])}")
+
+
+# --- bundle ------------------------------------------------------------------------------
+
+def _bundle_pack(args: argparse.Namespace) -> int:
+    from ..tape import pack_bundle
+
+    out = pack_bundle(args.tape, args.out, config=args.config)
+    Console().print(f"packed {args.tape} into {out}")
+    return 0
+
+
+def _bundle_validate(args: argparse.Namespace) -> int:
+    from ..tape import validate_bundle
+
+    console = Console()
+    validation = validate_bundle(args.bundle)
+    for w in validation.warnings:
+        console.print(f"warning: {w}")
+    r = validation.result
+    if validation.ok:
+        console.print(f"identical: {len(r.outputs['orders'])} orders, {len(r.outputs['fills'])} fills, "
+                      f"{r.swaps} swaps over {r.events} market events")
+        return 0
+    console.print(f"DIFFERENT: {validation.divergence}")
+    return 1
+
+
+# --- tape info ----------------------------------------------------------------------------
+
+def _tape_info(args: argparse.Namespace) -> int:
+    from ..tape import tape_info
+
+    info = tape_info(args.tape)
+    console = Console()
+    t = Table(title=f"{info.path} ({info.segments} segments, {info.bytes} bytes)")
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    for k, v in sorted(info.event_types.items()):
+        t.add_row(f"events: {k}", str(v))
+    for k, v in sorted(info.symbols.items()):
+        t.add_row(f"symbol: {k}", str(v))
+    for k, v in sorted(info.records.items()):
+        t.add_row(f"records: {k}", str(v))
+    for k, v in sorted(info.connector_events.items()):
+        t.add_row(f"connector: {k}", str(v))
+    t.add_row("strategy errors", str(info.errors))
+    console.print(t)
+    console.print(f"time span: {info.duration_s:.3f} s; sequence {info.first_seq}..{info.last_seq}")
+    for sw in info.swaps:
+        console.print(f"swap: slot {sw.slot} at market event {sw.seq}: {sw.old_language} {sw.old_hash[:8]} → "
+                      f"{sw.new_language} {sw.new_hash[:8]}")
+    if info.torn_tail is not None:
+        console.print(f"[yellow]torn tail:[/yellow] {info.torn_tail.reason} at {info.torn_tail.segment}:"
+                      f"{info.torn_tail.offset} ({info.torn_tail.dropped_bytes} bytes dropped)")
+    return 0
+
+
+def register(sub: Any) -> None:
+    rec = sub.add_parser("record", help="record a venue (or the simulator) to a tape for a duration")
+    rec.add_argument("config", nargs="?", help="a run config (its venue and symbols are used)")
+    rec.add_argument("--venue", default="sim", choices=("sim", "binance", "bybit"))
+    rec.add_argument("--symbols", nargs="*", default=[])
+    rec.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
+    rec.add_argument("-o", "--out", required=True, help="the tape directory to create")
+    rec.set_defaults(func=_record_cmd)
+
+    rep = sub.add_parser("replay", help="replay a tape or a bundle deterministically and summarise")
+    rep.add_argument("path", help="a tape directory, or a bundle (.tar or directory)")
+    rep.set_defaults(func=_replay_cmd)
+
+    bundle = sub.add_parser("bundle", help="reproducibility bundles: pack, validate")
+    bsub = bundle.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
+    pack = bsub.add_parser("pack", help="pack a tape, its strategies and expected outputs")
+    pack.add_argument("tape")
+    pack.add_argument("-o", "--out", required=True, help="bundle path: NAME.tar or a new directory")
+    pack.add_argument("--config", help="the run config to include")
+    pack.set_defaults(func=_bundle_pack)
+    val = bsub.add_parser("validate", help="replay a bundle: exit 0 when identical, 1 with the first divergence")
+    val.add_argument("bundle")
+    val.set_defaults(func=_bundle_validate)
+
+    tape = sub.add_parser("tape", help="inspect tapes")
+    tsub = tape.add_subparsers(dest="tape_command", required=True, metavar="ACTION")
+    info = tsub.add_parser("info", help="counts per type and symbol, time range, swaps")
+    info.add_argument("tape")
+    info.set_defaults(func=_tape_info)

@@ -1,0 +1,260 @@
+"""The on-disk layout of a tape, shared by the writer and the reader.
+
+A tape is a directory of append-only segment files ``seg-000000.tape``,
+``seg-000001.tape``, ... Each segment is::
+
+    segment header   8s magic "FLXTAPE\\0", u16 format version, u16 flags (0),
+                     u32 length and u32 CRC32 of the header map that follows
+    header map       msgpack: tape_id, segment, created_ns, flox_trio_version,
+                     compression, meta
+    frame*           u32 payload length, u16 flags, u16 marker, u32 payload CRC32,
+                     u32 CRC32 of the previous 12 bytes; then the payload
+
+All integers are little-endian. A frame's payload (zstd-compressed when flag
+bit 0 is set) is one msgpack array of records, so a frame is decoded in a
+single call. Records are msgspec array-like structs tagged by an int:
+
+    [1, seq, [[event_code, [event, ...]], ...]]     a batch of events
+    [2, seq, slot, old_hash, new_hash, ...]          a swap
+    [3, seq, slot, action, hash, language, ...]      a slot added or removed
+    [4, kind, info, ts_ns]                           a connector event
+    [5, seq, slot, message]                          a strategy error
+
+An event batch is split into runs of one event type. Each event is a msgpack
+map keyed by attrs field name, which msgspec encodes from, and decodes
+straight into, the frozen attrs classes in C; keying by name also keeps old
+tapes readable when an event class gains a defaulted field.
+
+The frame header has its own CRC so that a damaged length field is told apart
+from a write that stopped half-way: only the latter, at the very end of the
+last segment, is a torn tail.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+import zlib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import msgspec
+
+from .._errors import TapeError
+from .._events import Bar, Book, Fill, OrderUpdate, Trade
+
+FORMAT_VERSION: Final = 1
+
+SEGMENT_MAGIC: Final = b"FLXTAPE\x00"
+SEGMENT_HEADER = struct.Struct("<8sHHII")
+#: A header map larger than this is not a header: refuse it rather than allocate.
+MAX_HEADER_MAP = 16 * 1024 * 1024
+
+FRAME_HEADER = struct.Struct("<IHHII")
+FRAME_MARKER: Final = 0x5446  # "FT"
+FLAG_ZSTD: Final = 1
+KNOWN_FRAME_FLAGS: Final = FLAG_ZSTD
+MAX_FRAME_PAYLOAD: Final = 0xFFFF_FFFF
+
+#: Bytes reserved at the start of a frame's record buffer for the msgpack
+#: array32 header, filled in with the record count when the frame is cut.
+ARRAY32_PREFIX: Final = b"\xdd\x00\x00\x00\x00"
+
+COMPRESSIONS: Final = (None, "zstd")
+
+_SEGMENT_RE = re.compile(r"^seg-(\d{6,})\.tape$")
+
+TAG_EVENTS: Final = 1
+TAG_SWAP: Final = 2
+TAG_SLOT: Final = 3
+TAG_CONNECTOR: Final = 4
+TAG_ERROR: Final = 5
+
+EVENT_CLASSES: Final[tuple[type, ...]] = (Trade, Book, Bar, OrderUpdate, Fill)
+EVENT_CODES: Final[dict[type, int]] = {cls: code for code, cls in enumerate(EVENT_CLASSES)}
+MARKET_CODES: Final = frozenset({EVENT_CODES[Trade], EVENT_CODES[Book], EVENT_CODES[Bar]})
+
+# msgspec builds attrs instances without calling __init__ (frozen or not),
+# which is what makes reading back ~1 M events/s possible at all.
+EVENT_DECODERS: Final[tuple[msgspec.msgpack.Decoder[Any], ...]] = tuple(
+    msgspec.msgpack.Decoder(list[cls]) for cls in EVENT_CLASSES  # type: ignore[valid-type]
+)
+
+
+# --- wire records ----------------------------------------------------------------
+
+
+class WireEvents(msgspec.Struct, array_like=True, tag=TAG_EVENTS, frozen=True):
+    seq: int
+    # A Literal, so an event code this version does not know fails the frame's decode.
+    runs: list[tuple[Literal[0, 1, 2, 3, 4], msgspec.Raw]]
+
+
+class WireSwap(msgspec.Struct, array_like=True, tag=TAG_SWAP, frozen=True):
+    seq: int
+    slot: int
+    old_hash: str
+    new_hash: str
+    old_language: str
+    new_language: str
+    params: dict[str, Any]
+    old_source: str | None
+    new_source: str | None
+    old_spec: str | None
+    new_spec: str | None
+
+
+class WireSlot(msgspec.Struct, array_like=True, tag=TAG_SLOT, frozen=True):
+    seq: int
+    slot: int
+    action: str
+    hash: str
+    language: str
+    params: dict[str, Any]
+    source: str | None
+    spec: str | None
+
+
+class WireConnector(msgspec.Struct, array_like=True, tag=TAG_CONNECTOR, frozen=True):
+    kind: str
+    info: dict[str, Any]
+    ts_ns: int
+
+
+class WireError(msgspec.Struct, array_like=True, tag=TAG_ERROR, frozen=True):
+    seq: int
+    slot: int
+    message: str
+
+
+WireRecord = WireEvents | WireSwap | WireSlot | WireConnector | WireError
+
+FRAME_DECODER: Final = msgspec.msgpack.Decoder(list[WireRecord])
+
+
+class HeaderMap(msgspec.Struct, frozen=True):
+    tape_id: str
+    segment: int
+    created_ns: int
+    flox_trio_version: str
+    compression: str | None
+    meta: dict[str, Any]
+
+
+HEADER_DECODER: Final = msgspec.msgpack.Decoder(HeaderMap)
+
+
+# --- segments ----------------------------------------------------------------------
+
+
+def segment_name(index: int) -> str:
+    return f"seg-{index:06d}.tape"
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """The segment files of a tape directory, in order."""
+    found: list[tuple[int, Path]] = []
+    for p in directory.iterdir():
+        m = _SEGMENT_RE.match(p.name)
+        if m and p.is_file():
+            found.append((int(m.group(1)), p))
+    found.sort()
+    return found
+
+
+def encode_segment_header(header: HeaderMap) -> bytes:
+    body = msgspec.msgpack.encode(header)
+    fixed = SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0, len(body), zlib.crc32(body))
+    return fixed + body
+
+
+def frame_header(payload: bytes | bytearray, flags: int) -> bytes:
+    head = struct.pack("<IHHI", len(payload), flags, FRAME_MARKER, zlib.crc32(payload))
+    return head + zlib.crc32(head).to_bytes(4, "little")
+
+
+# --- what may be written ----------------------------------------------------------------
+
+# Whole words (after splitting snake_case, kebab-case and camelCase) that name
+# a credential, and fragments that do so wherever they appear.
+_SECRET_WORDS: Final = frozenset({"key", "keys", "pwd", "pass", "auth", "authorization", "cookie"})
+_SECRET_FRAGMENTS: Final = (
+    "secret", "token", "passw", "passphrase", "apikey", "privkey", "privatekey",
+    "accesskey", "listenkey", "credential", "signature",
+)
+_WORD_RE = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+
+
+def looks_secret(key: str) -> bool:
+    """Whether a dict key names a credential (``api_key``, ``apiSecret``, ``token``, ...)."""
+    words = [w.lower() for w in _WORD_RE.findall(key)]
+    joined = "".join(words)
+    return any(w in _SECRET_WORDS for w in words) or any(f in joined for f in _SECRET_FRAGMENTS)
+
+
+def check_meta(meta: object, where: str = "meta") -> None:
+    """Refuse meta data that holds a credential or that would not read back as written."""
+    if isinstance(meta, dict):
+        for k, v in meta.items():
+            if not isinstance(k, str):
+                raise TapeError(f"tape {where} keys must be strings, got {k!r}")
+            if looks_secret(k):
+                raise TapeError(
+                    f"refusing to write {where}[{k!r}] to a tape: it looks like a credential "
+                    "(key/secret/token/password/passphrase); tapes are shared, credentials never go on them"
+                )
+            check_meta(v, f"{where}[{k!r}]")
+    elif isinstance(meta, list | tuple):
+        for i, v in enumerate(meta):
+            check_meta(v, f"{where}[{i}]")
+    else:
+        check_plain(meta, where)
+
+
+def check_plain(value: object, where: str) -> None:
+    """Refuse a scalar that msgpack would silently turn into something else."""
+    if value is None or isinstance(value, bool | str | float):
+        return
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**64:
+            raise TapeError(f"{where} = {value} does not fit in 64 bits")
+        return
+    raise TapeError(
+        f"{where} must be JSON-like data (str, int, float, bool, None, list, dict), "
+        f"got {type(value).__name__}: {value!r}"
+    )
+
+
+def clean_params(value: Any, where: str) -> Any:
+    """JSON-like ``value`` with credential-looking keys redacted, for swap/slot/connector records.
+
+    These come from the engine's hot path (a swap that already happened, a
+    connector that reconnected), so a secret is blanked out rather than
+    refused; ``meta`` is refused instead, because its author is at hand.
+    """
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            key = str(k)
+            out[key] = "<redacted>" if looks_secret(key) else clean_params(v, f"{where}[{key!r}]")
+        return out
+    if isinstance(value, list | tuple):
+        return [clean_params(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Decimal):
+        # Exact as text; a float would round it.
+        return str(value)
+    check_plain(value, where)
+    return value
+
+
+def event_time_ns(ev: Any) -> int:
+    """When an event happened, for pacing and time ranges; 0 when it does not say."""
+    ts = (
+        getattr(ev, "recv_ts_ns", 0) or getattr(ev, "exchange_ts_ns", 0)
+        or getattr(ev, "end_ts_ns", 0) or getattr(ev, "ts_ns", 0)
+    )
+    if isinstance(ts, float) and not math.isfinite(ts):
+        return 0
+    return int(ts)

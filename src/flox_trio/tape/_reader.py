@@ -1,0 +1,558 @@
+"""Reading a tape back: ``TapeReader`` and ``tape_info``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import attrs
+import msgspec
+import zstandard
+
+from .._errors import TapeError
+from .._events import Event
+from ._format import (
+    EVENT_CLASSES,
+    EVENT_DECODERS,
+    FLAG_ZSTD,
+    FORMAT_VERSION,
+    FRAME_DECODER,
+    FRAME_HEADER,
+    FRAME_MARKER,
+    HEADER_DECODER,
+    KNOWN_FRAME_FLAGS,
+    MARKET_CODES,
+    MAX_HEADER_MAP,
+    SEGMENT_HEADER,
+    SEGMENT_MAGIC,
+    HeaderMap,
+    WireConnector,
+    WireError,
+    WireEvents,
+    WireRecord,
+    WireSlot,
+    WireSwap,
+    list_segments,
+)
+from ._records import (
+    ConnectorRecord,
+    ErrorRecord,
+    EventsRecord,
+    Record,
+    SlotRecord,
+    SwapRecord,
+    TapeHeader,
+    TornTail,
+)
+
+log = logging.getLogger("flox_trio.tape")
+
+_ZERO_CHECK_CHUNK = 1 << 20
+
+
+class _Torn(Exception):
+    """Internal: the last segment ends in an unfinished write."""
+
+    def __init__(self, offset: int, reason: str) -> None:
+        super().__init__(reason)
+        self.offset = offset
+        self.reason = reason
+
+
+class TapeReader:
+    """Read a tape directory back, record by record, in the order written.
+
+    Constructing a reader checks the tape's header (a missing, truncated or
+    garbled header, or a format version this flox-trio does not read, raises
+    ``TapeError``). Iterating reads the segments from disk each time and
+    verifies every frame's checksums:
+
+    - a damaged frame with data after it raises ``TapeError`` naming the
+      segment file and byte offset;
+    - an unfinished write at the very end of the last segment (a crash
+      mid-write, ``kill -9``) ends the iteration with a logged warning after
+      the last whole record, and sets ``torn_tail``.
+
+    A reader holds no open files between iterations.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise TapeError(f"no tape at {self.path}: the directory does not exist")
+        if not self.path.is_dir():
+            raise TapeError(f"{self.path} is not a tape: a tape is a directory of seg-NNNNNN.tape files")
+        found = list_segments(self.path)
+        if not found:
+            raise TapeError(f"{self.path} is not a tape: it has no segment files (seg-NNNNNN.tape)")
+        for expected, (index, seg) in enumerate(found):
+            if index != expected:
+                raise TapeError(
+                    f"tape {self.path} is missing segment {expected} (found {seg.name} next): "
+                    "segments must be numbered from 0 without gaps"
+                )
+        self.segments: list[Path] = [p for _, p in found]
+        with open(self.segments[0], "rb") as f:
+            first = _read_segment_header(f, self.segments[0], 0, None, is_last=len(self.segments) == 1)
+        assert first is not None  # segment 0 never reads as torn
+        self._header_map = first[0]
+        self.header = TapeHeader(
+            format_version=FORMAT_VERSION,
+            tape_id=first[0].tape_id,
+            created_ns=first[0].created_ns,
+            flox_trio_version=first[0].flox_trio_version,
+            compression=first[0].compression,
+            meta=first[0].meta,
+        )
+        #: Set once an iteration has reached a torn tail.
+        self.torn_tail: TornTail | None = None
+        self._decompressor = zstandard.ZstdDecompressor()
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The free-form metadata the writer was given (venue, config, ...)."""
+        return self.header.meta
+
+    def __repr__(self) -> str:
+        return f"<TapeReader {str(self.path)!r} segments={len(self.segments)}>"
+
+    # --- iteration ---------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Record]:
+        """Every record, in order, with events materialised."""
+        for rec, where in self._wire():
+            if type(rec) is WireEvents:
+                yield EventsRecord(rec.seq, _decode_runs(rec, where))
+            else:
+                yield _convert(rec)
+
+    def records(self) -> Iterator[Record]:
+        """The same as iterating the reader."""
+        return iter(self)
+
+    def iter_batches(self) -> Iterator[EventsRecord]:
+        """The event batches only, each with the sequence number of its first event."""
+        for rec, where in self._wire():
+            if type(rec) is WireEvents:
+                yield EventsRecord(rec.seq, _decode_runs(rec, where))
+
+    def iter_events(self) -> Iterator[Event]:
+        """Every event, in order (use ``iter_batches`` for their sequence numbers)."""
+        for rec, where in self._wire():
+            if type(rec) is WireEvents:
+                runs = rec.runs
+                try:
+                    for code, raw in runs:
+                        yield from EVENT_DECODERS[code].decode(raw)
+                except msgspec.DecodeError as exc:
+                    raise _bad_record(where, exc) from exc
+
+    def iter_market_batches(self) -> Iterator[EventsRecord]:
+        """The market events (Trade, Book, Bar) of each batch; order events are skipped undecoded.
+
+        ``seq`` is the recorded sequence number of the batch's first event,
+        whichever type it was; batches with no market event are left out.
+        """
+        for rec, where in self._wire():
+            if type(rec) is not WireEvents:
+                continue
+            runs = rec.runs
+            try:
+                if len(runs) == 1:
+                    code, raw = runs[0]
+                    if code in MARKET_CODES:
+                        yield EventsRecord(rec.seq, EVENT_DECODERS[code].decode(raw))
+                    continue
+                events: list[Event] = []
+                for code, raw in runs:
+                    if code in MARKET_CODES:
+                        events.extend(EVENT_DECODERS[code].decode(raw))
+            except msgspec.DecodeError as exc:
+                raise _bad_record(where, exc) from exc
+            if events:
+                yield EventsRecord(rec.seq, events)
+
+    def swaps(self) -> list[SwapRecord]:
+        """Every recorded swap, in order. Events are skipped, not decoded."""
+        return [_swap(r) for r, _ in self._wire() if isinstance(r, WireSwap)]
+
+    def slot_records(self) -> list[SlotRecord]:
+        """Every recorded slot add/remove, in order."""
+        return [_slot(r) for r, _ in self._wire() if isinstance(r, WireSlot)]
+
+    def connector_records(self) -> list[ConnectorRecord]:
+        """Every recorded connector event, in order."""
+        return [ConnectorRecord(r.kind, r.info, r.ts_ns) for r, _ in self._wire()
+                if isinstance(r, WireConnector)]
+
+    def errors(self) -> list[ErrorRecord]:
+        """Every recorded strategy error, in order."""
+        return [ErrorRecord(r.seq, r.slot, r.message) for r, _ in self._wire() if isinstance(r, WireError)]
+
+    # --- frames ---------------------------------------------------------------------------
+
+    def _wire(self) -> Iterator[tuple[WireRecord, tuple[Path, int]]]:
+        """Wire records with (segment, frame offset), events left encoded."""
+        decode = FRAME_DECODER.decode
+        for seg, offset, payload in self._frames():
+            try:
+                records = decode(payload)
+            except msgspec.DecodeError as exc:
+                raise _bad_record((seg, offset), exc) from exc
+            where = (seg, offset)
+            for rec in records:
+                yield rec, where
+
+    def _frames(self) -> Iterator[tuple[Path, int, bytes]]:
+        n = len(self.segments)
+        for index, seg in enumerate(self.segments):
+            is_last = index == n - 1
+            try:
+                yield from self._segment_frames(seg, index, is_last)
+            except _Torn as torn:
+                self._torn(seg, torn)
+                return
+
+    def _segment_frames(self, seg: Path, index: int, is_last: bool) -> Iterator[tuple[Path, int, bytes]]:
+        try:
+            f = open(seg, "rb")  # noqa: SIM115 - closed in finally across yields
+        except OSError as exc:
+            raise TapeError(f"cannot open tape segment {seg}: {exc}") from exc
+        try:
+            size = os.fstat(f.fileno()).st_size
+            head = _read_segment_header(f, seg, index, self._header_map, is_last=is_last)
+            if head is None:  # torn while the writer was starting this segment
+                raise _Torn(0, "the segment header was not completely written")
+            pos = head[1]
+            unpack = FRAME_HEADER.unpack
+            hsize = FRAME_HEADER.size
+            crc32 = zlib.crc32
+            while pos < size:
+                remaining = size - pos
+                if remaining < hsize:
+                    self._cut(seg, pos, is_last, f"the file ends {remaining} byte(s) into a frame header")
+                hdr = f.read(hsize)
+                plen, flags, marker, pcrc, hcrc = unpack(hdr)
+                if marker != FRAME_MARKER or crc32(hdr[:12]) != hcrc:
+                    if is_last and _rest_is_zero(f, pos + hsize, size) and not any(hdr):
+                        raise _Torn(pos, "the file ends in zero bytes where a frame should be")
+                    raise TapeError(f"corrupt tape frame in {seg} at byte {pos}: frame header checksum mismatch")
+                if flags & ~KNOWN_FRAME_FLAGS:
+                    raise TapeError(
+                        f"tape frame in {seg} at byte {pos} has flags {flags:#x} this flox-trio "
+                        "does not know: it was written by a newer version"
+                    )
+                if plen > remaining - hsize:
+                    self._cut(seg, pos, is_last,
+                              f"a frame of {plen} bytes is cut short after {remaining - hsize}")
+                payload = f.read(plen)
+                if crc32(payload) != pcrc:
+                    if is_last and pos + hsize + plen == size:
+                        raise _Torn(pos, "the last frame's checksum does not match: it was not completely written")
+                    raise TapeError(f"corrupt tape frame in {seg} at byte {pos}: payload checksum mismatch")
+                if flags & FLAG_ZSTD:
+                    try:
+                        payload = self._decompressor.decompress(payload)
+                    except zstandard.ZstdError as exc:
+                        raise TapeError(f"tape frame in {seg} at byte {pos} does not decompress: {exc}") from exc
+                yield seg, pos, payload
+                pos += hsize + plen
+        finally:
+            f.close()
+
+    @staticmethod
+    def _cut(seg: Path, pos: int, is_last: bool, why: str) -> None:
+        if is_last:
+            raise _Torn(pos, why)
+        raise TapeError(f"tape segment {seg} is cut short at byte {pos} ({why}) but later segments follow")
+
+    def _torn(self, seg: Path, torn: _Torn) -> None:
+        try:
+            dropped = seg.stat().st_size - torn.offset
+        except OSError:
+            dropped = 0
+        first_time = self.torn_tail is None
+        self.torn_tail = TornTail(seg, torn.offset, dropped, torn.reason)
+        if first_time:
+            log.warning(
+                "tape %s: torn tail in %s at byte %d (%s); the %d byte(s) after the last whole "
+                "record are ignored. This is what a crash mid-write leaves.",
+                self.path, seg.name, torn.offset, torn.reason, dropped,
+            )
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _read_segment_header(
+    f: BinaryIO, seg: Path, index: int, first: HeaderMap | None, *, is_last: bool
+) -> tuple[HeaderMap, int] | None:
+    """Parse a segment header; None when it is torn and a torn tail is acceptable here."""
+    # Only a segment that the writer was just starting can be torn; segment 0
+    # carries the tape's header, without which nothing can be read.
+    torn_ok = is_last and index > 0
+    fixed = f.read(SEGMENT_HEADER.size)
+    if len(fixed) < SEGMENT_HEADER.size:
+        if torn_ok:
+            return None
+        if not fixed:
+            raise TapeError(f"tape segment {seg} is empty: the header is missing")
+        raise TapeError(
+            f"tape segment {seg} has a truncated header ({len(fixed)} of {SEGMENT_HEADER.size} bytes)"
+        )
+    magic, version, flags, body_len, body_crc = SEGMENT_HEADER.unpack(fixed)
+    if magic != SEGMENT_MAGIC:
+        raise TapeError(f"{seg} is not a flox-trio tape segment: bad magic {magic!r} (garbled header?)")
+    if version != FORMAT_VERSION:
+        if version > FORMAT_VERSION:
+            raise TapeError(
+                f"tape segment {seg} has format version {version}, newer than this flox-trio reads "
+                f"(version {FORMAT_VERSION}): upgrade flox-trio to read it"
+            )
+        raise TapeError(f"tape segment {seg} has unsupported format version {version}")
+    if flags:
+        raise TapeError(f"tape segment {seg} has header flags {flags:#x} this flox-trio does not know")
+    if body_len > MAX_HEADER_MAP:
+        raise TapeError(f"tape segment {seg} has a garbled header: header length {body_len}")
+    body = f.read(body_len)
+    if len(body) < body_len:
+        if torn_ok:
+            return None
+        raise TapeError(f"tape segment {seg} has a truncated header ({len(body)} of {body_len} bytes)")
+    if zlib.crc32(body) != body_crc:
+        raise TapeError(f"tape segment {seg} has a garbled header: checksum mismatch")
+    try:
+        header = HEADER_DECODER.decode(body)
+    except msgspec.DecodeError as exc:
+        raise TapeError(f"tape segment {seg} has a garbled header: {exc}") from exc
+    if header.segment != index:
+        raise TapeError(f"tape segment {seg} says it is segment {header.segment}: files renamed or mixed up")
+    if first is not None and header.tape_id != first.tape_id:
+        raise TapeError(f"tape segment {seg} belongs to another tape ({header.tape_id}, not {first.tape_id})")
+    return header, SEGMENT_HEADER.size + body_len
+
+
+def _rest_is_zero(f: BinaryIO, start: int, end: int) -> bool:
+    f.seek(start)
+    pos = start
+    while pos < end:
+        chunk = f.read(min(_ZERO_CHECK_CHUNK, end - pos))
+        if not chunk or any(chunk):
+            return False
+        pos += len(chunk)
+    return True
+
+
+def _bad_record(where: tuple[Path, int], exc: Exception) -> TapeError:
+    seg, offset = where
+    return TapeError(f"tape frame in {seg} at byte {offset} holds records this flox-trio cannot decode: {exc}")
+
+
+def _decode_runs(rec: WireEvents, where: tuple[Path, int]) -> list[Event]:
+    runs = rec.runs
+    try:
+        if len(runs) == 1:
+            code, raw = runs[0]
+            return EVENT_DECODERS[code].decode(raw)
+        events: list[Event] = []
+        for code, raw in runs:
+            events.extend(EVENT_DECODERS[code].decode(raw))
+        return events
+    except msgspec.DecodeError as exc:
+        raise _bad_record(where, exc) from exc
+
+
+def _swap(rec: WireSwap) -> SwapRecord:
+    return SwapRecord(rec.seq, rec.slot, rec.old_hash, rec.new_hash, rec.old_language, rec.new_language,
+                      rec.params, rec.old_source, rec.new_source, rec.old_spec, rec.new_spec)
+
+
+def _slot(rec: WireSlot) -> SlotRecord:
+    return SlotRecord(rec.seq, rec.slot, rec.action, rec.hash, rec.language, rec.params, rec.source, rec.spec)
+
+
+def _convert(rec: WireRecord) -> Record:
+    if isinstance(rec, WireSwap):
+        return _swap(rec)
+    if isinstance(rec, WireSlot):
+        return _slot(rec)
+    if isinstance(rec, WireConnector):
+        return ConnectorRecord(rec.kind, rec.info, rec.ts_ns)
+    if isinstance(rec, WireError):
+        return ErrorRecord(rec.seq, rec.slot, rec.message)
+    raise AssertionError(f"unexpected wire record {rec!r}")  # pragma: no cover
+
+
+# --- tape info ----------------------------------------------------------------------------
+
+
+class _Peek(msgspec.Struct):
+    """The fields of any event that ``tape_info`` needs; msgspec skips the rest."""
+
+    symbol: str = ""
+    recv_ts_ns: int | float = 0
+    exchange_ts_ns: int | float = 0
+    end_ts_ns: int | float = 0
+    ts_ns: int | float = 0
+
+
+_PEEK_DECODER = msgspec.msgpack.Decoder(list[_Peek])
+
+
+@attrs.frozen(slots=True)
+class TapeInfo:
+    """A summary of a tape, for ``flox-trio tape info``.
+
+    ``first_ts_ns``/``last_ts_ns`` span the events' own times (receive time,
+    else exchange time; a bar's end; an order event's time); ``None`` when no
+    event carries one.
+    """
+
+    path: Path
+    header: TapeHeader
+    segments: int
+    bytes: int
+    records: dict[str, int]
+    events: int
+    event_types: dict[str, int]
+    symbols: dict[str, int]
+    first_seq: int | None
+    last_seq: int | None
+    first_ts_ns: int | None
+    last_ts_ns: int | None
+    swaps: list[SwapRecord]
+    slots: list[SlotRecord]
+    connector_events: dict[str, int]
+    errors: int
+    torn_tail: TornTail | None
+
+    @property
+    def duration_s(self) -> float:
+        if self.first_ts_ns is None or self.last_ts_ns is None:
+            return 0.0
+        return (self.last_ts_ns - self.first_ts_ns) / 1e9
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (sources left out of swaps and slots: they can be long)."""
+        return {
+            "path": str(self.path),
+            "format_version": self.header.format_version,
+            "tape_id": self.header.tape_id,
+            "created_ns": self.header.created_ns,
+            "flox_trio_version": self.header.flox_trio_version,
+            "compression": self.header.compression,
+            "meta": self.header.meta,
+            "segments": self.segments,
+            "bytes": self.bytes,
+            "records": self.records,
+            "events": self.events,
+            "event_types": self.event_types,
+            "symbols": self.symbols,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "first_ts_ns": self.first_ts_ns,
+            "last_ts_ns": self.last_ts_ns,
+            "duration_s": self.duration_s,
+            "swaps": [
+                {"seq": s.seq, "slot": s.slot, "old_hash": s.old_hash, "new_hash": s.new_hash,
+                 "old_language": s.old_language, "new_language": s.new_language,
+                 "old_spec": s.old_spec, "new_spec": s.new_spec, "params": s.params}
+                for s in self.swaps
+            ],
+            "slots": [
+                {"seq": s.seq, "slot": s.slot, "action": s.action, "hash": s.hash,
+                 "language": s.language, "spec": s.spec, "params": s.params}
+                for s in self.slots
+            ],
+            "connector_events": self.connector_events,
+            "errors": self.errors,
+            "torn_tail": None if self.torn_tail is None else {
+                "segment": str(self.torn_tail.segment), "offset": self.torn_tail.offset,
+                "dropped_bytes": self.torn_tail.dropped_bytes, "reason": self.torn_tail.reason,
+            },
+        }
+
+
+_RECORD_NAMES = {WireEvents: "events", WireSwap: "swap", WireSlot: "slot", WireConnector: "connector",
+                 WireError: "error"}
+
+
+def tape_info(path: str | os.PathLike[str]) -> TapeInfo:
+    """Count what a tape holds: records per kind, events per type and symbol, time span, swaps.
+
+    Events are not materialised: only their symbol and times are decoded.
+    """
+    reader = TapeReader(path)
+    records: Counter[str] = Counter()
+    types: Counter[int] = Counter()
+    symbols: Counter[str] = Counter()
+    connectors: Counter[str] = Counter()
+    swaps: list[SwapRecord] = []
+    slots: list[SlotRecord] = []
+    errors = 0
+    events = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    lo: int | None = None
+    hi: int | None = None
+    peek = _PEEK_DECODER.decode
+    for rec, where in reader._wire():
+        records[_RECORD_NAMES[type(rec)]] += 1
+        if isinstance(rec, WireEvents):
+            n = 0
+            for code, raw in rec.runs:
+                try:
+                    peeks = peek(raw)
+                except msgspec.DecodeError as exc:
+                    raise _bad_record(where, exc) from exc
+                n += len(peeks)
+                types[code] += len(peeks)
+                symbols.update([p.symbol for p in peeks])
+                stamps = [t for p in peeks if (t := p.recv_ts_ns or p.exchange_ts_ns or p.end_ts_ns or p.ts_ns)]
+                if stamps:
+                    a, b = int(min(stamps)), int(max(stamps))
+                    lo = a if lo is None else min(lo, a)
+                    hi = b if hi is None else max(hi, b)
+            if n:
+                first_seq = rec.seq if first_seq is None else min(first_seq, rec.seq)
+                last_seq = rec.seq + n - 1 if last_seq is None else max(last_seq, rec.seq + n - 1)
+                events += n
+        elif isinstance(rec, WireSwap):
+            swaps.append(_swap(rec))
+        elif isinstance(rec, WireSlot):
+            slots.append(_slot(rec))
+        elif isinstance(rec, WireConnector):
+            connectors[rec.kind] += 1
+        else:
+            errors += 1
+    size = 0
+    for seg in reader.segments:
+        try:
+            size += seg.stat().st_size
+        except OSError:
+            pass
+    return TapeInfo(
+        path=reader.path,
+        header=reader.header,
+        segments=len(reader.segments),
+        bytes=size,
+        records=dict(records),
+        events=events,
+        event_types={EVENT_CLASSES[c].__name__: k for c, k in sorted(types.items())},
+        symbols=dict(symbols.most_common()),
+        first_seq=first_seq,
+        last_seq=last_seq,
+        first_ts_ns=lo,
+        last_ts_ns=hi,
+        swaps=swaps,
+        slots=slots,
+        connector_events=dict(connectors),
+        errors=errors,
+        torn_tail=reader.torn_tail,
+    )
+
