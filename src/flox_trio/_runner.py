@@ -107,8 +107,10 @@ class Runner:
         from .tape import TapeWriter
 
         # What a replay needs to rebuild the run: the executor's settings.
-        return TapeWriter(tape, meta={"feed": type(self.feed).__name__, "executor": self.executor.status(),
-                                      "bar_intervals": list(self.bar_intervals)})
+        # zstd: about 11x smaller tapes for ~13% of write speed (bench/tape.py).
+        meta = {"feed": type(self.feed).__name__, "executor": self.executor.status(),
+                "bar_intervals": list(self.bar_intervals)}
+        return TapeWriter(tape, compression="zstd", meta=meta)
 
     async def _feed_task(self) -> None:
         try:

@@ -345,6 +345,11 @@ def run_command(args: argparse.Namespace) -> int:
     from ._control import console
 
     print_summary(console(), final)
+    if config.tape:
+        from ._tape import write_report_for
+
+        json_path, png_path = write_report_for(config.path(config.tape), config.path(config.run_dir))
+        console().print(f"report: {json_path}, {png_path}")
     return 0
 
 

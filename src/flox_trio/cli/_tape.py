@@ -72,6 +72,9 @@ def _replay_cmd(args: argparse.Namespace) -> int:
         else:
             result = replay_tape(path, progress=advance)
     _summary(console, result.outputs, result.status, result.events, result.swaps)
+    if args.report:
+        json_path, png_path = write_report_for(path, Path(args.report))
+        console.print(f"report: {json_path}, {png_path}")
     if is_bundle:
         for w in validation.warnings:
             console.print(f"[yellow]warning:[/yellow] {w}")
@@ -119,6 +122,24 @@ def _bundle_validate(args: argparse.Namespace) -> int:
     return 1
 
 
+# --- report ------------------------------------------------------------------------------
+
+def write_report_for(path: Path, out_dir: Path) -> tuple[Path, Path]:
+    from ..report import write_report
+    from ..tape._bundle import open_bundle
+
+    if (path / "manifest.json").exists() or path.suffix == ".tar":
+        with open_bundle(path) as root:
+            return write_report(root / "tape", out_dir)
+    return write_report(path, out_dir)
+
+
+def _report_cmd(args: argparse.Namespace) -> int:
+    json_path, png_path = write_report_for(Path(args.path), Path(args.out))
+    Console().print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
 # --- tape info ----------------------------------------------------------------------------
 
 def _tape_info(args: argparse.Namespace) -> int:
@@ -160,7 +181,13 @@ def register(sub: Any) -> None:
 
     rep = sub.add_parser("replay", help="replay a tape or a bundle deterministically and summarise")
     rep.add_argument("path", help="a tape directory, or a bundle (.tar or directory)")
+    rep.add_argument("--report", metavar="DIR", help="also write report.json and report.png into DIR")
     rep.set_defaults(func=_replay_cmd)
+
+    report = sub.add_parser("report", help="report.json and report.png (equity, position, swaps) of a tape or bundle")
+    report.add_argument("path", help="a tape directory, or a bundle (.tar or directory)")
+    report.add_argument("-o", "--out", default=".", help="directory to write into (default: here)")
+    report.set_defaults(func=_report_cmd)
 
     bundle = sub.add_parser("bundle", help="reproducibility bundles: pack, validate")
     bsub = bundle.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
