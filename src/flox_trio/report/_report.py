@@ -45,10 +45,10 @@ def build_report(tape: str | Path, *, points: int = 2000) -> Report:
     positions: dict[tuple[int, str], Position] = {}
     marks: dict[str, Decimal] = {}
     swap_at: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for sw in info.swaps:
-        swap_at[sw.seq].append({"slot": sw.slot, "at_market_event": sw.seq,
-                                "from": f"{sw.old_language} {sw.old_hash[:8]}",
-                                "to": f"{sw.new_language} {sw.new_hash[:8]}"})
+    for rec in info.swaps:
+        swap_at[rec.seq].append({"slot": rec.slot, "at_market_event": rec.seq,
+                                 "from": f"{rec.old_language} {rec.old_hash[:8]}",
+                                 "to": f"{rec.new_language} {rec.new_hash[:8]}"})
     total_market = sum(v for k, v in info.event_types.items() if k in ("Trade", "Book", "Bar"))
     every = max(1, total_market // points)
     t: list[float] = []
@@ -74,19 +74,18 @@ def build_report(tape: str | Path, *, points: int = 2000) -> Report:
 
     for batch in reader.iter_batches():
         for ev in batch.events:
-            cls = ev.__class__
-            if cls is Fill:
+            if isinstance(ev, Fill):
                 key = (ev.slot, ev.symbol)
                 pos = positions.get(key) or positions.setdefault(key, Position(ev.symbol))
                 pos.apply_fill(ev.side, ev.price, ev.qty, ev.fee)
                 fills += 1
                 continue
-            if cls is Trade or cls is Book:
+            if isinstance(ev, Trade | Book):
                 ts = ev.exchange_ts_ns or ev.recv_ts_ns
                 if ts:
                     t0 = ts if t0 is None else t0
                     now = (ts - t0) / 1e9
-                if cls is Trade:
+                if isinstance(ev, Trade):
                     marks[ev.symbol] = Decimal(repr(ev.price))
                 elif ev.bids and ev.asks:
                     marks[ev.symbol] = Decimal(repr((ev.bids[0][0] + ev.asks[0][0]) / 2))
