@@ -6,6 +6,20 @@ import flox_trio as flox
 
 BASE_NS = 1_700_000_000_000_000_000
 
+#: A strategy file as users write them: a tag parameter and the trade ids it saw.
+TAGGED_SOURCE = """
+import flox_trio as flox
+
+class {name}(flox.Strategy):
+    def __init__(self, symbols, tag="v1", **params):
+        super().__init__(symbols, tag=tag, **params)
+        self.tag = tag
+        self.seen = []
+
+    def on_trade(self, ctx, trade):
+        self.seen.append(trade.trade_id)
+"""
+
 
 def trade(tid: str, price: float = 100.0, qty: float = 1.0, symbol: str = "BTCUSDT") -> flox.Trade:
     return flox.Trade(symbol, price, qty, "buy", tid, BASE_NS, BASE_NS)

@@ -28,20 +28,9 @@ from flox_trio.control import (
 )
 from flox_trio.execution._risk import RiskExecutor
 
-from .conftest import Scripted, trade
+from .conftest import TAGGED_SOURCE, Scripted, trade
 
-COUNTER = """
-import flox_trio as flox
-
-class Counter(flox.Strategy):
-    def __init__(self, symbols, tag="v1", **params):
-        super().__init__(symbols, tag=tag, **params)
-        self.tag = tag
-        self.seen = []
-
-    def on_trade(self, ctx, trade):
-        self.seen.append(trade.trade_id)
-"""
+COUNTER = TAGGED_SOURCE.format(name="Counter")
 
 
 @asynccontextmanager

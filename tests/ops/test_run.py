@@ -15,22 +15,11 @@ from flox_trio.cli._run import Engine, SyntheticFeed, build_executor, open_venue
 from flox_trio.config import load_config, parse_config
 from flox_trio.control import ControlClient
 
-from .conftest import trade
+from .conftest import TAGGED_SOURCE, trade
 
 ROOT = Path(__file__).resolve().parents[2]
 
-STRATEGY = """
-import flox_trio as flox
-
-class Tagged(flox.Strategy):
-    def __init__(self, symbols, tag="v1", **params):
-        super().__init__(symbols, tag=tag, **params)
-        self.tag = tag
-        self.seen = []
-
-    def on_trade(self, ctx, trade):
-        self.seen.append(trade.trade_id)
-"""
+STRATEGY = TAGGED_SOURCE.format(name="Tagged")
 
 
 def config_text(tmp_path: Path) -> str:
