@@ -77,31 +77,33 @@ async def _offline(seconds: float, seed: int, state: Path) -> dict[str, Any]:
         open_before = [o.order_id for o in runner.executor.open_orders(slot)]
         second = ema([SYMBOL], fast=8, slow=21, snapshot=snap, qty=0.01)
         report = await runner.replace_strategy(slot, second)
-        open_after = [o.order_id for o in runner.executor.open_orders(slot)]
     return {
         "venue": "offline synthetic feed (virtual time)",
         "connection": None,
         "slots": [(slot, "python", "EMA 12/26 → EMA 8/21", before[slot], runner.slots[slot].dispatched - before[slot],
                    first.trades_seen, second.trades_seen)],
         "report": [report],
-        "orders_across": (open_before, open_after),
+        "orders_across": (open_before, {o.order_id: o.status for o in runner.executor.orders()
+                                        if o.order_id in open_before}),
         "runner": runner,
         "pnl": {slot: _pnl(runner, slot)},
     }
 
 
 def run_demo(*, seconds: float = 8.0, offline: bool = False, seed: int = 7) -> int:
-    console = Console()
+    console = Console(width=max(Console().width, 110))
     with tempfile.TemporaryDirectory(prefix="flox-demo-") as tmp:
         state = Path(tmp)
-        if not offline and importlib.util.find_spec("flox_trio.cli._demo_live") is None:
-            console.print("[yellow]the simulator is not installed; running the offline demo[/yellow]")
-            offline = True
-        if offline:
+        live_demo = None
+        if not offline:
+            try:
+                from ._demo_live import live_demo
+            except ImportError as exc:
+                console.print(f"[yellow]the simulator or connectors are missing ({exc}); "
+                              "running the offline demo[/yellow]")
+        if live_demo is None:
             result = trio.run(_offline, seconds, seed, state, clock=trio.testing.MockClock(autojump_threshold=0))
         else:
-            from ._demo_live import live_demo
-
             result = trio.run(live_demo, seconds, seed, state)
     _print(console, result)
     return 0
@@ -132,9 +134,12 @@ def _print(console: Console, result: dict[str, Any]) -> None:
             f"{report.new_language} {report.new_hash[:8]} at event {report.at_event}, "
             f"pause {report.pause_s * 1e3:.3f} ms"
         )
-    open_before, open_after = result["orders_across"]
-    console.print(f"open orders at the swap: before {open_before or 'none'}, after {open_after or 'none'} "
-                  f"(same ids: {open_before == open_after})")
+    open_at_swap, fate = result["orders_across"]
+    if open_at_swap:
+        console.print(f"orders open or in flight at the swap: {', '.join(open_at_swap)}; afterwards, under the "
+                      f"new strategy: {', '.join(f'{k} {v}' for k, v in fate.items())}")
+    else:
+        console.print("no order was open at the swap moment")
     orders = runner.executor.orders()
     console.print(f"orders: {len(orders)} placed, {sum(o.status == 'filled' for o in orders)} filled; "
                   f"events published: {runner.status()['published']}")

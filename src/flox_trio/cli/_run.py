@@ -67,11 +67,10 @@ async def open_venue_feed(config: Config) -> AsyncIterator[Feed]:
         sim = _optional_module("flox_trio.sim")
         connectors = _optional_module("flox_trio.connectors")
         if sim is not None and hasattr(sim, "open_simulator") and connectors is not None:
-            async with sim.open_simulator(symbols=symbols) as simulator:
-                feed = getattr(simulator, "feed", None)
-                if feed is None:
-                    feed = connectors.Binance(symbols, ws_url=simulator.ws_url, rest_url=simulator.rest_url)
-                yield feed
+            async with sim.open_simulator(symbols=symbols, rate=venue.sim_rate) as simulator:
+                channels = {"channels": venue.channels} if venue.channels is not None else {}
+                yield connectors.Binance(symbols, ws_url=simulator.binance_ws_url,
+                                         rest_url=simulator.binance_rest_url, **channels)
             return
         log.warning("the exchange simulator (flox_trio.sim) is not installed: using a local random-walk market")
         yield SyntheticFeed(symbols)

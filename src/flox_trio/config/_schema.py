@@ -42,6 +42,8 @@ class VenueConfig:
     ws_url: str | None = None
     rest_url: str | None = None
     channels: tuple[str, ...] | None = None
+    #: Market ticks per second of the embedded simulator (venue "sim" only).
+    sim_rate: float = 50.0
 
 
 @attrs.frozen
