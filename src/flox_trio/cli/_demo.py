@@ -94,7 +94,7 @@ def run_demo(*, seconds: float = 8.0, offline: bool = False, seed: int = 7) -> i
     console = Console(width=max(Console().width, 110))
     with tempfile.TemporaryDirectory(prefix="flox-demo-") as tmp:
         state = Path(tmp)
-        live_demo = None
+        live_demo: Any = None
         if not offline:
             try:
                 from ._demo_live import live_demo
