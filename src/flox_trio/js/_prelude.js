@@ -1,0 +1,258 @@
+// The JavaScript side of the flox-trio QuickJS host.
+//
+// QuickJS cannot call back into Python while a time limit is set, so nothing
+// here calls out: events arrive as call arguments (columnar strings, decoded
+// lazily), and order intents, logs, file writes, runner requests and errors
+// leave as the JSON return value of each call.
+var __flox = (function () {
+  var F = { objs: [null], registered: null, files: {}, ctxs: {}, seq: 1, stop: false, slot: -1, out: null };
+
+  F.reset = function () {
+    F.out = { logs: [], intents: [], requests: [], writes: [], errors: [] };
+    F.stop = false;
+  };
+  F.reset();
+
+  F.finish = function (n, value) {
+    var o = F.out;
+    o.n = n;
+    if (value !== undefined) o.value = value;
+    var s = JSON.stringify(o);
+    F.reset();
+    return s;
+  };
+
+  F.keep = function (obj) {
+    if (obj === null || typeof obj !== 'object') {
+      throw new TypeError('a strategy must be an object with symbols and callbacks, got ' + typeof obj);
+    }
+    if (!obj.hasOwnProperty('__floxId')) {
+      F.objs.push(obj);
+      Object.defineProperty(obj, '__floxId', { value: F.objs.length - 1, enumerable: false });
+    }
+    return obj.__floxId;
+  };
+
+  F.describe = function (obj) {
+    var cbs = [];
+    ['onStart', 'onStop', 'onTrade', 'onBook', 'onBar', 'onOrderUpdate', 'onFill'].forEach(function (k) {
+      if (typeof obj[k] === 'function') cbs.push(k);
+    });
+    return { handle: F.keep(obj), symbols: obj.symbols, callbacks: cbs };
+  };
+
+  F.fmt = function (v) {
+    if (typeof v === 'string') return v;
+    if (v instanceof Error) return String(v);
+    try { return JSON.stringify(v); } catch (e) { return String(v); }
+  };
+
+  F.error = function (k, e) {
+    var msg = (e && e.message !== undefined) ? (e.name ? e.name + ': ' : '') + e.message : String(e);
+    F.out.errors.push([k, msg, (e && e.stack) ? String(e.stack) : '']);
+  };
+
+  // --- the sandboxed fs: a mirror of the state directory -------------------------
+  F.norm = function (p) {
+    if (typeof p !== 'string') throw new TypeError('fs: a path must be a string, got ' + typeof p);
+    var parts = p.split('/'), out = [];
+    for (var i = 0; i < parts.length; i++) {
+      var s = parts[i];
+      if (s === '' || s === '.') continue;
+      if (s === '..') {
+        if (!out.length) throw new Error("fs: path '" + p + "' climbs out of the strategy's state directory: refused");
+        out.pop();
+      } else {
+        out.push(s);
+      }
+    }
+    if (!out.length) throw new Error("fs: path '" + p + "' names the state directory itself, not a file");
+    return out.join('/');
+  };
+  F.sync = function (changes) {
+    var c = JSON.parse(changes);
+    for (var k in c) {
+      if (c[k] === null) delete F.files[k]; else F.files[k] = c[k];
+    }
+  };
+  var fs = {
+    existsSync: function (p) { return F.files.hasOwnProperty(F.norm(p)); },
+    readFileSync: function (p) {
+      var n = F.norm(p);
+      if (!F.files.hasOwnProperty(n)) throw new Error("ENOENT: no such file '" + p + "' in the state directory");
+      return F.files[n];
+    },
+    writeFileSync: function (p, data) {
+      var n = F.norm(p), s = typeof data === 'string' ? data : String(data);
+      F.files[n] = s;
+      F.out.writes.push([n, s]);
+    },
+  };
+  F.require = function (name) {
+    if (name === 'fs') return fs;
+    throw new Error("require('" + name + "'): only 'fs' is available to strategies");
+  };
+
+  // --- ctx: a slot's view of one symbol --------------------------------------------
+  function Ctx(slot, symbol) {
+    this.symbol = symbol;
+    this._slot = slot;
+    this.position = 0;
+    this.bestBid = null;
+    this.bestAsk = null;
+    this._lp = null;
+    this._lc = null;
+    this._li = 0;
+  }
+  Object.defineProperty(Ctx.prototype, 'lastPrice', {
+    get: function () { return this._lc !== null ? this._lc.price(this._li) : this._lp; },
+  });
+  Object.defineProperty(Ctx.prototype, 'mid', {
+    get: function () {
+      return this.bestBid === null || this.bestAsk === null ? null : (this.bestBid + this.bestAsk) / 2;
+    },
+  });
+  function intent(ctx, side, type, qty, price) {
+    var id = ctx._slot + '-' + (F.seq++);
+    F.out.intents.push([id, ctx.symbol, side, type, qty, price]);
+    return id;
+  }
+  Ctx.prototype.marketBuy = function (qty) { return intent(this, 'buy', 'market', qty, null); };
+  Ctx.prototype.marketSell = function (qty) { return intent(this, 'sell', 'market', qty, null); };
+  Ctx.prototype.limitBuy = function (price, qty) { return intent(this, 'buy', 'limit', qty, price); };
+  Ctx.prototype.limitSell = function (price, qty) { return intent(this, 'sell', 'limit', qty, price); };
+  Ctx.prototype.cancel = function (id) { F.out.intents.push([String(id), this.symbol, 'cancel', 'cancel', 0, null]); };
+
+  F.ctxsFor = function (slot, state) {
+    var m = F.ctxs[slot] || (F.ctxs[slot] = {});
+    var st = JSON.parse(state);
+    for (var sym in st) {
+      var c = m[sym] || (m[sym] = new Ctx(slot, sym)), v = st[sym];
+      c.position = v[0];
+      c._lp = v[1]; c._lc = null;
+      c.bestBid = v[2]; c.bestAsk = v[3];
+    }
+    return m;
+  };
+
+  // --- events: trades are columnar and decode a column on first use -------------------
+  function Cols(syms, sy, sd, px, qt, id, et, rt) {
+    this.syms = syms; this.sy = sy; this.sd = sd;
+    this.pxs = px; this.qts = qt; this.ids = id; this.ets = et; this.rts = rt;
+    this.px = null; this.qt = null; this.id = null; this.et = null; this.rt = null;
+  }
+  Cols.prototype.price = function (i) { return (this.px || (this.px = JSON.parse(this.pxs)))[i]; };
+  function Trade(c, i) { this._c = c; this._i = i; }
+  Object.defineProperties(Trade.prototype, {
+    price: { get: function () { return this._c.price(this._i); }, enumerable: true },
+    qty: { get: function () { var c = this._c; return (c.qt || (c.qt = JSON.parse(c.qts)))[this._i]; }, enumerable: true },
+    side: { get: function () { return this._c.sd.charCodeAt(this._i) === 98 ? 'buy' : 'sell'; }, enumerable: true },
+    symbol: { get: function () { return this._c.syms[this._c.sy.charCodeAt(this._i) - 48]; }, enumerable: true },
+    tradeId: { get: function () { var c = this._c; return (c.id || (c.id = JSON.parse(c.ids)))[this._i]; }, enumerable: true },
+    exchangeTsNs: { get: function () { var c = this._c; return (c.et || (c.et = JSON.parse(c.ets)))[this._i]; }, enumerable: true },
+    recvTsNs: { get: function () { var c = this._c; return (c.rt || (c.rt = JSON.parse(c.rts)))[this._i]; }, enumerable: true },
+  });
+  Trade.prototype.toJSON = function () {
+    return { symbol: this.symbol, price: this.price, qty: this.qty, side: this.side, tradeId: this.tradeId,
+             exchangeTsNs: this.exchangeTsNs, recvTsNs: this.recvTsNs };
+  };
+  F.Trade = Trade;
+
+  // kinds: one char per event ('t' trade, 'b' book, 'B' bar, 'u' order update, 'f' fill),
+  // or '' when the batch is all trades.
+  F.dispatch = function (h, slot, seq, state, start, budget, kinds, syms, sy, sd, px, qt, id, et, rt, others) {
+    var s = F.objs[h];
+    F.slot = slot; F.seq = seq;
+    var ctxs = F.ctxsFor(slot, state);
+    var c = new Cols(JSON.parse(syms), sy, sd, px, qt, id, et, rt);
+    var symCtx = [];
+    for (var j = 0; j < c.syms.length; j++) symCtx.push(ctxs[c.syms[j]]);
+    var other = others ? JSON.parse(others) : null;
+    var onTrade = s.onTrade, onBook = s.onBook, onBar = s.onBar, onUpd = s.onOrderUpdate, onFill = s.onFill;
+    var n = kinds ? kinds.length : sd.length;
+    var ti = 0, oi = 0, k = start;
+    if (start > 0 && kinds) {  // resume mid-batch: count what was already consumed
+      for (var q = 0; q < start; q++) { if (kinds.charCodeAt(q) === 116) ti++; else oi++; }
+    } else if (start > 0) {
+      ti = start;
+    }
+    for (; k < n; k++) {
+      var kind = kinds ? kinds.charCodeAt(k) : 116;
+      if (kind === 116) {
+        var ctx = symCtx[sy.charCodeAt(ti) - 48];
+        ctx._lc = c; ctx._li = ti;
+        if (onTrade) {
+          try { onTrade.call(s, ctx, new Trade(c, ti)); } catch (e) { F.error(k, e); }
+        }
+        ti++;
+      } else {
+        var ev = other[oi++], cx = ctxs[ev.symbol], fn = null;
+        if (kind === 98) {
+          if (ev.bids.length) cx.bestBid = ev.bids[0][0];
+          if (ev.asks.length) cx.bestAsk = ev.asks[0][0];
+          fn = onBook;
+        } else if (kind === 66) {
+          fn = onBar;
+        } else if (kind === 117) {
+          fn = onUpd;
+        } else {
+          // ctx.position came from the executor at the start of the batch and
+          // already counts this fill (as in Python, the executor is the truth).
+          fn = onFill;
+        }
+        if (fn) {
+          try { fn.call(s, cx, ev); } catch (e) { F.error(k, e); }
+        }
+      }
+      if (F.stop || F.out.errors.length >= budget) return F.finish(k + 1);
+    }
+    return F.finish(n);
+  };
+
+  F.lifecycle = function (h, name, slot, seq, state) {
+    var s = F.objs[h];
+    F.slot = slot; F.seq = seq;
+    if (slot >= 0) F.ctxsFor(slot, state);
+    var fn = s[name];
+    if (typeof fn === 'function') {
+      try { fn.call(s); } catch (e) { F.error(-1, e); }
+    }
+    return F.finish(0);
+  };
+
+  F.factory = function (name, args) {
+    var fn = globalThis[name];
+    if (typeof fn !== 'function') throw new TypeError("the script defines no global function '" + name + "'");
+    var obj = fn.apply(null, JSON.parse(args));
+    return F.finish(0, F.describe(obj));
+  };
+
+  F.registeredInfo = function () {
+    return F.finish(0, F.registered === null ? null : F.describe(F.registered));
+  };
+
+  return F;
+})();
+
+var flox = {
+  register: function (strategy) { __flox.registered = strategy; },
+};
+var runner = {
+  replaceStrategy: function (index, strategy) {
+    __flox.out.requests.push(['replace', index, __flox.describe(strategy)]);
+    if (index === __flox.slot) __flox.stop = true;  // takes effect at the next event boundary
+  },
+  addStrategy: function (strategy) {
+    __flox.out.requests.push(['add', -1, __flox.describe(strategy)]);
+  },
+};
+var console = (function () {
+  function logger(level) {
+    return function () {
+      __flox.out.logs.push([level, Array.prototype.map.call(arguments, __flox.fmt).join(' ')]);
+    };
+  }
+  return { log: logger('info'), info: logger('info'), debug: logger('debug'), warn: logger('warning'),
+           error: logger('error') };
+})();
+var require = __flox.require;

@@ -1,0 +1,376 @@
+"""Loading JavaScript strategies: one fresh QuickJS context per script, and its host.
+
+Everything runs on the Trio thread (a QuickJS context must only be used from
+the thread that created it) and crosses into JS once per call: per batch of
+events, per lifecycle callback, per factory call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import quickjs
+
+from .._errors import JSError, SandboxError, StrategyLoadError, StrategyTypeError
+from .._events import SymbolRef, Trade, parse_symbols
+from .._host import StrategyHost
+from ._codec import codec
+
+if TYPE_CHECKING:
+    from .._runner import Runner
+    from .._slot import Slot
+
+log = logging.getLogger("flox_trio.js")
+
+_PRELUDE = resources.files(__package__).joinpath("_prelude.js").read_text()
+
+#: Defaults sized for the spec's 5 MB per JS slot: a context with a typical strategy uses ~0.3 MB.
+DEFAULT_TIME_LIMIT = 0.25  # seconds of CPU per call (one batch, one callback)
+DEFAULT_MEMORY_LIMIT = 5 * 1024 * 1024
+DEFAULT_STACK_LIMIT = 256 * 1024
+#: The state directory is mirrored into the context; keep the mirror well inside the memory limit.
+MAX_STATE_BYTES = 1024 * 1024
+
+_RUNAWAY = ("interrupted", "out of memory")
+
+
+class Script:
+    """A loaded script: its QuickJS context, its state directory and the strategies it made."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        path: str,
+        state_dir: str | os.PathLike[str] = "state",
+        runner: Runner | None = None,
+        sym: str | None = None,
+        time_limit: float = DEFAULT_TIME_LIMIT,
+        memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        stack_limit: int = DEFAULT_STACK_LIMIT,
+    ) -> None:
+        self.path = path
+        self.source = source
+        self.source_hash = hashlib.sha256(source.encode()).hexdigest()
+        self.state_dir = Path(state_dir)
+        self.runner = runner
+        self.time_limit = time_limit
+        self._stamps: dict[str, tuple[float, int]] = {}
+        self._pending: list[list[Any]] = []  # runner requests made before a runner was bound
+        self.ctx = quickjs.Context()
+        self.ctx.set_memory_limit(memory_limit)
+        self.ctx.set_max_stack_size(stack_limit)
+        if sym is None:
+            sym = _default_symbol(runner)
+        try:
+            self.ctx.eval(_PRELUDE)
+            self.ctx.eval(f"var sym = {orjson.dumps(sym).decode()};")
+        except quickjs.JSException as exc:  # pragma: no cover - the prelude is ours
+            raise JSError(f"the flox-trio JS prelude failed: {exc}") from exc
+        self._fn = {name: self.ctx.eval(f"__flox.{name}") for name in
+                    ("dispatch", "lifecycle", "factory", "registeredInfo", "sync")}
+        self.sync_files()
+        self.ctx.set_time_limit(time_limit)
+        try:
+            self.ctx.eval(source)
+        except quickjs.JSException as exc:
+            raise StrategyLoadError(f"{path}: {_js_message(exc, path)}") from None
+        except quickjs.StackOverflow as exc:  # pragma: no cover - subclass of JSException
+            raise StrategyLoadError(f"{path}: stack overflow while loading: {exc}") from None
+        self._after(self._call("registeredInfo"), None)
+
+    # --- calls into JS -------------------------------------------------------------------
+
+    def _call(self, name: str, *args: Any) -> dict[str, Any]:
+        raw = self._fn[name](*args)
+        result: dict[str, Any] = orjson.loads(raw)
+        return result
+
+    def _after(self, out: dict[str, Any], slot: Slot | None) -> None:
+        """Apply what a call returned: file writes, logs, runner requests."""
+        for rel, text in out.get("writes", ()):
+            self._write(rel, text)
+        for level, text in out.get("logs", ()):
+            log.log(logging.getLevelName(level.upper()), "[%s] %s", Path(self.path).name, text)
+        for req in out.get("requests", ()):
+            self._request(req)
+
+    def _request(self, req: list[Any]) -> None:
+        if self.runner is None:
+            self._pending.append(req)
+            return
+        op, index, info = req
+        strategy = JsStrategy(self, info)
+        if op == "replace":
+            self.runner.request_replace(int(index), strategy)
+        else:
+            self.runner.add_strategy(strategy)
+
+    def bind(self, runner: Runner) -> None:
+        """Bind the script's ``runner`` global; requests made before are performed now."""
+        if self.runner is None:
+            self.runner = runner
+            pending, self._pending = self._pending, []
+            for req in pending:
+                self._request(req)
+
+    # --- the state directory -------------------------------------------------------------
+
+    def sync_files(self) -> None:
+        """Mirror what changed in the state directory into the context (before lifecycle calls)."""
+        changes: dict[str, str | None] = {}
+        seen = set()
+        total = 0
+        if self.state_dir.is_dir():
+            for p in self.state_dir.rglob("*"):
+                if not p.is_file():
+                    continue
+                rel = p.relative_to(self.state_dir).as_posix()
+                st = p.stat()
+                total += st.st_size
+                seen.add(rel)
+                stamp = (st.st_mtime, st.st_size)
+                if self._stamps.get(rel) != stamp:
+                    if total > MAX_STATE_BYTES:
+                        raise SandboxError(f"{self.path}: the state directory {self.state_dir} holds more than "
+                                           f"{MAX_STATE_BYTES} bytes; strategies keep small snapshots there")
+                    changes[rel] = p.read_text(errors="replace")
+                    self._stamps[rel] = stamp
+        for rel in set(self._stamps) - seen:
+            changes[rel] = None
+            del self._stamps[rel]
+        if changes:
+            self._fn["sync"](orjson.dumps(changes).decode())
+
+    def _write(self, rel: str, text: str) -> None:
+        root = self.state_dir.resolve()
+        target = (root / rel).resolve()
+        if not target.is_relative_to(root):  # the JS side refuses this already; never trust one layer
+            raise SandboxError(f"{self.path}: write to {rel!r} leaves the state directory {root}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        st = target.stat()
+        self._stamps[rel] = (st.st_mtime, st.st_size)
+
+    # --- strategies ----------------------------------------------------------------------------
+
+    @property
+    def registered(self) -> JsStrategy:
+        """The strategy the script passed to ``flox.register()``."""
+        info = self._call("registeredInfo").get("value")
+        if info is None:
+            raise StrategyLoadError(f"{self.path}: the script never called flox.register(strategy)")
+        return JsStrategy(self, info, spec=f"{self.path}:register")
+
+    def call(self, name: str, *args: Any) -> JsStrategy:
+        """Call a global factory (``makeStrategy('v2')``) and return the strategy it builds."""
+        try:
+            out = self._call("factory", name, orjson.dumps(list(args)).decode())
+        except quickjs.JSException as exc:
+            raise StrategyLoadError(f"{self.path}: {name}(...) threw: {_js_message(exc, self.path)}") from None
+        self._after(out, None)
+        return JsStrategy(self, out["value"], spec=f"{self.path}:{name}", params={"factory": name, "args": list(args)})
+
+    def eval(self, code: str) -> Any:
+        """Evaluate an expression in the script's context (inspection and tests)."""
+        return self.ctx.eval(code)
+
+    def memory(self) -> dict[str, int]:
+        mem: dict[str, int] = self.ctx.memory()
+        return mem
+
+
+def load(
+    path: str | os.PathLike[str],
+    state_dir: str | os.PathLike[str] = "state",
+    *,
+    runner: Runner | None = None,
+    sym: str | None = None,
+    time_limit: float = DEFAULT_TIME_LIMIT,
+    memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    stack_limit: int = DEFAULT_STACK_LIMIT,
+) -> Script:
+    """Evaluate a strategy script in a fresh QuickJS context.
+
+    ``state_dir`` is the only place the script's ``require('fs')`` reaches
+    (``/tmp/x.json`` there is ``STATE_DIR/tmp/x.json``). ``runner`` binds the
+    script's ``runner`` global now, so a top-level ``runner.replaceStrategy``
+    acts as the script loads; ``sym`` is the script's ``sym`` global (default:
+    the first symbol of the runner's slot 0, else "BTCUSDT").
+    """
+    p = Path(path)
+    try:
+        source = p.read_text()
+    except OSError as exc:
+        raise StrategyLoadError(f"cannot read JavaScript strategy {p}: {exc.strerror}") from None
+    return Script(source, path=str(p), state_dir=state_dir, runner=runner, sym=sym, time_limit=time_limit,
+                  memory_limit=memory_limit, stack_limit=stack_limit)
+
+
+def strategy_from_source(source: str, spec: str, *, symbols: Any = None, params: dict[str, Any] | None = None,
+                         state_dir: str | os.PathLike[str] = "state") -> JsStrategy:
+    """Rebuild a recorded JavaScript strategy (tape replay, bundles) from its source text."""
+    path, _, how = spec.rpartition(":")
+    script = Script(source, path=path or "<recorded>", state_dir=state_dir)
+    params = dict(params or {})
+    if how == "register" or "factory" not in params:
+        return script.registered
+    return script.call(params["factory"], *params.get("args", []))
+
+
+def _default_symbol(runner: Runner | None) -> str:
+    if runner is not None:
+        for slot in runner.slots:
+            return slot.symbols[0].symbol
+    return "BTCUSDT"
+
+
+_LINE = re.compile(r"<input>:(\d+)")
+
+
+def _js_message(exc: BaseException, path: str) -> str:
+    text = str(exc)
+    return _LINE.sub(lambda m: f"{path}:{m.group(1)}", text).replace("\n", " | ")
+
+
+class JsStrategy:
+    """A JavaScript strategy object, usable anywhere a Python strategy is."""
+
+    def __init__(self, script: Script, info: dict[str, Any], *, spec: str | None = None,
+                 params: dict[str, Any] | None = None) -> None:
+        if not isinstance(info, dict) or "handle" not in info:
+            raise StrategyTypeError(f"{script.path}: that is not a strategy object")
+        self.script = script
+        self.handle = int(info["handle"])
+        try:
+            self.symbols = [str(s) for s in parse_symbols(info.get("symbols"))]
+        except Exception as exc:
+            raise StrategyTypeError(f"{script.path}: the strategy's symbols are unusable: {exc}") from None
+        self.callbacks = frozenset(info.get("callbacks", ()))
+        self.spec = spec or f"{script.path}:#{self.handle}"
+        self.params = dict(params or {})
+
+    def __flox_host__(self) -> JsHost:
+        return JsHost(self)
+
+    def __repr__(self) -> str:
+        return f"<JsStrategy {self.spec} {self.symbols}>"
+
+
+class JsHost(StrategyHost):
+    """Hosts a JavaScript strategy: one QuickJS call per batch."""
+
+    language = "javascript"
+
+    def __init__(self, strategy: JsStrategy) -> None:
+        self.strategy = strategy
+        self.script = strategy.script
+        self.symbols: tuple[SymbolRef, ...] = parse_symbols(strategy.symbols)
+        self.source_hash = self.script.source_hash
+        self.spec = strategy.spec
+        self.params = dict(strategy.params)
+        self.wants_bars = "onBar" in strategy.callbacks
+
+    def source(self) -> str | None:
+        return self.script.source
+
+    def attach(self, slot: Slot) -> None:
+        super().attach(slot)
+        runner = getattr(slot, "runner", None)
+        if runner is not None:
+            self.script.bind(runner)
+
+    def _state(self) -> str:
+        slot = self.slot
+        ex = slot.runner.executor
+        state = {}
+        for sym, ctx in slot.ctxs.items():
+            state[sym] = [float(ex.position(slot.index, sym).qty), ctx.last_price, ctx.best_bid, ctx.best_ask]
+        return orjson.dumps(state).decode()
+
+    async def _lifecycle(self, name: str) -> None:
+        if name not in self.strategy.callbacks:
+            return
+        script = self.script
+        script.sync_files()
+        slot = self.slot
+        try:
+            out = script._call("lifecycle", self.strategy.handle, name, slot.index, slot.order_seq, self._state())
+        except quickjs.JSException as exc:
+            raise JSError(f"{script.path}: {name} was stopped: {_js_message(exc, script.path)}") from None
+        self._apply(out, None)
+        if out["errors"]:
+            _, msg, stack = out["errors"][0]
+            raise JSError(f"{script.path}: {name} threw {_js_message(msg, script.path)}"
+                          f"{' | ' + _js_message(stack, script.path) if stack else ''}")
+
+    async def start(self) -> None:
+        await self._lifecycle("onStart")
+
+    async def stop(self) -> None:
+        await self._lifecycle("onStop")
+
+    async def dispatch(self, batch: list[Any], start: int) -> int:
+        slot = self.slot
+        script = self.script
+        budget = max(1, slot.max_errors - slot._tenure_errors) if getattr(slot, "max_errors", 0) else 1 << 30
+        try:
+            out = script._call("dispatch", self.strategy.handle, slot.index, slot.order_seq, self._state(),
+                               start, budget, *codec.encode(batch))
+        except quickjs.JSException as exc:
+            message = _js_message(exc, script.path)
+            err = JSError(f"{script.path}: a batch of {len(batch) - start} events was stopped: {message}")
+            slot.record_error(err, batch[start] if start < len(batch) else None)
+            if any(r in message for r in _RUNAWAY) or isinstance(exc, quickjs.StackOverflow):
+                slot.quarantine(f"runaway script {script.path}: {message}")
+            return len(batch)
+        done = int(out["n"])
+        self._apply(out, batch)
+        self._update_ctx(batch, start, done)
+        return done
+
+    def _apply(self, out: dict[str, Any], batch: list[Any] | None) -> None:
+        slot = self.slot
+        self.script._after(out, slot)
+        for oid, sym, side, kind, qty, price in out["intents"]:
+            try:
+                if kind == "cancel":
+                    slot.cancel_order(oid)
+                else:
+                    slot.submit_order(sym, side, kind, qty, price, order_id=oid)
+            except Exception as exc:
+                slot.record_error(exc, None, where=f"in an order intent from {self.script.path}")
+        if batch is not None:
+            for k, msg, stack in out["errors"]:
+                where = f"{_js_message(msg, self.script.path)}"
+                if stack:
+                    where += f" | {_js_message(stack, self.script.path)}"
+                slot.record_error(JSError(f"{self.script.path}: {where}"), batch[k])
+
+    def _update_ctx(self, batch: list[Any], start: int, done: int) -> None:
+        # Keep the Python ctx (what the executor prices against) in step with what JS saw.
+        ctxs = self.slot.ctxs
+        pending = set(ctxs)
+        for ev in reversed(batch[start:done] if start or done != len(batch) else batch):
+            if not pending:
+                break
+            sym = ev.symbol
+            if sym not in pending:
+                continue
+            if ev.__class__ is Trade:
+                ctxs[sym].last_price = ev.price
+                pending.discard(sym)
+        for ev in batch[start:done]:
+            if ev.__class__.__name__ == "Book":
+                ctx = ctxs[ev.symbol]
+                if ev.bids:
+                    ctx.best_bid = ev.bids[0][0]
+                if ev.asks:
+                    ctx.best_ask = ev.asks[0][0]
