@@ -122,3 +122,26 @@ def test_cli_bundle_validate_exit_codes(recorded: Path, tmp_path: Path) -> None:
     bad = cli("bundle", "validate", str(extracted))
     assert bad.returncode == 1
     assert "first differing order is #0 (0-1)" in bad.stdout
+
+
+async def record_js(tape: Path, tmp: Path) -> None:
+    from flox_trio.js import load
+
+    script = load(ROOT / "js_strategies" / "ema.js", state_dir=tmp / "js-state")
+    feed = flox.feeds.ListFeed(synthetic_trades(2000, seed=5), batch_size=32, pace=True)
+    async with flox.open_runner(feed, flox.PaperExecutor(latency=0.01), tape=str(tape)) as runner:
+        runner.add_strategy(script.call("makeStrategy", "v1", 5, 12, 0.5))
+        await trio.sleep(5)
+        await runner.replace_strategy(0, script.call("makeStrategy", "v2", 8, 21, 0.25))
+
+
+def test_a_javascript_run_replays_and_validates(tmp_path: Path) -> None:
+    tape = tmp_path / "js.tape"
+    trio.run(record_js, tape, tmp_path, clock=trio.testing.MockClock(autojump_threshold=0))
+    (swap,) = TapeReader(tape).swaps()
+    assert swap.old_language == swap.new_language == "javascript"
+    bundle = pack_bundle(tape, tmp_path / "js.bundle")
+    first, second = replay_bundle(bundle), replay_bundle(bundle)
+    assert first.ok and second.ok
+    orders = first.result.outputs["orders"]
+    assert {o["qty"] for o in orders} == {"0.5", "0.25"}  # both versions traded

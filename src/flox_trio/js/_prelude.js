@@ -47,6 +47,13 @@ var __flox = (function () {
     try { return JSON.stringify(v); } catch (e) { return String(v); }
   };
 
+  // Out of memory, interrupted (time limit) and stack overflow abort the whole
+  // call: the host never swallows one (QuickJS has crashed when a script kept
+  // allocating after catching an out-of-memory error). Callers rethrow in place.
+  F.fatal = function (e) {
+    return e === null || e instanceof InternalError || (e instanceof RangeError && /stack/.test(e.message));
+  };
+
   F.error = function (k, e) {
     var msg = (e && e.message !== undefined) ? (e.name ? e.name + ': ' : '') + e.message : String(e);
     F.out.errors.push([k, msg, (e && e.stack) ? String(e.stack) : '']);
@@ -182,26 +189,26 @@ var __flox = (function () {
         var ctx = symCtx[sy.charCodeAt(ti) - 48];
         ctx._lc = c; ctx._li = ti;
         if (onTrade) {
-          try { onTrade.call(s, ctx, new Trade(c, ti)); } catch (e) { F.error(k, e); }
+          try { s.onTrade(ctx, new Trade(c, ti)); } catch (e) { if (F.fatal(e)) throw e; F.error(k, e); }
         }
         ti++;
       } else {
-        var ev = other[oi++], cx = ctxs[ev.symbol], fn = null;
+        var ev = other[oi++], cx = ctxs[ev.symbol], name = null;
         if (kind === 98) {
           if (ev.bids.length) cx.bestBid = ev.bids[0][0];
           if (ev.asks.length) cx.bestAsk = ev.asks[0][0];
-          fn = onBook;
+          name = onBook && 'onBook';
         } else if (kind === 66) {
-          fn = onBar;
+          name = onBar && 'onBar';
         } else if (kind === 117) {
-          fn = onUpd;
+          name = onUpd && 'onOrderUpdate';
         } else {
           // ctx.position came from the executor at the start of the batch and
           // already counts this fill (as in Python, the executor is the truth).
-          fn = onFill;
+          name = onFill && 'onFill';
         }
-        if (fn) {
-          try { fn.call(s, cx, ev); } catch (e) { F.error(k, e); }
+        if (name) {
+          try { s[name](cx, ev); } catch (e) { if (F.fatal(e)) throw e; F.error(k, e); }
         }
       }
       if (F.stop || F.out.errors.length >= budget) return F.finish(k + 1);
@@ -209,13 +216,30 @@ var __flox = (function () {
     return F.finish(n);
   };
 
+  // One string argument per call, fields separated by \x1f (JSON escapes it, so it never
+  // occurs inside a field): QuickJS's Python binding has crashed on out-of-memory
+  // errors in calls that take many arguments, never in one-argument calls.
+  F.call = function (packed) {
+    var a = packed.split('\x1f');
+    try {
+      if (a[0] === 'd') {
+        return F.dispatch(+a[1], +a[2], +a[3], a[4], +a[5], +a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13],
+                          a[14], a[15], a[16]);
+      }
+      return F.lifecycle(+a[1], a[2], +a[3], +a[4], a[5]);
+    } catch (e) {
+      throw e;  // caught and rethrown at every host frame: see F.fatal
+    }
+  };
+
   F.lifecycle = function (h, name, slot, seq, state) {
     var s = F.objs[h];
     F.slot = slot; F.seq = seq;
     if (slot >= 0) F.ctxsFor(slot, state);
-    var fn = s[name];
-    if (typeof fn === 'function') {
-      try { fn.call(s); } catch (e) { F.error(-1, e); }
+    // Called as a method, not through Function.prototype.call: an out-of-memory
+    // error unwinding through that native frame has crashed QuickJS.
+    if (typeof s[name] === 'function') {
+      try { s[name](); } catch (e) { if (F.fatal(e)) throw e; F.error(-1, e); }
     }
     return F.finish(0);
   };
@@ -223,7 +247,7 @@ var __flox = (function () {
   F.factory = function (name, args) {
     var fn = globalThis[name];
     if (typeof fn !== 'function') throw new TypeError("the script defines no global function '" + name + "'");
-    var obj = fn.apply(null, JSON.parse(args));
+    var obj = fn.apply(null, JSON.parse(args));  // user code runs here only at load/factory time
     return F.finish(0, F.describe(obj));
   };
 

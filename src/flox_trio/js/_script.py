@@ -31,14 +31,18 @@ log = logging.getLogger("flox_trio.js")
 
 _PRELUDE = resources.files(__package__).joinpath("_prelude.js").read_text()
 
-#: Defaults sized for the spec's 5 MB per JS slot: a context with a typical strategy uses ~0.3 MB.
+#: A context with a typical strategy uses ~0.3 MB; the spec's budget is 5 MB per JS slot.
 DEFAULT_TIME_LIMIT = 0.25  # seconds of CPU per call (one batch, one callback)
 DEFAULT_MEMORY_LIMIT = 5 * 1024 * 1024
+#: QuickJS's own allocation cap, as a multiple of ``memory_limit``. The limit
+#: itself is checked after every call (a context over it is retired); the hard
+#: cap sits far above it because this QuickJS build can crash while unwinding an
+#: out-of-memory error through several JS frames, so a runaway script should
+#: meet the time limit, or our check, long before it meets the allocator's wall.
+HARD_MEMORY_FACTOR = 32
 DEFAULT_STACK_LIMIT = 256 * 1024
 #: The state directory is mirrored into the context; keep the mirror well inside the memory limit.
 MAX_STATE_BYTES = 1024 * 1024
-
-_RUNAWAY = ("interrupted", "out of memory")
 
 
 class Script:
@@ -62,20 +66,25 @@ class Script:
         self.state_dir = Path(state_dir)
         self.runner = runner
         self.time_limit = time_limit
+        self.memory_limit = memory_limit
         self._stamps: dict[str, tuple[float, int]] = {}
+        #: Set when the context ran out of memory: it is never called again (reload the script).
+        self.dead: str | None = None
         self._pending: list[list[Any]] = []  # runner requests made before a runner was bound
         self.ctx = quickjs.Context()
-        self.ctx.set_memory_limit(memory_limit)
+        self.ctx.set_memory_limit(memory_limit * HARD_MEMORY_FACTOR)
         self.ctx.set_max_stack_size(stack_limit)
         if sym is None:
             sym = _default_symbol(runner)
         try:
-            self.ctx.eval(_PRELUDE)
+            # Padded so that prelude frames in a stack trace have line numbers no
+            # script has: QuickJS names every evaluated source "<input>".
+            self.ctx.eval("\n" * _PRELUDE_LINE_OFFSET + _PRELUDE)
             self.ctx.eval(f"var sym = {orjson.dumps(sym).decode()};")
         except quickjs.JSException as exc:  # pragma: no cover - the prelude is ours
             raise JSError(f"the flox-trio JS prelude failed: {exc}") from exc
         self._fn = {name: self.ctx.eval(f"__flox.{name}") for name in
-                    ("dispatch", "lifecycle", "factory", "registeredInfo", "sync")}
+                    ("call", "factory", "registeredInfo", "sync")}
         self.sync_files()
         self.ctx.set_time_limit(time_limit)
         try:
@@ -89,9 +98,24 @@ class Script:
     # --- calls into JS -------------------------------------------------------------------
 
     def _call(self, name: str, *args: Any) -> dict[str, Any]:
-        raw = self._fn[name](*args)
+        if self.dead is not None:
+            raise JSError(f"{self.path}: this script's context is retired ({self.dead}); load the script again")
+        try:
+            raw = self._fn[name](*args)
+        except quickjs.JSException as exc:
+            if "out of memory" in str(exc):
+                self.dead = f"ran out of memory (cap {self.memory_limit * HARD_MEMORY_FACTOR} bytes)"
+            raise
+        finally:
+            self._check_memory()
         result: dict[str, Any] = orjson.loads(raw)
         return result
+
+    def _check_memory(self) -> None:
+        used = self.ctx.memory()["memory_used_size"]
+        if used > self.memory_limit and self.dead is None:
+            self.dead = f"out of memory: it used {used} bytes, over its limit of {self.memory_limit}"
+            log.error("%s: %s; its strategies are quarantined", self.path, self.dead)
 
     def _after(self, out: dict[str, Any], slot: Slot | None) -> None:
         """Apply what a call returned: file writes, logs, runner requests."""
@@ -218,11 +242,17 @@ def strategy_from_source(source: str, spec: str, *, symbols: Any = None, params:
                          state_dir: str | os.PathLike[str] = "state") -> JsStrategy:
     """Rebuild a recorded JavaScript strategy (tape replay, bundles) from its source text."""
     path, _, how = spec.rpartition(":")
-    script = Script(source, path=path or "<recorded>", state_dir=state_dir)
+    first = parse_symbols(symbols)[0].symbol if symbols else None
+    script = Script(source, path=path or "<recorded>", state_dir=state_dir, sym=first)
     params = dict(params or {})
     if how == "register" or "factory" not in params:
         return script.registered
     return script.call(params["factory"], *params.get("args", []))
+
+
+def _pack(*fields: Any) -> str:
+    """One string for one QuickJS argument (see ``F.call`` in the prelude for why)."""
+    return "\x1f".join([f if isinstance(f, str) else repr(f) for f in fields])
 
 
 def _default_symbol(runner: Runner | None) -> str:
@@ -233,11 +263,15 @@ def _default_symbol(runner: Runner | None) -> str:
 
 
 _LINE = re.compile(r"<input>:(\d+)")
+_PRELUDE_LINE_OFFSET = 100_000
 
 
-def _js_message(exc: BaseException, path: str) -> str:
-    text = str(exc)
-    return _LINE.sub(lambda m: f"{path}:{m.group(1)}", text).replace("\n", " | ")
+def _js_message(exc: BaseException | str, path: str) -> str:
+    def where(m: re.Match[str]) -> str:
+        line = int(m.group(1))
+        return f"flox-prelude.js:{line - _PRELUDE_LINE_OFFSET}" if line > _PRELUDE_LINE_OFFSET else f"{path}:{line}"
+
+    return _LINE.sub(where, str(exc)).replace("<input>", path).replace("\n", " | ")
 
 
 class JsStrategy:
@@ -256,6 +290,11 @@ class JsStrategy:
         self.callbacks = frozenset(info.get("callbacks", ()))
         self.spec = spec or f"{script.path}:#{self.handle}"
         self.params = dict(params or {})
+
+    def get(self, name: str) -> Any:
+        """A property of the JS strategy object, as JSON-decoded Python (for inspection and tests)."""
+        raw = self.script.ctx.eval(f"JSON.stringify(__flox.objs[{self.handle}][{orjson.dumps(name).decode()}])")
+        return None if raw is None else orjson.loads(raw)
 
     def __flox_host__(self) -> JsHost:
         return JsHost(self)
@@ -302,7 +341,8 @@ class JsHost(StrategyHost):
         script.sync_files()
         slot = self.slot
         try:
-            out = script._call("lifecycle", self.strategy.handle, name, slot.index, slot.order_seq, self._state())
+            out = script._call("call", _pack("l", self.strategy.handle, name, slot.index, slot.order_seq,
+                                             self._state()))
         except quickjs.JSException as exc:
             raise JSError(f"{script.path}: {name} was stopped: {_js_message(exc, script.path)}") from None
         self._apply(out, None)
@@ -322,18 +362,21 @@ class JsHost(StrategyHost):
         script = self.script
         budget = max(1, slot.max_errors - slot._tenure_errors) if getattr(slot, "max_errors", 0) else 1 << 30
         try:
-            out = script._call("dispatch", self.strategy.handle, slot.index, slot.order_seq, self._state(),
-                               start, budget, *codec.encode(batch))
-        except quickjs.JSException as exc:
+            out = script._call("call", _pack("d", self.strategy.handle, slot.index, slot.order_seq,
+                                             self._state(), start, budget, *codec.encode(batch)))
+        except (quickjs.JSException, JSError) as exc:
             message = _js_message(exc, script.path)
+            if script.dead is not None and script.dead not in message:
+                message = f"{message}; {script.dead}"
             err = JSError(f"{script.path}: a batch of {len(batch) - start} events was stopped: {message}")
             slot.record_error(err, batch[start] if start < len(batch) else None)
-            if any(r in message for r in _RUNAWAY) or isinstance(exc, quickjs.StackOverflow):
-                slot.quarantine(f"runaway script {script.path}: {message}")
+            slot.quarantine(f"runaway script {script.path}: {message}")
             return len(batch)
         done = int(out["n"])
         self._apply(out, batch)
         self._update_ctx(batch, start, done)
+        if script.dead is not None:
+            slot.quarantine(f"runaway script {script.path}: {script.dead}")
         return done
 
     def _apply(self, out: dict[str, Any], batch: list[Any] | None) -> None:
