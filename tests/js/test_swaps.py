@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ async def test_swaps_in_every_direction_deliver_each_trade_exactly_once(
         reports = [await h for h in handles]
     assert [(r.old_language, r.new_language) for r in reports] == [
         ({"js": "javascript", "py": "python"}[a], {"js": "javascript", "py": "python"}[b])
-        for a, b in zip(langs, langs[1:], strict=False)]
+        for a, b in itertools.pairwise(langs)]
     entries = js_journal(script) + py_journal
     bounds = [0, *points, 300]
     for i in range(len(made)):
