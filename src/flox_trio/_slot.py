@@ -176,6 +176,11 @@ class Slot:
         return self._enqueued - self._consumed
 
     @property
+    def errors_left(self) -> int | None:
+        """Errors the current strategy may still raise before quarantine (None: no limit)."""
+        return max(0, self.max_errors - self._tenure_errors) if self.max_errors else None
+
+    @property
     def idle(self) -> bool:
         return (self._consumed >= self._enqueued and not self._requests and not self._serving
                 and not (self._scheduled and self._scheduled[0][0] <= self.market_dispatched))

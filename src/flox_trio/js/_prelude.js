@@ -5,11 +5,14 @@
 // lazily), and order intents, logs, file writes, runner requests and errors
 // leave as the JSON return value of each call.
 var __flox = (function () {
-  var F = { objs: [null], registered: null, files: {}, ctxs: {}, seq: 1, stop: false, slot: -1, out: null };
+  // objs: handle -> strategy object for every strategy Python holds; ids: the reverse.
+  var F = { objs: new Map(), ids: new Map(), next: 1, registered: null, files: {}, ctxs: {}, seq: 1,
+            stop: false, slot: -1, cur: -1, out: null };
 
   F.reset = function () {
     F.out = { logs: [], intents: [], requests: [], writes: [], errors: [] };
     F.stop = false;
+    F.cur = -1;
   };
   F.reset();
 
@@ -26,11 +29,34 @@ var __flox = (function () {
     if (obj === null || typeof obj !== 'object') {
       throw new TypeError('a strategy must be an object with symbols and callbacks, got ' + typeof obj);
     }
-    if (!obj.hasOwnProperty('__floxId')) {
-      F.objs.push(obj);
-      Object.defineProperty(obj, '__floxId', { value: F.objs.length - 1, enumerable: false });
+    var h = F.ids.get(obj);
+    if (h === undefined) {
+      h = F.next++;
+      F.ids.set(obj, h);
+      F.objs.set(h, obj);
     }
-    return obj.__floxId;
+    return h;
+  };
+
+  // Python no longer holds these handles: forget the objects, or a script that
+  // swaps in a fresh object every N trades (ab_switch.js) fills its memory limit.
+  F.release = function (handles) {
+    var hs = JSON.parse(handles);
+    for (var i = 0; i < hs.length; i++) {
+      var obj = F.objs.get(hs[i]);
+      if (obj !== undefined) {
+        F.objs.delete(hs[i]);
+        F.ids.delete(obj);
+      }
+    }
+    return hs.length;
+  };
+
+  // After a call was abandoned (time limit, out of memory): hand over what it had
+  // collected (intents already given ids, logs, writes) and how far it got,
+  // rather than leaving it in F.out for whichever call comes next.
+  F.salvage = function () {
+    return F.finish(F.cur + 1);
   };
 
   F.describe = function (obj) {
@@ -168,7 +194,7 @@ var __flox = (function () {
   // kinds: one char per event ('t' trade, 'b' book, 'B' bar, 'u' order update, 'f' fill),
   // or '' when the batch is all trades.
   F.dispatch = function (h, slot, seq, state, start, budget, kinds, syms, sy, sd, px, qt, id, et, rt, others) {
-    var s = F.objs[h];
+    var s = F.objs.get(h);
     F.slot = slot; F.seq = seq;
     var ctxs = F.ctxsFor(slot, state);
     var c = new Cols(JSON.parse(syms), sy, sd, px, qt, id, et, rt);
@@ -184,6 +210,7 @@ var __flox = (function () {
       ti = start;
     }
     for (; k < n; k++) {
+      F.cur = k;
       var kind = kinds ? kinds.charCodeAt(k) : 116;
       if (kind === 116) {
         var ctx = symCtx[sy.charCodeAt(ti) - 48];
@@ -233,7 +260,7 @@ var __flox = (function () {
   };
 
   F.lifecycle = function (h, name, slot, seq, state) {
-    var s = F.objs[h];
+    var s = F.objs.get(h);
     F.slot = slot; F.seq = seq;
     if (slot >= 0) F.ctxsFor(slot, state);
     // Called as a method, not through Function.prototype.call: an out-of-memory

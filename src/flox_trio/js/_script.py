@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import re
+import weakref
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ import orjson
 import quickjs
 
 from .._errors import JSError, SandboxError, StrategyLoadError, StrategyTypeError
-from .._events import SymbolRef, Trade, parse_symbols
+from .._events import Book, SymbolRef, Trade, parse_symbols
 from .._host import StrategyHost
 from ._codec import codec
 
@@ -71,6 +72,10 @@ class Script:
         #: Set when the context ran out of memory: it is never called again (reload the script).
         self.dead: str | None = None
         self._pending: list[list[Any]] = []  # runner requests made before a runner was bound
+        # How many JsStrategy objects hold each JS handle; handles nobody holds
+        # any more are released in JS at the start of the next call.
+        self._holds: dict[int, int] = {}
+        self._unheld: set[int] = set()
         self.ctx = quickjs.Context()
         self.ctx.set_memory_limit(memory_limit * HARD_MEMORY_FACTOR)
         self.ctx.set_max_stack_size(stack_limit)
@@ -84,7 +89,7 @@ class Script:
         except quickjs.JSException as exc:  # pragma: no cover - the prelude is ours
             raise JSError(f"the flox-trio JS prelude failed: {exc}") from exc
         self._fn = {name: self.ctx.eval(f"__flox.{name}") for name in
-                    ("call", "factory", "registeredInfo", "sync")}
+                    ("call", "factory", "registeredInfo", "sync", "release", "salvage")}
         self.sync_files()
         self.ctx.set_time_limit(time_limit)
         try:
@@ -100,6 +105,9 @@ class Script:
     def _call(self, name: str, *args: Any) -> dict[str, Any]:
         if self.dead is not None:
             raise JSError(f"{self.path}: this script's context is retired ({self.dead}); load the script again")
+        if self._unheld:
+            handles, self._unheld = sorted(self._unheld), set()
+            self._fn["release"](orjson.dumps(handles).decode())
         try:
             raw = self._fn[name](*args)
         except quickjs.JSException as exc:
@@ -110,6 +118,31 @@ class Script:
             self._check_memory()
         result: dict[str, Any] = orjson.loads(raw)
         return result
+
+    def salvage(self) -> dict[str, Any] | None:
+        """What an abandoned call had collected, and ``n``: the index after the event it was on.
+
+        None when nothing can be recovered (the context has no memory left).
+        """
+        try:
+            raw = self._fn["salvage"]()
+        except quickjs.JSException:
+            return None
+        result: dict[str, Any] = orjson.loads(raw)
+        return result
+
+    def _hold(self, handle: int) -> None:
+        self._holds[handle] = self._holds.get(handle, 0) + 1
+        self._unheld.discard(handle)
+
+    def _unhold(self, handle: int) -> None:
+        # Runs from weakref.finalize: touches Python state only, never the context.
+        left = self._holds.get(handle, 0) - 1
+        if left > 0:
+            self._holds[handle] = left
+        else:
+            self._holds.pop(handle, None)
+            self._unheld.add(handle)
 
     def _check_memory(self) -> None:
         used = self.ctx.memory()["memory_used_size"]
@@ -198,6 +231,9 @@ class Script:
         try:
             out = self._call("factory", name, orjson.dumps(list(args)).decode())
         except quickjs.JSException as exc:
+            leftover = self.salvage()
+            if leftover is not None:
+                self._after(leftover, None)
             raise StrategyLoadError(f"{self.path}: {name}(...) threw: {_js_message(exc, self.path)}") from None
         self._after(out, None)
         return JsStrategy(self, out["value"], spec=f"{self.path}:{name}", params={"factory": name, "args": list(args)})
@@ -250,6 +286,11 @@ def strategy_from_source(source: str, spec: str, *, symbols: Any = None, params:
     return script.call(params["factory"], *params.get("args", []))
 
 
+def _all_trades(batch: list[Any]) -> bool:
+    # The codec already classified this batch: an all-trade batch has no kinds string.
+    return codec.encode(batch)[0] == ""
+
+
 def _pack(*fields: Any) -> str:
     """One string for one QuickJS argument (see ``F.call`` in the prelude for why)."""
     return "\x1f".join([f if isinstance(f, str) else repr(f) for f in fields])
@@ -283,6 +324,8 @@ class JsStrategy:
             raise StrategyTypeError(f"{script.path}: that is not a strategy object")
         self.script = script
         self.handle = int(info["handle"])
+        script._hold(self.handle)
+        weakref.finalize(self, script._unhold, self.handle)
         try:
             self.symbols = [str(s) for s in parse_symbols(info.get("symbols"))]
         except Exception as exc:
@@ -293,7 +336,7 @@ class JsStrategy:
 
     def get(self, name: str) -> Any:
         """A property of the JS strategy object, as JSON-decoded Python (for inspection and tests)."""
-        raw = self.script.ctx.eval(f"JSON.stringify(__flox.objs[{self.handle}][{orjson.dumps(name).decode()}])")
+        raw = self.script.ctx.eval(f"JSON.stringify(__flox.objs.get({self.handle})[{orjson.dumps(name).decode()}])")
         return None if raw is None else orjson.loads(raw)
 
     def __flox_host__(self) -> JsHost:
@@ -344,6 +387,9 @@ class JsHost(StrategyHost):
             out = script._call("call", _pack("l", self.strategy.handle, name, slot.index, slot.order_seq,
                                              self._state()))
         except quickjs.JSException as exc:
+            leftover = script.salvage()
+            if leftover is not None:
+                self._apply(leftover, None)
             raise JSError(f"{script.path}: {name} was stopped: {_js_message(exc, script.path)}") from None
         self._apply(out, None)
         if out["errors"]:
@@ -360,18 +406,32 @@ class JsHost(StrategyHost):
     async def dispatch(self, batch: list[Any], start: int) -> int:
         slot = self.slot
         script = self.script
-        budget = max(1, slot.max_errors - slot._tenure_errors) if getattr(slot, "max_errors", 0) else 1 << 30
+        left = getattr(slot, "errors_left", None)
+        budget = 1 << 30 if left is None else max(1, left)
         try:
             out = script._call("call", _pack("d", self.strategy.handle, slot.index, slot.order_seq,
                                              self._state(), start, budget, *codec.encode(batch)))
-        except (quickjs.JSException, JSError) as exc:
+        except quickjs.JSException as exc:
+            # The call was abandoned in the middle of an event: the events before
+            # it were delivered and what they produced (orders already given ids)
+            # still counts; the rest of the batch never reached the strategy.
             message = _js_message(exc, script.path)
             if script.dead is not None and script.dead not in message:
                 message = f"{message}; {script.dead}"
-            err = JSError(f"{script.path}: a batch of {len(batch) - start} events was stopped: {message}")
-            slot.record_error(err, batch[start] if start < len(batch) else None)
+            leftover = script.salvage()
+            done = len(batch) if leftover is None else min(len(batch), max(start + 1, int(leftover["n"])))
+            if leftover is not None:
+                self._apply(leftover, batch)
+                self._update_ctx(batch, start, done)
+            err = JSError(f"{script.path}: stopped while delivering event {done - 1 - start} of a batch of "
+                          f"{len(batch) - start}: {message}")
+            slot.record_error(err, batch[done - 1])
             slot.quarantine(f"runaway script {script.path}: {message}")
-            return len(batch)
+            return done
+        except JSError as exc:  # the script's context was retired before: nothing was delivered
+            slot.record_error(exc, batch[start] if start < len(batch) else None)
+            slot.quarantine(f"runaway script {script.path}: {exc}")
+            return start
         done = int(out["n"])
         self._apply(out, batch)
         self._update_ctx(batch, start, done)
@@ -410,8 +470,8 @@ class JsHost(StrategyHost):
             if ev.__class__ is Trade:
                 ctxs[sym].last_price = ev.price
                 pending.discard(sym)
-        for ev in batch[start:done]:
-            if ev.__class__.__name__ == "Book":
+        for ev in () if _all_trades(batch) else batch[start:done]:
+            if ev.__class__ is Book:
                 ctx = ctxs[ev.symbol]
                 if ev.bids:
                     ctx.best_bid = ev.bids[0][0]
