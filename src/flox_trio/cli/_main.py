@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import _control, _run, _tape
 
+    # Listed for --help; main() hands `flox-trio sim ...` to the simulator's own parser.
+    sub.add_parser("sim", help="run the exchange simulator standalone (Binance and Bybit wire formats)")
+
     _run.register(sub)
     _control.register(sub)
     _tape.register(sub)
@@ -39,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sim"]:
+        from ..sim import main as sim_main
+
+        return sim_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)

@@ -1,0 +1,506 @@
+"""Binance Spot market data: combined streams, live SUBSCRIBE, and the REST-snapshot depth sync.
+
+Wire format and rules: Binance ``web-socket-streams.md`` ("How to manage a
+local order book correctly") and ``rest-api.md`` (``GET /api/v3/depth``).
+
+What a strategy receives:
+
+- ``trade`` / ``aggTrade`` → ``Trade`` (``side`` is the taker's: ``m`` true means
+  the buyer was the maker, so the taker sold).
+- ``depth`` (``<symbol>@depth@100ms``) → a ``Book`` after every applied diff, from
+  an ``L2Book`` synced to the REST snapshot with the documented ``U``/``u`` rules;
+  a missing diff is a gap: the book is rebuilt from a new snapshot.
+- ``bookTicker`` → a ``Book`` as well. Without ``depth`` it is the one-level top
+  of book. With ``depth`` the ticker is fresher than the 100 ms diffs, so the
+  published book is the maintained one with its top replaced by the ticker's
+  (levels the ticker proves gone are left out); tickers older than the book
+  publish nothing. ``bookTicker`` carries no event time, so ``exchange_ts_ns`` is
+  0 on books it produced. The maintained ``L2Book`` itself only ever holds what
+  the depth stream said, so it can be compared with the venue's.
+- ``kline_<interval>`` → a ``Bar`` when the kline closes (``x`` true).
+
+Symbols a SUBSCRIBE confirmed go into the URL of later connections
+(``/stream?streams=...``); new ones are subscribed live, so a symbol the venue
+refuses is reported by name and retried with backoff instead of silently
+yielding nothing. ``serverShutdown`` and the 24-hour connection limit trigger
+a planned, make-before-break reconnect: no gap, no duplicate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+import orjson
+import trio
+
+from .._errors import ConfigError, ConnectorError, FloxError
+from .._events import Bar, Book, Event, Level, Trade
+from .._market import L2Book
+from ._backoff import Backoff
+from ._session import Session, _Connection, as_int, levels, loads, make_options
+
+_DEFAULTS: dict[str, Any] = {
+    # 5 incoming messages per second per connection, pongs included: stay under it.
+    "control_interval": 0.25,
+    # Connections are cut at 24 h; move to a fresh one ten minutes before.
+    "max_connection_age": 24 * 3600.0 - 600.0,
+    # The server pings every 20 s and trio-websocket answers; no client pings needed.
+    "ping_interval": 0.0,
+}
+_KLINE_INTERVALS = frozenset(["1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"])
+# Buffered diffs while a snapshot is on its way; beyond this the oldest go (the sync refetches).
+_MAX_BUFFER = 10_000
+
+Handler = Callable[[str, str, dict[str, Any], int, list[Event]], None]
+
+
+class SnapshotError(ConnectorError):
+    """The REST depth snapshot could not be fetched or read (it is retried with backoff)."""
+
+
+class _DepthState:
+    __slots__ = ("after_gap", "book", "buffer", "fetching", "synced", "ticker")
+
+    def __init__(self, symbol: str) -> None:
+        self.book = L2Book(symbol, "binance")
+        self.synced = False
+        self.fetching = False
+        self.after_gap = False
+        self.buffer: list[dict[str, Any]] = []
+        self.ticker: tuple[int, Level, Level] | None = None
+
+
+class Binance(Session):
+    """Binance Spot public market data over combined streams.
+
+    ``Binance(symbols, *, ws_url="wss://stream.binance.com:9443",
+    rest_url="https://api.binance.com", channels=("trade", "bookTicker", "depth"),
+    **options)``. Channels: ``trade``, ``aggTrade``, ``bookTicker``, ``depth``
+    (= ``depth@100ms``), ``depth@1000ms``, ``kline_<interval>``. Options: see
+    ``SessionOptions`` (Binance adds ``snapshot_limit`` and ``time_unit``).
+    """
+
+    venue = "binance"
+    max_topics_per_request = 200
+    max_topics_per_connection = 1024
+
+    def __init__(
+        self,
+        symbols: Sequence[str] | str,
+        *,
+        ws_url: str = "wss://stream.binance.com:9443",
+        rest_url: str = "https://api.binance.com",
+        channels: Sequence[str] = ("trade", "bookTicker", "depth"),
+        **options: Any,
+    ) -> None:
+        opts = make_options("Binance", options, _DEFAULTS, venue_only=("snapshot_limit", "time_unit"))
+        super().__init__(symbols, ws_url.removesuffix("/").removesuffix("/stream").removesuffix("/ws"), opts)
+        if not rest_url.startswith(("http://", "https://")):
+            raise ConfigError(f"Binance rest_url must start with http:// or https://, got {rest_url!r}")
+        self.rest_url = rest_url.rstrip("/")
+        if isinstance(channels, str):
+            channels = [channels]
+        self.channels = tuple(channels)
+        self._streams: list[tuple[str, Handler]] = [self._channel(c) for c in self.channels]
+        if not self._streams:
+            raise ConfigError("Binance needs at least one channel, e.g. channels=('trade',)")
+        self._has_depth = any(s.startswith("depth") for s, _ in self._streams)
+        self._ts = 1_000_000 if opts.time_unit == "ms" else 1_000
+        self._routes: dict[str, tuple[Handler, str, str]] = {}
+        self._depth: dict[str, _DepthState] = {}
+        self._tickers: dict[str, int] = {}
+        self._last_trade: dict[str, int] = {}
+        self._dedupe: dict[str, int] = {}
+        self._last_bar: dict[str, int] = {}
+        self._confirmed: set[str] = set()
+        self._http: httpx.AsyncClient | None = None
+        #: Completed REST syncs of a depth book (initial ones included).
+        self.book_syncs = 0
+        #: Snapshots refetched because they were older than the first buffered diff.
+        self.stale_snapshots = 0
+
+    def _channel(self, name: str) -> tuple[str, Handler]:
+        if name in ("trade", "aggTrade"):
+            return name, self._on_trade if name == "trade" else self._on_agg_trade
+        if name == "bookTicker":
+            return name, self._on_book_ticker
+        if name in ("depth", "depth@100ms"):
+            return "depth@100ms", self._on_depth
+        if name in ("depth@1000ms",):
+            return "depth", self._on_depth
+        if name.startswith("kline_") and name[6:] in _KLINE_INTERVALS:
+            return name, self._on_kline
+        raise ConfigError(
+            f"Binance channel {name!r} is not supported; use trade, aggTrade, bookTicker, depth, "
+            f"depth@1000ms or kline_<interval> with interval one of {' '.join(sorted(_KLINE_INTERVALS))}"
+        )
+
+    # --- public helpers ---------------------------------------------------------------------
+
+    def book(self, symbol: str) -> L2Book | None:
+        """The maintained depth book of ``symbol`` (None without the depth channel)."""
+        st = self._depth.get(symbol.upper())
+        return st.book if st is not None else None
+
+    def book_synced(self, symbol: str) -> bool:
+        st = self._depth.get(symbol.upper())
+        return st is not None and st.synced
+
+    def status(self) -> dict[str, Any]:
+        out = super().status()
+        out["channels"] = list(self.channels)
+        out["book_syncs"] = self.book_syncs
+        out["stale_snapshots"] = self.stale_snapshots
+        out["books"] = {s: {"synced": st.synced, "seq": st.book.seq, "levels": st.book.depth()}
+                        for s, st in sorted(self._depth.items())}
+        return out
+
+    # --- session hooks --------------------------------------------------------------------------
+
+    async def _enter(self, stack: AsyncExitStack) -> None:
+        if not self._has_depth:
+            return
+        client = httpx.AsyncClient(base_url=self.rest_url, timeout=self.options.request_timeout,
+                                   headers={"User-Agent": "flox-trio"})
+
+        async def close() -> None:
+            # run() usually ends by cancellation; an unshielded aclose() would be
+            # cancelled at its first await and leave pooled sockets open.
+            with trio.CancelScope(shield=True), trio.move_on_after(self.options.disconnect_timeout):
+                await client.aclose()
+
+        stack.push_async_callback(close)
+        self._http = client
+
+    def _topics(self, symbol: str) -> list[str]:
+        low = symbol.lower()
+        return [f"{low}@{stream}" for stream, _ in self._streams]
+
+    def _connect_url(self, symbols: frozenset[str]) -> tuple[str, frozenset[str]]:
+        # Symbols the venue already accepted ride in the URL; new ones are subscribed
+        # live, so a refusal comes back as a reply naming them.
+        live: set[str] = set()
+        streams: list[str] = []
+        for s in sorted(symbols & self._confirmed):
+            topics = self._topics(s)
+            if len(streams) + len(topics) > self.max_topics_per_connection:
+                break
+            live.add(s)
+            streams.extend(topics)
+        params = []
+        if streams:
+            params.append("streams=" + "/".join(streams))
+        if self.options.time_unit == "us":
+            params.append("timeUnit=MICROSECOND")
+        url = f"{self.ws_url}/stream" + ("?" + "&".join(params) if params else "")
+        return url, frozenset(live)
+
+    def _request_text(self, op: str, req_id: str, topics: Sequence[str]) -> str:
+        return orjson.dumps({"method": op.upper(), "params": list(topics), "id": int(req_id)}).decode()
+
+    def _on_subscribed(self, symbols: Sequence[str]) -> None:
+        self._confirmed.update(symbols)
+
+    def _on_desired_changed(self, added: frozenset[str], removed: frozenset[str]) -> None:
+        for s in added:
+            low = s.lower()
+            for stream, handler in self._streams:
+                self._routes[f"{low}@{stream}"] = (handler, s, f"{low}@{stream}")
+            if self._has_depth and s not in self._depth:
+                self._depth[s] = _DepthState(s)
+        for s in removed:
+            low = s.lower()
+            for stream, _ in self._streams:
+                self._routes.pop(f"{low}@{stream}", None)
+                self._last_bar.pop(f"{low}@{stream}", None)
+            self._depth.pop(s, None)
+            self._tickers.pop(s, None)
+            self._last_trade.pop(s, None)
+            self._dedupe.pop(s, None)
+
+    def _on_handover(self) -> None:
+        # The successor repeats what the old connection delivered last; trade ids
+        # are sequential per symbol, so drop the successor's trades up to those.
+        self._dedupe = dict(self._last_trade)
+
+    # --- decoding --------------------------------------------------------------------------------
+
+    def _decode(self, conn: _Connection, msg: str | bytes, recv_ns: int) -> list[Event] | None:
+        try:
+            frame = loads(msg)
+        except orjson.JSONDecodeError as exc:
+            self._frame_error(conn, "malformed frame (not JSON)", msg, exc)
+            return None
+        if type(frame) is not dict:
+            self._frame_error(conn, "unknown frame (not a JSON object)", msg)
+            return None
+        stream = frame.get("stream")
+        if stream is not None:
+            data = frame.get("data")
+            route = self._routes.get(stream)
+            if route is None or type(data) is not dict:
+                self._odd_stream(conn, stream, data, msg)
+                return None
+            out: list[Event] = []
+            try:
+                route[0](route[1], route[2], data, recv_ns, out)
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                self._frame_error(conn, f"malformed {stream} payload", msg, exc)
+                return None
+            return out
+        if "id" in frame and ("result" in frame or "error" in frame or "code" in frame):
+            self._control_reply(conn, frame, msg)
+        elif frame.get("e") == "serverShutdown":
+            self._server_shutdown(conn)
+        elif "code" in frame and "msg" in frame:
+            self._report_error(conn, "venue error", f"Binance error {frame['code']}: {frame['msg']}")
+        else:
+            self._frame_error(conn, "unknown frame", msg)
+        return None
+
+    def _odd_stream(self, conn: _Connection, stream: Any, data: Any, msg: str | bytes) -> None:
+        if stream == "!serverShutdown" or (type(data) is dict and data.get("e") == "serverShutdown"):
+            self._server_shutdown(conn)
+            return
+        if type(stream) is str and "@" in stream and stream.split("@", 1)[0].upper() not in self._desired:
+            # Unsubscribed a moment ago; frames already on the wire still arrive.
+            self.late_frames += 1
+            return
+        self._frame_error(conn, f"unknown stream {stream!r}" if type(data) is dict else "malformed envelope", msg)
+
+    def _server_shutdown(self, conn: _Connection) -> None:
+        self._request_planned(conn, "serverShutdown")
+
+    def _control_reply(self, conn: _Connection, frame: dict[str, Any], msg: str | bytes) -> None:
+        rid = frame.get("id")
+        key = str(rid) if rid is not None else None
+        err = frame.get("error")
+        if err is None and "code" in frame:
+            err = {"code": frame.get("code"), "msg": frame.get("msg")}
+        if err is None:
+            self._on_reply(conn, key, True, "")
+            return
+        if type(err) is dict:
+            text = f"Binance error {err.get('code')}: {err.get('msg')}"
+        else:
+            text = f"Binance error {err!r}"
+        self._on_reply(conn, key, False, text)
+
+    # --- channel handlers: (symbol, stream, data, recv_ns, out) ------------------------------------
+
+    def _on_trade(self, sym: str, stream: str, d: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
+        t = as_int(d["t"], "t")
+        if self._dedupe:
+            last = self._dedupe.get(sym)
+            if last is not None:
+                if t <= last:
+                    return
+                del self._dedupe[sym]
+        m = d["m"]
+        if m is not True and m is not False:
+            raise TypeError(f"field 'm' must be a boolean, got {m!r}")
+        out.append(Trade(sym, float(d["p"]), float(d["q"]), "sell" if m else "buy", str(t),
+                         as_int(d["T"], "T") * self._ts, recv_ns, "binance"))
+        self._last_trade[sym] = t
+
+    def _on_agg_trade(self, sym: str, stream: str, d: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
+        self._on_trade(sym, stream, {**d, "t": d["a"]}, recv_ns, out)
+
+    def _on_book_ticker(self, sym: str, stream: str, d: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
+        u = as_int(d["u"], "u")
+        bid: Level = (float(d["b"]), float(d["B"]))
+        ask: Level = (float(d["a"]), float(d["A"]))
+        st = self._depth.get(sym)
+        if st is None:
+            if u <= self._tickers.get(sym, 0):
+                return
+            self._tickers[sym] = u
+            out.append(Book(sym, (bid,) if bid[1] > 0 else (), (ask,) if ask[1] > 0 else (), 0, recv_ns,
+                            "binance", u))
+            return
+        if st.ticker is not None and u <= st.ticker[0]:
+            return
+        st.ticker = (u, bid, ask)
+        if not st.synced:
+            out.append(Book(sym, (bid,) if bid[1] > 0 else (), (ask,) if ask[1] > 0 else (), 0, recv_ns,
+                            "binance", u))
+        elif u > st.book.seq:
+            out.append(self._book_event(st, 0, recv_ns))
+
+    def _book_event(self, st: _DepthState, exchange_ts_ns: int, recv_ns: int) -> Book:
+        depth = self.options.book_depth
+        book = st.book
+        bids, asks = book.top(depth)
+        seq = book.seq
+        t = st.ticker
+        if t is not None and t[0] > seq:
+            seq, (bp, bq), (ap, aq) = t
+            if bq > 0:
+                bids = ((bp, bq), *(lv for lv in bids if lv[0] < bp))[:depth]
+            if aq > 0:
+                asks = ((ap, aq), *(lv for lv in asks if lv[0] > ap))[:depth]
+        return Book(book.symbol, bids, asks, exchange_ts_ns, recv_ns, "binance", seq)
+
+    def _on_depth(self, sym: str, stream: str, d: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
+        st = self._depth[sym]
+        first, last = as_int(d["U"], "U"), as_int(d["u"], "u")
+        if first > last:
+            raise ValueError(f"first update id U={first} is after the final one u={last}")
+        if not st.synced:
+            buf = st.buffer
+            buf.append(d)
+            if len(buf) > _MAX_BUFFER:
+                del buf[: len(buf) // 2]
+            if not st.fetching:
+                self._start_sync(sym, st)
+            return
+        book = st.book
+        if last <= book.seq:
+            return
+        if first > book.seq + 1:
+            self._gap(sym, st, book.seq + 1, first)
+            st.buffer = [d]
+            if not st.fetching:
+                self._start_sync(sym, st)
+            return
+        bids, asks = levels(d["b"]), levels(d["a"])
+        exchange_ts = as_int(d["E"], "E") * self._ts
+        try:
+            book.apply_delta(bids, asks, last)
+        except FloxError as exc:
+            # Half-applied: the book is no longer the venue's. Rebuild it.
+            self._report_error(self._conn, "bad depth level", f"{sym}: {exc}", symbol=sym)
+            self._gap(sym, st, book.seq + 1, first)
+            st.buffer = []
+            if not st.fetching:
+                self._start_sync(sym, st)
+            return
+        out.append(self._book_event(st, exchange_ts, recv_ns))
+
+    def _on_kline(self, sym: str, stream: str, d: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
+        k = d["k"]
+        closed = k["x"]
+        if closed is not True:
+            if closed is not False:
+                raise TypeError(f"field 'x' must be a boolean, got {closed!r}")
+            return
+        start, end = as_int(k["t"], "t"), as_int(k["T"], "T")
+        if start <= self._last_bar.get(stream, -1):
+            return
+        f = self._ts
+        bar = Bar(sym, float(k["o"]), float(k["h"]), float(k["l"]), float(k["c"]), float(k["v"]),
+                  as_int(k["n"], "n"), start * f, (end + 1) * f, (end + 1 - start) * f / 1e9, "binance")
+        self._last_bar[stream] = start
+        out.append(bar)
+
+    # --- depth sync ----------------------------------------------------------------------------------
+
+    def _gap(self, sym: str, st: _DepthState, expected: int, got: int) -> None:
+        self.gaps += 1
+        st.synced = False
+        st.after_gap = True
+        self._report("gap", symbol=sym, channel="depth", expected=expected, got=got,
+                     connection_id=self.connection_id)
+
+    def _start_sync(self, sym: str, st: _DepthState) -> None:
+        assert self._nursery is not None
+        st.fetching = True
+        self._nursery.start_soon(self._sync_book, sym, st)
+
+    async def _sync_book(self, sym: str, st: _DepthState) -> None:
+        try:
+            synced = await self._sync_loop(sym, st)
+        finally:
+            # Once synced, `fetching` already belongs to whatever comes next (a new
+            # gap may have started another sync): leave it alone.
+            if not st.synced:
+                st.fetching = False
+        if synced:
+            await self._flush()
+
+    async def _sync_loop(self, sym: str, st: _DepthState) -> bool:
+        """Steps 3-7 of the documented procedure, repeated until the book is whole."""
+        opts = self.options
+        backoff = Backoff(opts.backoff_base, opts.backoff_cap, opts.backoff_jitter, self._rng)
+        while self._depth.get(sym) is st and not st.synced:
+            try:
+                last_id, bids, asks = await self._fetch_snapshot(sym)
+            except SnapshotError as exc:
+                delay = backoff.next_delay()
+                self._report_error(None, "depth snapshot failed", f"{exc}; retrying in {delay:.3g} s",
+                                   symbol=sym, retry_in=delay)
+                await trio.sleep(delay)
+                continue
+            if self._depth.get(sym) is not st:
+                return False
+            buf = st.buffer
+            if buf and last_id < buf[0]["U"]:
+                # Step 4: the snapshot is older than the first diff we hold.
+                self.stale_snapshots += 1
+                await trio.sleep(min(backoff.next_delay(), 1.0))
+                continue
+            try:
+                if self._apply_snapshot(sym, st, last_id, bids, asks):
+                    return True
+            except FloxError as exc:  # a negative or NaN level in the snapshot itself
+                delay = backoff.next_delay()
+                self._report_error(None, "bad depth snapshot", f"{sym}: {exc}; retrying in {delay:.3g} s",
+                                   symbol=sym, retry_in=delay)
+                await trio.sleep(delay)
+        return False
+
+    def _apply_snapshot(self, sym: str, st: _DepthState, last_id: int, bids: list[Level], asks: list[Level]) -> bool:
+        book = st.book
+        pending = [e for e in st.buffer if e["u"] > last_id]
+        book.apply_snapshot(bids, asks, last_id)
+        # The snapshot has no time of its own; it includes at least every diff we hold.
+        exchange_ts = as_int(st.buffer[-1]["E"], "E") * self._ts if st.buffer else 0
+        for i, e in enumerate(pending):
+            if e["u"] <= book.seq:
+                continue
+            if e["U"] > book.seq + 1:
+                self._gap(sym, st, book.seq + 1, e["U"])
+                st.buffer = pending[i:]
+                return False
+            try:
+                book.apply_delta(levels(e["b"]), levels(e["a"]), e["u"])
+            except (KeyError, TypeError, ValueError, FloxError) as exc:
+                self._report_error(self._conn, "malformed buffered depth diff", f"{sym}: {exc}", symbol=sym)
+                st.buffer = pending[i + 1:]
+                return False
+        st.buffer = []
+        st.synced = True
+        st.fetching = False
+        self.book_syncs += 1
+        if st.after_gap:
+            st.after_gap = False
+            self.resyncs += 1
+            self._report("resync", symbol=sym, channel="depth", seq=book.seq, connection_id=self.connection_id)
+        # Queued now, in production order with the reader's batches; flushed by the caller.
+        self._out.append([self._book_event(st, exchange_ts, time.time_ns())])
+        return True
+
+    async def _fetch_snapshot(self, sym: str) -> tuple[int, list[Level], list[Level]]:
+        assert self._http is not None
+        where = f"GET {self.rest_url}/api/v3/depth?symbol={sym}"
+        timeout = self.options.request_timeout
+        try:
+            with trio.fail_after(timeout):
+                resp = await self._http.get("/api/v3/depth", params={"symbol": sym,
+                                                                     "limit": self.options.snapshot_limit})
+        except trio.TooSlowError:
+            raise SnapshotError(f"{where} took longer than {timeout:g} s") from None
+        except httpx.HTTPError as exc:
+            raise SnapshotError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
+        if resp.status_code != 200:
+            raise SnapshotError(f"{where} answered HTTP {resp.status_code}: {resp.text[:200]!r}")
+        try:
+            body = orjson.loads(resp.content)
+            return as_int(body["lastUpdateId"], "lastUpdateId"), levels(body["bids"]), levels(body["asks"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"{where} returned a malformed body ({exc}): {resp.text[:200]!r}") from exc
+

@@ -1,0 +1,23 @@
+"""The embedded exchange simulator: Binance Spot and Bybit v5 public market data on loopback.
+
+    async with flox_trio.sim.open_simulator(seed=1, rate=10) as sim:
+        feed = flox_trio.connectors.Binance(["BTCUSDT"], ws_url=sim.binance_ws_url,
+                                            rest_url=sim.binance_rest_url)
+        sim.faults.drop()            # and stall, malformed, gap, close, server_shutdown, ...
+
+Market data comes from a seeded generator (trades that eat the top of an L2
+book, makers that refill it, correct Binance ``U``/``u`` and Bybit ``u``
+sequencing) or from recorded frames (``await sim.play(venue, frames)``).
+Every connection counts what it really wrote, so tests can check that a
+client lost nothing the server sent.
+"""
+
+from ._cli import main as main
+from ._market import DEFAULT_SYMBOLS as DEFAULT_SYMBOLS
+from ._market import BookView as BookView
+from ._market import SymbolSpec as SymbolSpec
+from ._server import Faults as Faults
+from ._server import SimConnection as SimConnection
+from ._server import Simulator as Simulator
+from ._server import open_simulator as open_simulator
+from ._server import serve_simulator as serve_simulator

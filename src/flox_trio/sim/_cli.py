@@ -1,0 +1,129 @@
+"""``flox-trio sim``: run the exchange simulator until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import trio
+
+from .._errors import ConfigError
+from ._server import Simulator
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="flox-trio sim",
+        description="Serve Binance Spot and Bybit v5 public market data (and the Binance REST depth "
+                    "snapshot) on one local port, from a seeded market generator or recorded frames.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--seed", type=int, default=0, help="market generator seed (default 0)")
+    p.add_argument("--rate", type=float, default=10.0,
+                   help="market steps (or replayed frames) per second; 0 = as fast as clients read")
+    p.add_argument("--symbols", default="BTCUSDT,ETHUSDT,SOLUSDT", help="comma-separated symbols")
+    p.add_argument("--trades-per-tick", default="0,3", metavar="MIN,MAX",
+                   help="taker trades per symbol per step (default 0,3)")
+    p.add_argument("--no-book", action="store_true", help="trades only: no order book activity")
+    p.add_argument("--stamp", action="store_true",
+                   help="stamp Binance trade times (E, T) when the frame is written (latency benchmarks)")
+    p.add_argument("--precise", action="store_true",
+                   help="pace steps to the microsecond (a timerfd on Linux; for latency benchmarks)")
+    p.add_argument("--one-frame-per-write", action="store_true",
+                   help="one socket write per frame instead of coalescing queued frames")
+    p.add_argument("--ping-interval", type=float, default=20.0, help="Binance server pings, seconds (0 = off)")
+    p.add_argument("--replay", type=Path, metavar="FILE",
+                   help='JSON lines {"venue": "binance"|"bybit", "frame": ...} played at --rate instead of '
+                        "generating")
+    p.add_argument("--loop", action="store_true", help="with --replay: start over at the end")
+    p.add_argument("--json", action="store_true", help="print the URLs as one JSON line when ready")
+    p.add_argument("--log-level", default="warning", help="logging level (default warning)")
+    return p
+
+
+def _pair(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition(",")
+    try:
+        return (int(lo), int(hi)) if sep else (int(lo), int(lo))
+    except ValueError:
+        raise ConfigError(f"--trades-per-tick must look like 0,3, got {text!r}") from None
+
+
+def _load_replay(path: Path) -> list[tuple[str, Any]]:
+    frames: list[tuple[str, Any]] = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --replay file {path}: {exc}") from exc
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = orjson.loads(line)
+            venue, frame = rec["venue"], rec["frame"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}:{n}: expected {{\"venue\": ..., \"frame\": ...}} ({exc})") from exc
+        if venue not in ("binance", "bybit"):
+            raise ConfigError(f"{path}:{n}: venue must be 'binance' or 'bybit', got {venue!r}")
+        frames.append((venue, frame))
+    if not frames:
+        raise ConfigError(f"--replay file {path} holds no frames")
+    return frames
+
+
+async def _run(args: argparse.Namespace, replay: list[tuple[str, Any]] | None) -> None:
+    sim = Simulator(
+        host=args.host, port=args.port, seed=args.seed,
+        rate=None if replay else args.rate,
+        symbols=[s.strip().upper() for s in args.symbols.split(",") if s.strip()],
+        generate=replay is None, trades_per_tick=_pair(args.trades_per_tick), book=not args.no_book,
+        stamp=args.stamp, precise=args.precise, coalesce=not args.one_frame_per_write,
+        ping_interval=args.ping_interval,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sim.serve)
+        urls = {"port": sim.port, "binance_ws_url": sim.binance_ws_url,
+                "binance_rest_url": sim.binance_rest_url, "bybit_ws_url": sim.bybit_ws_url}
+        if args.json:
+            sys.stdout.write(orjson.dumps(urls).decode() + "\n")
+        else:
+            sys.stdout.write(f"flox-trio sim listening on port {sim.port}\n"
+                             f"  Binance WebSocket {sim.binance_ws_url}  REST {sim.binance_rest_url}\n"
+                             f"  Bybit   WebSocket {sim.bybit_ws_url}\n")
+        sys.stdout.flush()
+        if replay:
+            period = 1.0 / args.rate if args.rate > 0 else 0.0
+            while True:
+                for venue, frame in replay:
+                    await sim.play(venue, [frame])
+                    await trio.sleep(period)
+                if not args.loop:
+                    break
+            await trio.sleep_forever()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``flox-trio sim``; returns the exit status."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        replay = _load_replay(args.replay) if args.replay else None
+        trio.run(_run, args, replay)
+    except ConfigError as exc:
+        sys.stderr.write(f"flox-trio sim: {exc}\n")
+        return 2
+    except OSError as exc:
+        sys.stderr.write(f"flox-trio sim: cannot listen on {args.host}:{args.port}: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0

@@ -1,0 +1,62 @@
+"""A connector under the real runner: slots' symbols become subscriptions, events reach strategies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import flox_trio as flox
+from flox_trio.connectors import Binance, Bybit
+
+from .conftest import FAST, simulator, wait_until
+
+
+class Collect(flox.Strategy):
+    def __init__(self, symbols: Any) -> None:
+        super().__init__(symbols)
+        self.trades: list[flox.Trade] = []
+        self.books: list[flox.Book] = []
+        self.stopped = False
+
+    def on_trade(self, ctx: flox.Context, trade: flox.Trade) -> None:
+        self.trades.append(trade)
+
+    def on_book(self, ctx: flox.Context, book: flox.Book) -> None:
+        self.books.append(book)
+
+    def on_stop(self) -> None:
+        self.stopped = True
+
+
+@pytest.mark.parametrize("venue", ["binance", "bybit"])
+async def test_slots_drive_the_connector(venue: str, autojump_clock: trio.testing.MockClock) -> None:
+    async with simulator(rate=10) as sim:
+        feed: Any = (Binance([], ws_url=sim.binance_ws_url, rest_url=sim.binance_rest_url, **FAST)
+                     if venue == "binance" else Bybit([], ws_url=sim.bybit_ws_url, **FAST))
+        btc, eth = Collect([f"{venue}:BTCUSDT"]), Collect(["ETHUSDT"])
+        async with flox.open_runner(feed) as runner:
+            runner.add_strategy(btc)
+            await wait_until(lambda: len(btc.trades) >= 5 and len(btc.books) >= 5)
+            first = feed.connection_id
+            i = runner.add_strategy(eth)
+            await wait_until(lambda: len(eth.trades) >= 5)
+            assert feed.connection_id == first
+            sim.faults.drop(venue)
+            await wait_until(lambda: feed.connection_id != first and len(eth.trades) >= 20)
+            await runner.remove_strategy(i)
+            await wait_until(lambda: feed.subscribed == {"BTCUSDT"})
+            status = runner.status()
+            sim.pause()
+            await trio.sleep(1.0)
+        assert status["feed"]["venue"] == venue
+        assert status["feed"]["connect_count"] == 2
+        assert status["connector_events"]["connect"] == 2
+        assert status["connector_events"]["disconnect"] == 1
+        assert all(t.venue == venue and t.symbol == "BTCUSDT" for t in btc.trades)
+        assert [t.trade_id for t in btc.trades] == sim.sent_trade_ids(venue, "BTCUSDT")
+        assert {b.symbol for b in btc.books} == {"BTCUSDT"}
+        assert all(b.bids[0][0] < b.asks[0][0] for b in btc.books if b.bids and b.asks)
+        assert btc.stopped and eth.stopped
