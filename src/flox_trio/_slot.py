@@ -52,6 +52,10 @@ class SwapReport:
     stop_error: str | None = None
 
 
+#: Sent to an idle slot to make it look at its requests; not an event batch.
+_WAKE: list[Any] = []
+
+
 class _OrderBatch(list[Event]):
     """A batch of order events: never dropped by an overflow policy."""
 
@@ -139,7 +143,9 @@ class Slot:
         self._scheduled: deque[tuple[int, _Request]] = deque()
         self._serving = False
         self.market_dispatched = 0
-        self._wake_scope: trio.CancelScope | None = None
+        # True while the task waits for a batch: a request then sends _WAKE down
+        # the (empty, so never full) channel instead of cancelling the wait.
+        self._waiting = False
         self.scope = trio.CancelScope()
         self.finished = trio.Event()
         self._enqueued = 0
@@ -247,8 +253,15 @@ class Slot:
     def request(self, req: _Request) -> None:
         self._requests.append(req)
         self.interrupted = True
-        if self._wake_scope is not None:
-            self._wake_scope.cancel()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiting:
+            self._waiting = False
+            try:
+                self._send.send_nowait(_WAKE)
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                pass  # not actually idle, or gone: the loop sees the request anyway
 
     # --- the bus side --------------------------------------------------------------------
 
@@ -256,14 +269,16 @@ class Slot:
         """Queue a market batch under the slot's overflow policy."""
         n = len(batch)
         self._enqueued += n
-        if self.overflow == "block":
-            await self._send.send(batch)
-            return
         try:
+            # No checkpoint when there is room: `send` would yield to the
+            # scheduler twice per batch, which is most of the cost of a small
+            # batch. The feed yields when it waits for data or for room.
             self._send.send_nowait(batch)
             return
         except trio.WouldBlock:
-            pass
+            if self.overflow == "block":
+                await self._send.send(batch)
+                return
         if self.overflow == "drop_oldest":
             try:
                 oldest = self._recv.receive_nowait()
@@ -284,7 +299,10 @@ class Slot:
     async def enqueue_orders(self, events: list[Event]) -> None:
         """Queue order updates and fills: lossless whatever the policy."""
         self._enqueued += len(events)
-        await self._send.send(_OrderBatch(events))
+        try:
+            self._send.send_nowait(_OrderBatch(events))
+        except trio.WouldBlock:
+            await self._send.send(_OrderBatch(events))
 
     # --- the dispatch task -------------------------------------------------------------
 
@@ -321,18 +339,19 @@ class Slot:
             try:
                 batch = recv.receive_nowait()
             except trio.WouldBlock:
-                with trio.CancelScope() as wake:
-                    self._wake_scope = wake
-                    try:
-                        batch = await recv.receive()
-                    except trio.EndOfChannel:
-                        return
-                    finally:
-                        self._wake_scope = None
-                if wake.cancelled_caught:
+                self._waiting = True
+                try:
+                    batch = await recv.receive()
+                except trio.EndOfChannel:
+                    return
+                finally:
+                    self._waiting = False
+                if batch is _WAKE:
                     continue
             except trio.EndOfChannel:
                 return
+            if batch is _WAKE:
+                continue
             n = len(batch)
             i = 0
             is_market = type(batch) is not _OrderBatch
@@ -364,8 +383,8 @@ class Slot:
         """Perform ``req`` once exactly ``at_market_event`` market events were dispatched."""
         self._scheduled.append((at_market_event, req))
         self._scheduled = deque(sorted(self._scheduled, key=lambda x: x[0]))
-        if self._take_due_schedule() and self._wake_scope is not None:
-            self._wake_scope.cancel()
+        if self._take_due_schedule():
+            self._wake()
 
     def _take_due_schedule(self) -> bool:
         due = False

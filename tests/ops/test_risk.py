@@ -84,7 +84,7 @@ async def test_global_position_sums_slots(autojump_clock: Any) -> None:
 async def test_order_rate_per_slot_and_global_on_the_trio_clock(autojump_clock: Any) -> None:
     burst = lambda ctx: [ctx.limit_buy(10, 1) for _ in range(3)]  # noqa: E731
     a = Scripted(plan={"1": burst, "2": burst})
-    b = Scripted(plan={"1": lambda ctx: ctx.limit_buy(10, 1)})
+    b = Scripted(plan={"1b": lambda ctx: ctx.limit_buy(10, 1)})
     limits = RiskLimits(per_slot=Limits(max_orders_per_second=2), total=Limits(max_orders_per_second=2))
     feed = flox.feeds.PushFeed(["BTCUSDT"])
     risk = RiskExecutor(flox.PaperExecutor(latency=0.01), limits)
@@ -92,6 +92,9 @@ async def test_order_rate_per_slot_and_global_on_the_trio_clock(autojump_clock: 
         runner.add_strategy(a)
         runner.add_strategy(b)
         await feed.push([trade("1")])
+        await runner.wait_idle()
+        # Slots handle one batch in no set order: slot 1's order comes in the next one.
+        await feed.push([trade("1b")])
         await runner.wait_idle()
         await trio.sleep(0.5)
         await runner.wait_idle()
