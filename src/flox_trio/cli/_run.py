@@ -29,7 +29,7 @@ from .._errors import ConfigError, FloxError, StrategyLoadError
 from .._events import Trade
 from .._runner import Runner, open_runner
 from ..config import Config, LimitsConfig, load_config
-from ..control import serve_control
+from ..control import serve_control, serve_metrics
 from ..control._loader import StrategySpec, load_strategy, parse_spec
 from ..execution import PaperExecutor
 from ..execution._risk import Limits, RiskExecutor, RiskLimits
@@ -152,6 +152,8 @@ class Engine:
     runner: Runner
     config: Config
     bindings: dict[int, Binding] = attrs.Factory(dict)
+    #: The port Prometheus metrics are served on, when enabled.
+    metrics_port: int | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -275,6 +277,8 @@ async def run_engine(
                 )
             )
             log.info("engine running: %d slots, control socket %s", len(config.slots), sock)
+            if config.metrics_port is not None:
+                engine.metrics_port = await nursery.start(serve_metrics, runner, config.metrics_port)
             if reload:
                 await nursery.start(engine.watch)
             task_status.started(engine)

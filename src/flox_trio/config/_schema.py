@@ -116,6 +116,8 @@ class Config:
     state_dir: str = "state"
     max_errors: int = 10
     log: LogConfig = LogConfig()
+    #: Serve Prometheus metrics on 127.0.0.1 at this port (0: any free port); None: off.
+    metrics_port: int | None = None
     #: The directory of the config file (not a TOML key).
     base_dir: Path = attrs.field(default=Path("."), kw_only=True)
 

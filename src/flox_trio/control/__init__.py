@@ -7,6 +7,7 @@ from ._loader import StrategySpec as StrategySpec
 from ._loader import js_available as js_available
 from ._loader import load_strategy as load_strategy
 from ._loader import parse_spec as parse_spec
+from ._metrics import serve_metrics as serve_metrics
 from ._protocol import VERSION as VERSION
 from ._protocol import ControlError as ControlError
 from ._protocol import PeerRefusedError as PeerRefusedError
@@ -18,7 +19,9 @@ from ._server import peer_uid as peer_uid
 from ._server import serve_control as serve_control
 
 __all__ = [
+    "serve_metrics",
     "VERSION", "ControlClient", "ControlCommandError", "ControlError", "ControlServer", "PeerRefusedError",
     "RequestError", "StrategySpec", "call", "check_peer", "js_available", "load_strategy", "parse_spec",
     "peer_uid", "serve_control", "socket_path",
 ]
+
