@@ -69,7 +69,11 @@ async def serve_metrics(
     bound = listeners[0].socket.getsockname()[1]
     log.info("metrics on http://%s:%d/metrics", host, bound)
     task_status.started(bound)
-    await trio.serve_listeners(lambda stream: _handle(stream, registry), listeners)
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await _handle(stream, registry)
+
+    await trio.serve_listeners(handler, listeners)
 
 
 async def _handle(stream: trio.abc.Stream, registry: CollectorRegistry) -> None:
@@ -82,7 +86,7 @@ async def _handle(stream: trio.abc.Stream, registry: CollectorRegistry) -> None:
                     data = await stream.receive_some(65536)
                     if not data:
                         return
-                    conn.receive_data(data)
+                    conn.receive_data(bytes(data))
                     continue
                 if isinstance(event, h11.Request):
                     ok = event.target.split(b"?")[0] == b"/metrics"
