@@ -324,10 +324,25 @@ def configure_logging(config: Config, verbose: int = 0) -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
-async def _run_until_signal(config: Config, reload: bool) -> dict[str, Any]:
+async def _show_live(engine: Engine, period: float = 1.0) -> None:
+    """Redraw the status tables in the terminal while the engine runs."""
+    from rich.console import Group
+    from rich.live import Live
+
+    from ._control import console, render_status
+
+    with Live(console=console(), refresh_per_second=4, transient=False) as live:
+        while True:
+            live.update(Group(*render_status(engine.runner.status())))
+            await trio.sleep(period)
+
+
+async def _run_until_signal(config: Config, reload: bool, live: bool = False) -> dict[str, Any]:
     stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    final: dict[str, Any] = {}
+    # The signal receiver outlives the nursery: Ctrl-C at any moment is a clean stop.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
 
             async def on_signal() -> None:
                 async for sig in signals:
@@ -335,16 +350,21 @@ async def _run_until_signal(config: Config, reload: bool) -> dict[str, Any]:
                     stop.set()
                     return
 
+            async def engine_task(task_status: trio.TaskStatus[Engine] = trio.TASK_STATUS_IGNORED) -> None:
+                final.update(await run_engine(config, reload=reload, stop=stop, task_status=task_status))
+                nursery.cancel_scope.cancel(reason="engine stopped")
+
             nursery.start_soon(on_signal)
-            final = await run_engine(config, reload=reload, stop=stop)
-            nursery.cancel_scope.cancel()
+            engine = await nursery.start(engine_task)
+            if live:
+                nursery.start_soon(_show_live, engine)
     return final
 
 
 def run_command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging(config, getattr(args, "verbose", 0))
-    final = trio.run(_run_until_signal, config, bool(args.reload))
+    final = trio.run(_run_until_signal, config, bool(args.reload), bool(args.live))
     from ._control import console
 
     print_summary(console(), final)
@@ -377,6 +397,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("run", help="run the engine from a TOML config until Ctrl-C")
     p.add_argument("config", type=Path, help="the run configuration (see examples/)")
     p.add_argument("--reload", action="store_true", help="swap in strategy files as they are saved")
+    p.add_argument("--live", action="store_true", help="show the status tables live in the terminal")
     p.set_defaults(func=run_command)
 
 
