@@ -1,0 +1,90 @@
+"""Memory soak: the engine on the simulator for a long while, RSS sampled as it goes.
+
+    python bench/soak.py [--seconds 3600] [--rate 200]
+
+Two slots (a Python EMA and a JavaScript EMA, swapped every minute) trade on the
+embedded simulator over loopback WebSockets. RSS is sampled every 10 s; the
+table shows the first and last samples and the slope of a least-squares line
+over the second half (flat is what we want). Writes bench/results/soak.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+from pathlib import Path
+
+import trio
+from rich.console import Console
+from rich.table import Table
+
+import flox_trio as flox
+from flox_trio.cli._demo import ROOT, load_py_strategy
+from flox_trio.connectors import Binance
+from flox_trio.sim import open_simulator
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+async def soak(seconds: float, rate: float, state: Path) -> dict[str, object]:
+    ema = load_py_strategy(ROOT / "py_strategies" / "ema.py", "EmaStrategy")
+    samples: list[tuple[float, float]] = []
+    async with open_simulator(seed=3, rate=rate, symbols=["BTCUSDT"]) as sim:
+        feed = Binance(["BTCUSDT"], ws_url=sim.binance_ws_url, rest_url=sim.binance_rest_url)
+        async with flox.open_runner(feed, flox.PaperExecutor(latency=0.02), drain=False) as runner:
+            script = flox.js.load(ROOT / "js_strategies" / "ema.js", state_dir=state / "js")
+            py = runner.add_strategy(ema(["BTCUSDT"], qty=0.01, snapshot=state / "ema.json"))
+            js = runner.add_strategy(script.call("makeStrategy", "v1", 12, 26, 0.01))
+            start = trio.current_time()
+            next_swap = start + 60
+            while (now := trio.current_time()) - start < seconds:
+                samples.append((now - start, rss_mb()))
+                if now >= next_swap:
+                    await runner.replace_strategy(py, ema(["BTCUSDT"], qty=0.01, snapshot=state / "ema.json"))
+                    await runner.replace_strategy(js, script.call("makeStrategy", "v2", 8, 21, 0.01))
+                    next_swap += 60
+                await trio.sleep(10)
+            samples.append((trio.current_time() - start, rss_mb()))
+            status = runner.status()
+    half = samples[len(samples) // 2:]
+    n = len(half)
+    mx = sum(t for t, _ in half) / n
+    my = sum(r for _, r in half) / n
+    var = sum((t - mx) ** 2 for t, _ in half) or 1.0
+    slope = sum((t - mx) * (r - my) for t, r in half) / var
+    return {"seconds": seconds, "events": status["published"],
+            "swaps": sum(s["swaps"] for s in status["slots"]),
+            "rss_first_mb": samples[0][1], "rss_last_mb": samples[-1][1],
+            "rss_max_mb": max(r for _, r in samples), "slope_mb_per_hour_second_half": slope * 3600,
+            "samples": samples}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=3600)
+    ap.add_argument("--rate", type=float, default=200, help="simulator ticks per second")
+    ap.add_argument("--json", default="bench/results/soak.json")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = trio.run(soak, args.seconds, args.rate, Path(tmp))
+    t = Table(title=f"soak: {args.seconds:.0f} s on the simulator")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    for key in ("events", "swaps", "rss_first_mb", "rss_last_mb", "rss_max_mb", "slope_mb_per_hour_second_half"):
+        v = result[key]
+        t.add_row(key, f"{v:.1f}" if isinstance(v, float) else str(v))
+    Console().print(t)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
