@@ -111,7 +111,7 @@ class Binance(Session):
         self._has_depth = any(s.startswith("depth") for s, _ in self._streams)
         self._ts = 1_000_000 if opts.time_unit == "ms" else 1_000
         self._routes: dict[str, tuple[Handler, str, str]] = {}
-        self._depth: dict[str, _DepthState] = {}
+        self._books: dict[str, _DepthState] = {}
         self._tickers: dict[str, int] = {}
         self._last_trade: dict[str, int] = {}
         self._dedupe: dict[str, int] = {}
@@ -141,22 +141,10 @@ class Binance(Session):
 
     # --- public helpers ---------------------------------------------------------------------
 
-    def book(self, symbol: str) -> L2Book | None:
-        """The maintained depth book of ``symbol`` (None without the depth channel)."""
-        st = self._depth.get(symbol.upper())
-        return st.book if st is not None else None
-
-    def book_synced(self, symbol: str) -> bool:
-        st = self._depth.get(symbol.upper())
-        return st is not None and st.synced
-
     def status(self) -> dict[str, Any]:
         out = super().status()
-        out["channels"] = list(self.channels)
         out["book_syncs"] = self.book_syncs
         out["stale_snapshots"] = self.stale_snapshots
-        out["books"] = {s: {"synced": st.synced, "seq": st.book.seq, "levels": st.book.depth()}
-                        for s, st in sorted(self._depth.items())}
         return out
 
     # --- session hooks --------------------------------------------------------------------------
@@ -210,14 +198,14 @@ class Binance(Session):
             low = s.lower()
             for stream, handler in self._streams:
                 self._routes[f"{low}@{stream}"] = (handler, s, f"{low}@{stream}")
-            if self._has_depth and s not in self._depth:
-                self._depth[s] = _DepthState(s)
+            if self._has_depth and s not in self._books:
+                self._books[s] = _DepthState(s)
         for s in removed:
             low = s.lower()
             for stream, _ in self._streams:
                 self._routes.pop(f"{low}@{stream}", None)
                 self._last_bar.pop(f"{low}@{stream}", None)
-            self._depth.pop(s, None)
+            self._books.pop(s, None)
             self._tickers.pop(s, None)
             self._last_trade.pop(s, None)
             self._dedupe.pop(s, None)
@@ -314,7 +302,7 @@ class Binance(Session):
         u = as_int(d["u"], "u")
         bid: Level = (float(d["b"]), float(d["B"]))
         ask: Level = (float(d["a"]), float(d["A"]))
-        st = self._depth.get(sym)
+        st = self._books.get(sym)
         if st is None:
             if u <= self._tickers.get(sym, 0):
                 return
@@ -346,7 +334,7 @@ class Binance(Session):
         return Book(book.symbol, bids, asks, exchange_ts_ns, recv_ns, "binance", seq)
 
     def _on_depth(self, sym: str, stream: str, d: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
-        st = self._depth[sym]
+        st = self._books[sym]
         first, last = as_int(d["U"], "U"), as_int(d["u"], "u")
         if first > last:
             raise ValueError(f"first update id U={first} is after the final one u={last}")
@@ -426,7 +414,7 @@ class Binance(Session):
         """Steps 3-7 of the documented procedure, repeated until the book is whole."""
         opts = self.options
         backoff = Backoff(opts.backoff_base, opts.backoff_cap, opts.backoff_jitter, self._rng)
-        while self._depth.get(sym) is st and not st.synced:
+        while self._books.get(sym) is st and not st.synced:
             try:
                 last_id, bids, asks = await self._fetch_snapshot(sym)
             except SnapshotError as exc:
@@ -435,7 +423,7 @@ class Binance(Session):
                                    symbol=sym, retry_in=delay)
                 await trio.sleep(delay)
                 continue
-            if self._depth.get(sym) is not st:
+            if self._books.get(sym) is not st:
                 return False
             buf = st.buffer
             if buf and last_id < buf[0]["U"]:

@@ -103,20 +103,6 @@ class Bybit(Session):
 
     # --- public helpers -------------------------------------------------------------------------
 
-    def book(self, symbol: str) -> L2Book | None:
-        st = self._books.get(symbol.upper())
-        return st.book if st is not None else None
-
-    def book_synced(self, symbol: str) -> bool:
-        st = self._books.get(symbol.upper())
-        return st is not None and st.synced
-
-    def status(self) -> dict[str, Any]:
-        out = super().status()
-        out["channels"] = list(self.channels)
-        out["books"] = {s: {"synced": st.synced, "seq": st.book.seq, "levels": st.book.depth()}
-                        for s, st in sorted(self._books.items())}
-        return out
 
     # --- session hooks -------------------------------------------------------------------------------
 

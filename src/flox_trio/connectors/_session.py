@@ -260,6 +260,8 @@ class Session(Feed):
         self.connection_id: int | None = None
         #: WebSocket handshakes that succeeded (planned handovers included).
         self.connect_count = 0
+        #: Per-symbol book states of the venue (each has ``.book`` and ``.synced``).
+        self._books: dict[str, Any] = {}
         self.messages = 0
         self.gaps = 0
         self.resyncs = 0
@@ -343,14 +345,6 @@ class Session(Feed):
         except RuntimeError:  # asked from outside Trio
             return None
 
-    def book(self, symbol: str) -> L2Book | None:
-        """The maintained depth book of ``symbol``, None if the connector keeps none for it."""
-        return None
-
-    def book_synced(self, symbol: str) -> bool:
-        """True while ``symbol``'s book is in step with the venue (False during a resync)."""
-        return False
-
     @property
     def subscribed(self) -> frozenset[str]:
         """Symbols the venue confirmed on the connection now serving data."""
@@ -366,8 +360,23 @@ class Session(Feed):
         """Symbols whose subscription the venue refused, with the last error (retried with backoff)."""
         return {s: r.last_error for s, r in self._failing.items()}
 
+    # --- books (each venue keeps a state per symbol with ``.book`` and ``.synced``) -----------
+
+    def book(self, symbol: str) -> L2Book | None:
+        """The maintained depth book of ``symbol``, None if the connector keeps none for it."""
+        st = self._books.get(symbol.upper())
+        return st.book if st is not None else None
+
+    def book_synced(self, symbol: str) -> bool:
+        """True while ``symbol``'s book is in step with the venue (False during a resync)."""
+        st = self._books.get(symbol.upper())
+        return st is not None and st.synced
+
     def status(self) -> dict[str, Any]:
         return {
+            "channels": list(getattr(self, "channels", ())),
+            "books": {s: {"synced": st.synced, "seq": st.book.seq, "levels": st.book.depth()}
+                      for s, st in sorted(self._books.items())},
             "feed": type(self).__name__,
             "venue": self.venue,
             "url": self.ws_url,
