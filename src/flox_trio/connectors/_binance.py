@@ -41,7 +41,7 @@ from .._errors import ConfigError, ConnectorError, FloxError
 from .._events import Bar, Book, Event, Level, Trade
 from .._market import L2Book
 from ._backoff import Backoff
-from ._session import Session, _Connection, as_int, levels, loads, make_options
+from ._session import Session, _Connection, as_int, levels, make_options
 
 _DEFAULTS: dict[str, Any] = {
     # 5 incoming messages per second per connection, pongs included: stay under it.
@@ -218,13 +218,8 @@ class Binance(Session):
     # --- decoding --------------------------------------------------------------------------------
 
     def _decode(self, conn: _Connection, msg: str | bytes, recv_ns: int) -> list[Event] | None:
-        try:
-            frame = loads(msg)
-        except orjson.JSONDecodeError as exc:
-            self._frame_error(conn, "malformed frame (not JSON)", msg, exc)
-            return None
-        if type(frame) is not dict:
-            self._frame_error(conn, "unknown frame (not a JSON object)", msg)
+        frame = self._load_object(conn, msg)
+        if frame is None:
             return None
         stream = frame.get("stream")
         if stream is not None:

@@ -29,7 +29,7 @@ import trio
 from .._errors import ConfigError, FloxError
 from .._events import Bar, Event, Trade
 from .._market import L2Book
-from ._session import Session, StaleFeedError, _Connection, as_int, levels, loads, make_options
+from ._session import Session, StaleFeedError, _Connection, as_int, levels, make_options
 
 _DEFAULTS: dict[str, Any] = {"ping_interval": 20.0, "pong_timeout": 10.0}
 _BOOK_DEPTHS = frozenset({1, 50, 200, 1000})
@@ -160,13 +160,8 @@ class Bybit(Session):
     # --- decoding ------------------------------------------------------------------------------------
 
     def _decode(self, conn: _Connection, msg: str | bytes, recv_ns: int) -> list[Event] | None:
-        try:
-            frame = loads(msg)
-        except orjson.JSONDecodeError as exc:
-            self._frame_error(conn, "malformed frame (not JSON)", msg, exc)
-            return None
-        if type(frame) is not dict:
-            self._frame_error(conn, "unknown frame (not a JSON object)", msg)
+        frame = self._load_object(conn, msg)
+        if frame is None:
             return None
         topic = frame.get("topic")
         if topic is not None:

@@ -360,6 +360,18 @@ class Session(Feed):
         """Symbols whose subscription the venue refused, with the last error (retried with backoff)."""
         return {s: r.last_error for s, r in self._failing.items()}
 
+    def _load_object(self, conn: Any, msg: str | bytes) -> dict[str, Any] | None:
+        """A frame decoded as a JSON object, or None after reporting why it is not one."""
+        try:
+            frame = orjson.loads(msg)
+        except orjson.JSONDecodeError as exc:
+            self._frame_error(conn, "malformed frame (not JSON)", msg, exc)
+            return None
+        if type(frame) is not dict:
+            self._frame_error(conn, "unknown frame (not a JSON object)", msg)
+            return None
+        return frame
+
     # --- books (each venue keeps a state per symbol with ``.book`` and ``.synced``) -----------
 
     def book(self, symbol: str) -> L2Book | None:
