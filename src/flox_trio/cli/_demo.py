@@ -120,6 +120,11 @@ def _print(console: Console, result: dict[str, Any]) -> None:
         for label, row in (("before swap", conn["before"]), ("after swap", conn["after"])):
             t.add_row(label, str(row["connection_id"]), str(row["connect_count"]), ", ".join(row["subscriptions"]))
         console.print(t)
+        b, a = conn["before"], conn["after"]
+        same = b["connection_id"] == a["connection_id"] and b["connect_count"] == a["connect_count"]
+        console.print(f"connection across the swap: id {b['connection_id']} → {a['connection_id']}, "
+                      f"connects {b['connect_count']} → {a['connect_count']} "
+                      f"({'the same session' if same else 'RECONNECTED'})")
     t = Table(title="slots")
     for col in ("slot", "language", "swap", "events before", "events after", "old strategy saw",
                 "new strategy saw", "PnL"):
