@@ -236,3 +236,31 @@ async def test_a_slow_leak_meets_the_memory_limit_and_only_that_slot_stops(scrip
     assert seen == [e.trade_id for e in events]
     with pytest.raises(flox.JSError, match="retired"):
         script.call("Object")
+
+
+async def test_files_written_outside_reach_on_trade_within_a_second(
+    script_file: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flox_trio.js._script as script_mod
+
+    clock = [1000.0]
+    monkeypatch.setattr(script_mod.time, "monotonic", lambda: clock[0])
+    src = ("const fs = require('fs'); var seen = [];\n"
+           "flox.register({symbols: [sym], onTrade: function (ctx, t) {"
+           " seen.push(fs.existsSync('/limits.json') ? JSON.parse(fs.readFileSync('/limits.json')).max : null); }});")
+    state = tmp_path / "state"
+    script = load(script_file(src), state_dir=state)
+    feed = flox.feeds.PushFeed(["BTCUSDT"])
+    async with flox.open_runner(feed) as runner:
+        runner.add_strategy(script.registered)
+        await feed.push(trades(1))
+        await runner.wait_idle()
+        state.mkdir(exist_ok=True)
+        (state / "limits.json").write_text('{"max": 3}')  # an operator edits a file the strategy reads
+        await feed.push(trades(1, start=1))
+        await runner.wait_idle()
+        clock[0] += 1.5
+        await feed.push(trades(1, start=2))
+        await runner.wait_idle()
+        feed.close()
+    assert script.eval("JSON.stringify(seen)") == "[null,null,3]"

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import re
+import time
 import weakref
 from importlib import resources
 from pathlib import Path
@@ -69,6 +70,7 @@ class Script:
         self.time_limit = time_limit
         self.memory_limit = memory_limit
         self._stamps: dict[str, tuple[float, int]] = {}
+        self._synced_at = 0.0
         #: Set when the context ran out of memory: it is never called again (reload the script).
         self.dead: str | None = None
         self._pending: list[list[Any]] = []  # runner requests made before a runner was bound
@@ -180,8 +182,15 @@ class Script:
 
     # --- the state directory -------------------------------------------------------------
 
+    def maybe_sync_files(self, every: float = 1.0) -> None:
+        """``sync_files`` at most once per ``every`` seconds: cheap enough for the batch path."""
+        now = time.monotonic()
+        if now - self._synced_at >= every:
+            self.sync_files()
+
     def sync_files(self) -> None:
         """Mirror what changed in the state directory into the context (before lifecycle calls)."""
+        self._synced_at = time.monotonic()
         changes: dict[str, str | None] = {}
         seen = set()
         total = 0
@@ -406,6 +415,7 @@ class JsHost(StrategyHost):
     async def dispatch(self, batch: list[Any], start: int) -> int:
         slot = self.slot
         script = self.script
+        script.maybe_sync_files()  # files changed on disk by others reach onTrade within a second
         left = getattr(slot, "errors_left", None)
         budget = 1 << 30 if left is None else max(1, left)
         try:
