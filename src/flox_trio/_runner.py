@@ -474,6 +474,7 @@ class Runner:
                 "dispatched": s.dispatched, "queue_depth": s.queue_depth, "dropped": s.dropped,
                 "errors": s.errors, "last_error": s.last_error, "quarantined": s.quarantined,
                 "swaps": s.swaps,
+                "latency_us": None if s.latency_ns is None else round(s.latency_ns / 1e3, 1),
                 "last_swap_at_event": s.last_swap.at_event if s.last_swap else None,
                 "open_orders": len(ex.open_orders(s.index)),
                 "position": {k: str(p.qty) for k, p in positions.items()},

@@ -9,6 +9,7 @@ is awaiting (an ``async def on_trade``) finishes before the swap starts.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
@@ -143,6 +144,8 @@ class Slot:
         self._scheduled: deque[tuple[int, _Request]] = deque()
         self._serving = False
         self.market_dispatched = 0
+        #: Smoothed receive-to-dispatch latency of market events, in ns (None before any).
+        self.latency_ns: int | None = None
         # True while the task waits for a batch: a request then sends _WAKE down
         # the (empty, so never full) channel instead of cancelling the wait.
         self._waiting = False
@@ -377,6 +380,13 @@ class Slot:
                 elif i < n and self.state == "running":  # spurious stop: carry on
                     self.interrupted = False
             self._consumed += n
+            if is_market and n:
+                received = getattr(batch[-1], "recv_ts_ns", 0)
+                if received:
+                    # Receive (stamped by the connector) to delivered, for the last event of the
+                    # batch: a cheap, honest view of the live path for status and metrics.
+                    lat = time.time_ns() - received
+                    self.latency_ns = lat if self.latency_ns is None else (self.latency_ns * 7 + lat) // 8
             self.runner._progress()
 
     def schedule(self, at_market_event: int, req: _Request) -> None:

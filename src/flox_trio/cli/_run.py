@@ -363,6 +363,8 @@ async def _run_until_signal(config: Config, reload: bool, live: bool = False) ->
 
 def run_command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if args.log_format is not None:  # the command line wins over the config file
+        config = attrs.evolve(config, log=attrs.evolve(config.log, format=args.log_format))
     configure_logging(config, getattr(args, "verbose", 0))
     final = trio.run(_run_until_signal, config, bool(args.reload), bool(args.live))
     from ._control import console
@@ -398,6 +400,8 @@ def register(sub: Any) -> None:
     p.add_argument("config", type=Path, help="the run configuration (see examples/)")
     p.add_argument("--reload", action="store_true", help="swap in strategy files as they are saved")
     p.add_argument("--live", action="store_true", help="show the status tables live in the terminal")
+    p.add_argument("--log-format", choices=("human", "json"), default=None,
+                   help="log lines for people (default) or one JSON object per line")
     p.set_defaults(func=run_command)
 
 

@@ -37,6 +37,8 @@ class RunnerCollector:
         swaps = CounterMetricFamily("flox_slot_swaps", "Completed swaps", labels=labels)
         dropped = CounterMetricFamily("flox_slot_events_dropped", "Events dropped by the overflow policy", labels=labels)
         quarantined = GaugeMetricFamily("flox_slot_quarantined", "1 while the slot is quarantined", labels=labels)
+        latency = GaugeMetricFamily("flox_slot_receive_to_dispatch_seconds",
+                                    "Smoothed time from a market event's receipt to its delivery", labels=labels)
         for s in st["slots"]:
             lv = [str(s["index"]), s["language"]]
             dispatched.add_metric(lv, s["dispatched"])
@@ -45,7 +47,9 @@ class RunnerCollector:
             swaps.add_metric(lv, s["swaps"])
             dropped.add_metric(lv, s["dropped"])
             quarantined.add_metric(lv, 1.0 if s["quarantined"] else 0.0)
-        yield from (dispatched, depth, errors, swaps, dropped, quarantined)
+            if s.get("latency_us") is not None:
+                latency.add_metric(lv, s["latency_us"] / 1e6)
+        yield from (dispatched, depth, errors, swaps, dropped, quarantined, latency)
         feed: dict[str, Any] = st["feed"]
         for key in ("messages", "gaps", "resyncs", "errors", "connect_count"):
             if isinstance(feed.get(key), int | float):
