@@ -32,7 +32,10 @@ class EmaStrategy(flox.Strategy):
 
     def __init__(self, symbols: Any, fast: int = 12, slow: int = 26, qty: float = 1.0,
                  snapshot: str | Path = SNAPSHOT, history: int = 500, **params: Any) -> None:
-        super().__init__(symbols, fast=fast, slow=slow, qty=qty, **params)
+        # Every constructor argument goes to params: the tape records them, and a
+        # replay rebuilds the strategy from them.
+        super().__init__(symbols, fast=fast, slow=slow, qty=qty, snapshot=str(snapshot), history=history,
+                         **params)
         if not 0 < fast < slow:
             raise flox.FloxError(f"EmaStrategy needs 0 < fast < slow, got fast={fast} slow={slow}")
         self.fast, self.slow, self.qty = fast, slow, qty

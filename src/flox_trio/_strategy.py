@@ -19,8 +19,10 @@ class Strategy:
 
     Subclasses override any of the callbacks; each may be ``def`` or
     ``async def``. ``symbols`` is a list such as ``["BTCUSDT"]`` or
-    ``["binance:BTCUSDT"]``. Extra keyword arguments are kept in
-    ``self.params`` (they are recorded on the tape with every swap).
+    ``["binance:BTCUSDT"]``. Keyword arguments are kept in ``self.params``
+    and recorded on the tape with every slot and swap; a replay rebuilds the
+    strategy as ``cls(symbols, **params)``, so pass every constructor
+    argument through to ``super().__init__``.
     """
 
     def __init__(self, symbols: Any, **params: Any) -> None:

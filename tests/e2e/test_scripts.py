@@ -52,3 +52,54 @@ def test_demo(tmp_path: Path, args: list[str]) -> None:
     assert "swapped python" in out.stdout
     if "--offline" not in args:
         assert "connection across the swap: id 1 → 1, connects 1 → 1 (the same session)" in out.stdout
+
+
+async def _record_live_session(tape: Path, tmp: Path) -> None:
+    import trio
+
+    import flox_trio as flox
+    from flox_trio.cli._demo import load_py_strategy
+
+    ema = load_py_strategy(ROOT / "py_strategies" / "ema.py", "EmaStrategy")
+    v2 = tmp / "ema_v2.py"
+    v2.write_text("# v2\n" + (ROOT / "py_strategies" / "ema.py").read_text())
+    ema2 = load_py_strategy(v2, "EmaStrategy")
+    async with flox.sim.open_simulator(seed=11, rate=200, symbols=["BTCUSDT"]) as sim:
+        feed = flox.connectors.Binance(["BTCUSDT"], ws_url=sim.binance_ws_url, rest_url=sim.binance_rest_url)
+        async with flox.open_runner(feed, flox.PaperExecutor(latency=0.01), tape=str(tape), drain=False) as runner:
+            runner.add_strategy(ema(["BTCUSDT"], fast=3, slow=7, qty=0.5, snapshot="s.json"))
+            with trio.fail_after(20):
+                while runner.slots[0].dispatched < 300:
+                    await trio.sleep(0.05)
+            await runner.replace_strategy(0, ema2(["BTCUSDT"], fast=4, slow=9, qty=0.25, snapshot="s.json"))
+            with trio.fail_after(20):
+                while runner.slots[0].dispatched < 600:
+                    await trio.sleep(0.05)
+
+
+def test_a_live_simulator_session_with_a_swap_packs_and_validates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import shutil
+
+    import trio
+
+    monkeypatch.chdir(tmp_path)  # the strategies keep their snapshot under a relative path
+
+    tape = tmp_path / "live.tape"
+    trio.run(_record_live_session, tape, tmp_path)
+    assert tape_info(tape).connector_events.get("connect") == 1
+    packed = run(tmp_path, "-m", "flox_trio.cli", "bundle", "pack", str(tape), "-o", "live.tar")
+    assert packed.returncode == 0, packed.stderr
+    for _ in range(2):
+        ok = run(tmp_path, "-m", "flox_trio.cli", "bundle", "validate", "live.tar")
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert "identical" in ok.stdout and "1 swaps" in ok.stdout
+    shutil.unpack_archive(tmp_path / "live.tar", tmp_path / "edited")
+    manifest = json.loads((tmp_path / "edited" / "manifest.json").read_text())
+    after = tmp_path / "edited" / manifest["swaps"][0]["source"]
+    after.write_text(after.read_text().replace("ctx.market_buy(self.qty)", "ctx.market_buy(self.qty * 2)"))
+    bad = run(tmp_path, "-m", "flox_trio.cli", "bundle", "validate", str(tmp_path / "edited"))
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "first differing order is #" in bad.stdout and "qty expected '0.25' got '0.5'" in bad.stdout

@@ -27,13 +27,14 @@ async def record(tape: Path, tmp: Path) -> None:
     ema2 = load_py_strategy(v2, "EmaStrategy")
     feed = flox.feeds.ListFeed(synthetic_trades(3000, seed=3), batch_size=32, pace=True)
     async with flox.open_runner(feed, flox.PaperExecutor(latency=0.01), tape=str(tape)) as runner:
-        runner.add_strategy(ema(["BTCUSDT"], fast=5, slow=12, qty=0.5, snapshot=str(tmp / "a.json")))
+        runner.add_strategy(ema(["BTCUSDT"], fast=5, slow=12, qty=0.5, snapshot="a.json"))
         await trio.sleep(7.5)  # half of the 15 s of trades
-        await runner.replace_strategy(0, ema2(["BTCUSDT"], fast=8, slow=21, qty=0.25, snapshot=str(tmp / "a.json")))
+        await runner.replace_strategy(0, ema2(["BTCUSDT"], fast=8, slow=21, qty=0.25, snapshot="a.json"))
 
 
 @pytest.fixture
-def recorded(tmp_path: Path) -> Path:
+def recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # the EMA keeps its snapshot under a relative path
     tape = tmp_path / "run.tape"
     trio.run(record, tape, tmp_path, clock=trio.testing.MockClock(autojump_threshold=0))
     return tape

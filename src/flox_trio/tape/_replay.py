@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 import types
 from collections.abc import Callable
@@ -162,11 +163,22 @@ async def _replay(tape: Path, plan: ReplayPlan, state_dir: Path,
 
 def replay_tape(tape: str | Path, *, plan: ReplayPlan | None = None, state_dir: str | Path | None = None,
                 progress: Callable[[int], None] | None = None) -> ReplayResult:
-    """Replay ``tape`` on virtual time (a MockClock) and return its outputs."""
-    tape = Path(tape)
+    """Replay ``tape`` on virtual time (a MockClock) and return its outputs.
+
+    The replay runs in a fresh temporary working directory (and JavaScript
+    strategies get a fresh state directory), so files a strategy keeps under
+    relative paths start empty every time: two replays see the same world.
+    Strategies that write absolute paths make replays depend on those files.
+    """
+    tape = Path(tape).resolve()
     plan = plan or plan_from_tape(tape)
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="flox-replay-") as tmp:
-        sdir = Path(state_dir) if state_dir is not None else Path(tmp)
-        return trio.run(_replay, tape, plan, sdir, progress, clock=trio.testing.MockClock(autojump_threshold=0))
+        sdir = Path(state_dir) if state_dir is not None else Path(tmp) / "js-state"
+        cwd = os.getcwd()
+        os.chdir(tmp)
+        try:
+            return trio.run(_replay, tape, plan, sdir, progress, clock=trio.testing.MockClock(autojump_threshold=0))
+        finally:
+            os.chdir(cwd)
