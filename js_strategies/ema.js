@@ -39,7 +39,8 @@ function makeStrategy(label, fast, slow, qty, snapshot) {
     const want = ema(s.prices, fast) > ema(s.prices, slow) ? 1 : 0;
     if (want === s.signal) return;
     s.signal = want;
-    if (s.pending !== null) return;  // one decision in flight at a time
+    // One decision in flight at a time, including orders a predecessor left open.
+    if (s.pending !== null || ctx.openOrders.length) return;
     if (want === 1 && ctx.position <= 0) s.pending = ctx.marketBuy(qty);
     else if (want === 0 && ctx.position > 0) s.pending = ctx.marketSell(ctx.position);
   };

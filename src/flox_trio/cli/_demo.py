@@ -69,7 +69,7 @@ async def _offline(seconds: float, seed: int, state: Path) -> dict[str, Any]:
     trades = synthetic_trades(int(seconds * 200), seed)
     feed = ListFeed(trades, batch_size=64, pace=True)
     snap = state / "ema.json"
-    async with open_runner(feed, PaperExecutor(latency=0.02)) as runner:
+    async with open_runner(feed, PaperExecutor(latency=0.02), tape=state / "demo.tape") as runner:
         first = ema([SYMBOL], fast=12, slow=26, snapshot=snap, qty=0.01)
         slot = runner.add_strategy(first)
         await trio.sleep(seconds / 2)
@@ -90,7 +90,7 @@ async def _offline(seconds: float, seed: int, state: Path) -> dict[str, Any]:
     }
 
 
-def run_demo(*, seconds: float = 8.0, offline: bool = False, seed: int = 7) -> int:
+def run_demo(*, seconds: float = 8.0, offline: bool = False, seed: int = 7, report: str | None = None) -> int:
     console = Console(width=max(Console().width, 110))
     with tempfile.TemporaryDirectory(prefix="flox-demo-") as tmp:
         state = Path(tmp)
@@ -105,7 +105,12 @@ def run_demo(*, seconds: float = 8.0, offline: bool = False, seed: int = 7) -> i
             result = trio.run(_offline, seconds, seed, state, clock=trio.testing.MockClock(autojump_threshold=0))
         else:
             result = trio.run(live_demo, seconds, seed, state)
-    _print(console, result)
+        _print(console, result)
+        if report is not None:
+            from ..report import write_report
+
+            json_path, png_path = write_report(state / "demo.tape", report)
+            console.print(f"report: {json_path}, {png_path}")
     return 0
 
 

@@ -13,7 +13,7 @@ from .._errors import FloxError
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
-    return run_demo(seconds=args.seconds, offline=args.offline, seed=args.seed)
+    return run_demo(seconds=args.seconds, offline=args.offline, seed=args.seed, report=args.report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=8.0, help="how long to run (default 8)")
     demo.add_argument("--offline", action="store_true", help="use a synthetic offline feed instead of the simulator")
     demo.add_argument("--seed", type=int, default=7, help="market generator seed")
+    demo.add_argument("--report", metavar="DIR", help="also write report.json and report.png of the run into DIR")
     demo.set_defaults(func=_demo)
 
     from . import _control, _run, _tape

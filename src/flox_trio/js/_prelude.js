@@ -133,6 +133,7 @@ var __flox = (function () {
     this.position = 0;
     this.bestBid = null;
     this.bestAsk = null;
+    this.openOrders = [];
     this._lp = null;
     this._lc = null;
     this._li = 0;
@@ -164,6 +165,7 @@ var __flox = (function () {
       c.position = v[0];
       c._lp = v[1]; c._lc = null;
       c.bestBid = v[2]; c.bestAsk = v[3];
+      c.openOrders = v[4];  // ids of the slot's open orders in this symbol, as of the call
     }
     return m;
   };

@@ -383,7 +383,8 @@ class JsHost(StrategyHost):
         ex = slot.runner.executor
         state = {}
         for sym, ctx in slot.ctxs.items():
-            state[sym] = [float(ex.position(slot.index, sym).qty), ctx.last_price, ctx.best_bid, ctx.best_ask]
+            state[sym] = [float(ex.position(slot.index, sym).qty), ctx.last_price, ctx.best_bid, ctx.best_ask,
+                          [o.order_id for o in ex.open_orders(slot.index, sym)]]
         return orjson.dumps(state).decode()
 
     async def _lifecycle(self, name: str) -> None:

@@ -122,8 +122,9 @@ def write_report(tape: str | Path, out_dir: str | Path) -> tuple[Path, Path]:
         for ax in (ax_eq, ax_pos):
             ax.axvline(sw["t"], color="crimson", linestyle="--", linewidth=1,
                        label="swap" if (k == 0 and ax is ax_eq) else None)
-        ax_eq.annotate(f"swap slot {sw['slot']}\n{sw['from']} → {sw['to']}", (sw["t"], 0),
-                       xycoords=("data", "axes fraction"), xytext=(4, 6), textcoords="offset points",
+        # Swaps at the same moment (several slots at once) stack instead of overprinting.
+        ax_eq.annotate(f"swap slot {sw['slot']}: {sw['from']} → {sw['to']}", (sw["t"], 0),
+                       xycoords=("data", "axes fraction"), xytext=(4, 6 + 12 * k), textcoords="offset points",
                        fontsize=8, color="crimson")
     ax_eq.set_ylabel("equity (realized + unrealized PnL)")
     ax_pos.set_ylabel("position")
