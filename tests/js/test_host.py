@@ -114,6 +114,7 @@ var ids = [];
 flox.register({symbols: [sym],
   onTrade: function (ctx, t) {
     if (t.tradeId === '1') { ids.push(ctx.limitBuy(50, 2)); ids.push(ctx.marketBuy(0.5)); }
+    if (t.tradeId === '2') { ids.push('open:' + ctx.openOrders.join(',')); }
     if (t.tradeId === '3') { ctx.cancel(ids[0]); }
   },
   onOrderUpdate: function (ctx, u) { ids.push(u.orderId + ':' + u.status); },
@@ -141,6 +142,7 @@ async def test_order_intents_return_ids_and_reach_the_executor(
     assert ids[:2] == ["0-1", "0-2"]
     assert "0-1:accepted" in ids and "0-2:filled" in ids and "0-1:canceled" in ids
     assert "fill:0.5@101 pos 0.5" in ids
+    assert "open:0-1" in ids  # the resting limit order, as the executor saw it at the batch
     orders = {o.order_id: o for o in runner.executor.orders()}
     assert orders["0-1"].status == "canceled" and orders["0-2"].status == "filled"
 
