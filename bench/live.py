@@ -29,11 +29,8 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,25 +43,17 @@ from trio_websocket import open_websocket_url
 import flox_trio as flox
 from flox_trio.connectors import Binance, SessionOptions
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _sim import simulator as run_simulator
+
 STREAM = "/stream?streams=btcusdt@trade"
 WARMUP_S = 0.5
 
 
-@contextmanager
-def simulator(*args: str) -> Iterator[dict[str, Any]]:
-    """``python -m flox_trio.sim`` on a free port; yields its URLs."""
-    cmd = [sys.executable, "-m", "flox_trio.sim", "--port", "0", "--json", "--symbols", "BTCUSDT",
-           "--trades-per-tick", "1,1", "--no-book", "--ping-interval", "0", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the simulator did not start: {proc.communicate(timeout=5)[1]}")
-        yield json.loads(line)
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=10)
+def simulator(*args: str) -> Any:
+    """The simulator streaming one symbol's trades, no book, no pings (see bench/_sim.py)."""
+    return run_simulator("--symbols", "BTCUSDT", "--trades-per-tick", "1,1", "--no-book", "--ping-interval", "0",
+                         *args)
 
 
 class Counter(flox.Strategy):

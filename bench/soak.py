@@ -3,7 +3,8 @@
     python bench/soak.py [--seconds 3600] [--rate 200]
 
 Two slots (a Python EMA and a JavaScript EMA, swapped every minute) trade on the
-embedded simulator over loopback WebSockets. RSS is sampled every 10 s; the
+simulator, which runs in its own process so that RSS is the engine's alone
+(the simulator keeps a record of everything it sent). RSS is sampled every 10 s; the
 table shows the first and last samples and the slope of a least-squares line
 over the second half (flat is what we want). Writes bench/results/soak.json.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,7 +25,9 @@ from rich.table import Table
 import flox_trio as flox
 from flox_trio.cli._demo import ROOT, load_py_strategy
 from flox_trio.connectors import Binance
-from flox_trio.sim import open_simulator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _sim import simulator  # bench/ sibling
 
 
 def rss_mb() -> float:
@@ -32,26 +36,25 @@ def rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-async def soak(seconds: float, rate: float, state: Path) -> dict[str, object]:
+async def soak(seconds: float, urls: dict[str, str], state: Path) -> dict[str, object]:
     ema = load_py_strategy(ROOT / "py_strategies" / "ema.py", "EmaStrategy")
     samples: list[tuple[float, float]] = []
-    async with open_simulator(seed=3, rate=rate, symbols=["BTCUSDT"]) as sim:
-        feed = Binance(["BTCUSDT"], ws_url=sim.binance_ws_url, rest_url=sim.binance_rest_url)
-        async with flox.open_runner(feed, flox.PaperExecutor(latency=0.02), drain=False) as runner:
-            script = flox.js.load(ROOT / "js_strategies" / "ema.js", state_dir=state / "js")
-            py = runner.add_strategy(ema(["BTCUSDT"], qty=0.01, snapshot=state / "ema.json"))
-            js = runner.add_strategy(script.call("makeStrategy", "v1", 12, 26, 0.01))
-            start = trio.current_time()
-            next_swap = start + 60
-            while (now := trio.current_time()) - start < seconds:
-                samples.append((now - start, rss_mb()))
-                if now >= next_swap:
-                    await runner.replace_strategy(py, ema(["BTCUSDT"], qty=0.01, snapshot=state / "ema.json"))
-                    await runner.replace_strategy(js, script.call("makeStrategy", "v2", 8, 21, 0.01))
-                    next_swap += 60
-                await trio.sleep(10)
-            samples.append((trio.current_time() - start, rss_mb()))
-            status = runner.status()
+    feed = Binance(["BTCUSDT"], ws_url=urls["binance_ws_url"], rest_url=urls["binance_rest_url"])
+    async with flox.open_runner(feed, flox.PaperExecutor(latency=0.02), drain=False) as runner:
+        script = flox.js.load(ROOT / "js_strategies" / "ema.js", state_dir=state / "js")
+        py = runner.add_strategy(ema(["BTCUSDT"], qty=0.01, snapshot=state / "ema.json"))
+        js = runner.add_strategy(script.call("makeStrategy", "v1", 12, 26, 0.01))
+        start = trio.current_time()
+        next_swap = start + 60
+        while (now := trio.current_time()) - start < seconds:
+            samples.append((now - start, rss_mb()))
+            if now >= next_swap:
+                await runner.replace_strategy(py, ema(["BTCUSDT"], qty=0.01, snapshot=state / "ema.json"))
+                await runner.replace_strategy(js, script.call("makeStrategy", "v2", 8, 21, 0.01))
+                next_swap += 60
+            await trio.sleep(10)
+        samples.append((trio.current_time() - start, rss_mb()))
+        status = runner.status()
     half = samples[len(samples) // 2:]
     n = len(half)
     mx = sum(t for t, _ in half) / n
@@ -71,8 +74,9 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=200, help="simulator ticks per second")
     ap.add_argument("--json", default="bench/results/soak.json")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        result = trio.run(soak, args.seconds, args.rate, Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp, simulator("--symbols", "BTCUSDT", "--seed", "3",
+                                                         "--rate", str(args.rate)) as urls:
+        result = trio.run(soak, args.seconds, urls, Path(tmp))
     t = Table(title=f"soak: {args.seconds:.0f} s on the simulator")
     t.add_column("what")
     t.add_column("value", justify="right")
