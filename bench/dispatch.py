@@ -15,7 +15,6 @@ Rows:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -23,10 +22,12 @@ import time
 from pathlib import Path
 
 import trio
-from rich.console import Console
 from rich.table import Table
 
 import flox_trio as flox
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import report  # bench/ sibling
 
 
 class Counter(flox.Strategy):
@@ -162,11 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     assert isinstance(sp, dict)
     table.add_row(f"swap pause at 100k ev/s ({sp['swaps']} swaps)",
                   f"p50 {sp['p50_ms']:.3f} ms, p99 {sp['p99_ms']:.3f} ms", "p99 <= 1 ms")
-    Console().print(table)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    report(table, results, args.json)
     return 0
 
 

@@ -26,7 +26,6 @@ not share the engine's CPU time slices; the machine has two cores.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -36,7 +35,6 @@ from typing import Any
 
 import trio
 from hdrh.histogram import HdrHistogram
-from rich.console import Console
 from rich.table import Table
 from trio_websocket import open_websocket_url
 
@@ -44,7 +42,8 @@ import flox_trio as flox
 from flox_trio.connectors import Binance, SessionOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _sim import simulator as run_simulator
+from _common import CountingHub, report
+from _common import simulator as run_simulator
 
 STREAM = "/stream?streams=btcusdt@trade"
 WARMUP_S = 0.5
@@ -133,28 +132,8 @@ async def latency(urls: dict[str, Any], seconds: float) -> dict[str, Any]:
             "max_us": histogram.get_max_value(), "mean_us": histogram.get_mean_value()}
 
 
-class _CountingHub:
-    """The engine side of a feed reduced to a counter: the connector's own cost, without the runner."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    async def publish(self, events: Any) -> None:
-        self.n += len(events)
-
-    @property
-    def watched_symbols(self) -> frozenset[str]:
-        return frozenset()
-
-    async def wait_watch_changed(self) -> None:
-        await trio.sleep_forever()
-
-    def connector_event(self, kind: str, **info: Any) -> None:
-        pass
-
-
 async def connector_rate(urls: dict[str, Any], seconds: float) -> float:
-    hub = _CountingHub()
+    hub = CountingHub()
     feed = Binance(["BTCUSDT"], ws_url=urls["binance_ws_url"], rest_url=urls["binance_rest_url"],
                    channels=("trade",))
     async with trio.open_nursery() as nursery:
@@ -233,11 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     table.add_row(f"wire-to-strategy latency at {lat['rate_per_s']:,.0f} msgs/s",
                   f"p50 {lat['p50_us']} µs, p99 {lat['p99_us']} µs", "p50 <= 150 µs, p99 <= 1 ms")
     table.add_row("  p90 / p99.9 / max", f"{lat['p90_us']} / {lat['p99.9_us']} / {lat['max_us']} µs", "")
-    Console().print(table)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    report(table, results, args.json)
     return 0
 
 

@@ -12,14 +12,12 @@ over the second half (flat is what we want). Writes bench/results/soak.json.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import tempfile
 from pathlib import Path
 
 import trio
-from rich.console import Console
 from rich.table import Table
 
 import flox_trio as flox
@@ -27,7 +25,7 @@ from flox_trio.cli._demo import ROOT, load_py_strategy
 from flox_trio.connectors import Binance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _sim import simulator  # bench/ sibling
+from _common import report, simulator  # bench/ sibling
 
 
 def rss_mb() -> float:
@@ -83,10 +81,7 @@ def main() -> int:
     for key in ("events", "swaps", "rss_first_mb", "rss_last_mb", "rss_max_mb", "slope_mb_per_hour_second_half"):
         v = result[key]
         t.add_row(key, f"{v:.1f}" if isinstance(v, float) else str(v))
-    Console().print(t)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    report(t, result, args.json)
     return 0
 
 

@@ -40,6 +40,9 @@ import flox_trio as flox
 from flox_trio.tape import TapeFeed, TapeReader, TapeWriter, tape_info
 from flox_trio.tape._format import FRAME_DECODER, WireEvents
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import CountingHub  # bench/ sibling
+
 BASE_NS = 1_700_000_000_000_000_000
 
 
@@ -114,24 +117,6 @@ def materialise(path: Path) -> int:
     for _ in TapeReader(path).iter_events():
         n += 1
     return n
-
-
-class CountingHub:
-    def __init__(self) -> None:
-        self.n = 0
-
-    async def publish(self, events: Sequence[Any]) -> None:
-        self.n += len(events)
-
-    @property
-    def watched_symbols(self) -> frozenset[str]:
-        return frozenset()
-
-    async def wait_watch_changed(self) -> None:
-        await trio.sleep_forever()
-
-    def connector_event(self, kind: str, **info: Any) -> None:
-        pass
 
 
 def replay(path: Path) -> int:

@@ -1,0 +1,60 @@
+"""What the benches share: the simulator in its own process, a hub that counts, the output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+from rich.console import Console
+from rich.table import Table
+
+
+@contextmanager
+def simulator(*args: str) -> Iterator[dict[str, Any]]:
+    """``python -m flox_trio.sim --port 0 --json ARGS``; yields the URLs it prints when ready."""
+    cmd = [sys.executable, "-m", "flox_trio.sim", "--port", "0", "--json", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the simulator did not start: {proc.communicate(timeout=5)[1]}")
+        yield json.loads(line)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+class CountingHub:
+    """A FeedHub that only counts what a feed publishes: the feed's own speed, no engine."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    async def publish(self, events: Any) -> None:
+        self.n += len(events)
+
+    @property
+    def watched_symbols(self) -> frozenset[str]:
+        return frozenset()
+
+    async def wait_watch_changed(self) -> None:
+        await trio.sleep_forever()
+
+    def connector_event(self, kind: str, **info: Any) -> None:
+        pass
+
+
+def report(table: Table, results: Any, path: str) -> None:
+    """Print the table and write the results as JSON (bench/results/ by default)."""
+    Console().print(table)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
