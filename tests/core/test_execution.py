@@ -157,3 +157,22 @@ def test_position_pnl_matches_cash_accounting(fills: list[tuple[str, Decimal, De
 def test_executor_rejects_bad_latency() -> None:
     with pytest.raises(flox.OrderError, match="latency"):
         flox.PaperExecutor(latency=-1)
+
+
+async def test_a_live_executor_keeps_a_bounded_history(autojump_clock: Any) -> None:
+    plan = {str(i): (lambda ctx: ctx.market_buy(1)) for i in range(10)}
+    journal: list[Any] = []
+    trader = Trader(journal, plan)
+    feed = flox.feeds.PushFeed(["BTCUSDT"])
+    executor = flox.PaperExecutor(latency=0.01, history=3)
+    async with flox.open_runner(feed, executor) as runner:
+        runner.add_strategy(trader)
+        for i in range(10):
+            await feed.push([T(str(i), 100.0)])
+            await runner.wait_idle()
+            await trio.sleep(0.02)
+            await runner.wait_idle()
+        feed.close()
+    assert [o.order_id for o in executor.orders()] == ["0-8", "0-9", "0-10"]
+    assert len(executor.fill_log) == 3
+    assert executor.position(0, "BTCUSDT").qty == 10  # positions are never trimmed

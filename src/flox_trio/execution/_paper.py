@@ -6,7 +6,7 @@ import heapq
 import itertools
 import logging
 import math
-from collections import defaultdict
+from collections import defaultdict, deque
 from decimal import Decimal
 from typing import Any
 
@@ -46,6 +46,7 @@ class PaperExecutor(Executor):
         taker_fee: Any = 0,
         maker_fee: Any = 0,
         clock: str = "trio",
+        history: int | None = 10_000,
     ) -> None:
         if clock not in ("trio", "events"):
             raise OrderError(f"PaperExecutor clock must be 'trio' or 'events', got {clock!r}")
@@ -63,7 +64,11 @@ class PaperExecutor(Executor):
         self._tiebreak = itertools.count()
         self._wakeup = trio.Event()
         self.fills = 0
-        self.fill_log: list[Fill] = []
+        # A live run keeps the last `history` finished orders and fills (open
+        # orders always); replays keep everything, their outputs are the whole run.
+        self.history = history
+        self.fill_log: deque[Fill] = deque(maxlen=history)
+        self._finished: deque[str] = deque()
 
     # --- intents ----------------------------------------------------------------
 
@@ -92,7 +97,9 @@ class PaperExecutor(Executor):
     def _process_due(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now:
             _, _, action, order_id = heapq.heappop(self._timers)
-            order = self._orders[order_id]
+            order = self._orders.get(order_id)
+            if order is None:  # finished long ago and dropped from the history
+                continue
             if action == "ack":
                 self._acknowledge(order)
             else:
@@ -119,6 +126,10 @@ class PaperExecutor(Executor):
     # --- state machine ------------------------------------------------------------
 
     def _update(self, order: Order) -> None:
+        if not order.is_open and self.history is not None:
+            self._finished.append(order.order_id)
+            while len(self._finished) > self.history:
+                self._orders.pop(self._finished.popleft(), None)
         self._emit(
             order.slot,
             OrderUpdate(

@@ -143,7 +143,8 @@ async def _replay(tape: Path, plan: ReplayPlan, state_dir: Path,
     ex = plan.executor
     executor = PaperExecutor(latency=float(ex.get("latency_s", 0.005)),
                              taker_fee=Decimal(str(ex.get("taker_fee", "0"))),
-                             maker_fee=Decimal(str(ex.get("maker_fee", "0"))), clock="events")
+                             maker_fee=Decimal(str(ex.get("maker_fee", "0"))), clock="events",
+                             history=None)
     tape_feed = TapeFeed(tape)
     feed: Feed = tape_feed if progress is None else _Reporting(tape_feed, progress)
     handles = []
