@@ -38,7 +38,10 @@ async def soak(seconds: float, urls: dict[str, str], state: Path) -> dict[str, o
     ema = load_py_strategy(ROOT / "py_strategies" / "ema.py", "EmaStrategy")
     samples: list[tuple[float, float]] = []
     feed = Binance(["BTCUSDT"], ws_url=urls["binance_ws_url"], rest_url=urls["binance_rest_url"])
-    async with flox.open_runner(feed, flox.PaperExecutor(latency=0.02), drain=False) as runner:
+    # A short order history so that the bounded part is reached early in the run:
+    # what still grows after that is a leak.
+    executor = flox.PaperExecutor(latency=0.02, history=2000)
+    async with flox.open_runner(feed, executor, drain=False) as runner:
         script = flox.js.load(ROOT / "js_strategies" / "ema.js", state_dir=state / "js")
         py = runner.add_strategy(ema(["BTCUSDT"], qty=0.01, snapshot=state / "ema.json"))
         js = runner.add_strategy(script.call("makeStrategy", "v1", 12, 26, 0.01))
