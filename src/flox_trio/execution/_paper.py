@@ -58,6 +58,9 @@ class PaperExecutor(Executor):
         self.taker_fee = to_decimal(taker_fee, "taker_fee")
         self.maker_fee = to_decimal(maker_fee, "maker_fee")
         self._orders: dict[str, Order] = {}
+        # The live ones, so ctx.open_orders (read per batch by the JS host) costs
+        # what is open, not everything the history holds.
+        self._open: dict[str, Order] = {}
         self._positions: dict[tuple[int, str], Position] = {}
         self._resting: dict[str, list[Order]] = defaultdict(list)
         self._timers: list[tuple[float, int, str, str]] = []  # (due, tiebreak, action, order_id)
@@ -77,6 +80,7 @@ class PaperExecutor(Executor):
             raise OrderError(f"order id {order.order_id!r} is already in use")
         order.created_ts_ns = self._now_ns()
         self._orders[order.order_id] = order
+        self._open[order.order_id] = order
         self._schedule("ack", order.order_id)
 
     def cancel(self, slot: int, order_id: str) -> None:
@@ -126,7 +130,7 @@ class PaperExecutor(Executor):
     # --- state machine ------------------------------------------------------------
 
     def _update(self, order: Order) -> None:
-        if not order.is_open and self.history is not None:
+        if not order.is_open and self._open.pop(order.order_id, None) is not None and self.history is not None:
             self._finished.append(order.order_id)
             while len(self._finished) > self.history:
                 self._orders.pop(self._finished.popleft(), None)
@@ -264,8 +268,8 @@ class PaperExecutor(Executor):
 
     def open_orders(self, slot: int, symbol: str | None = None) -> list[Order]:
         return [
-            o.copy() for o in self._orders.values()
-            if o.slot == slot and o.is_open and (symbol is None or o.symbol == symbol)
+            o.copy() for o in self._open.values()
+            if o.slot == slot and (symbol is None or o.symbol == symbol)
         ]
 
     def orders(self) -> list[Order]:
@@ -278,6 +282,6 @@ class PaperExecutor(Executor):
             "taker_fee": str(self.taker_fee),
             "maker_fee": str(self.maker_fee),
             "orders": len(self._orders),
-            "open_orders": sum(1 for o in self._orders.values() if o.is_open),
+            "open_orders": len(self._open),
             "fills": self.fills,
         }
