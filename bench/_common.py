@@ -14,6 +14,8 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
+from flox_trio._core._clock import TrioClock
+
 
 @contextmanager
 def simulator(*args: str) -> Iterator[dict[str, Any]]:
@@ -36,6 +38,7 @@ class CountingHub:
 
     def __init__(self) -> None:
         self.n = 0
+        self.clock = TrioClock()
 
     async def publish(self, events: Any) -> None:
         self.n += len(events)

@@ -7,6 +7,13 @@ The public API lives here; implementation modules are private (``_runner``,
 
 from . import execution as execution
 from . import feeds as feeds
+from ._core._events import Bar as Bar
+from ._core._events import Book as Book
+from ._core._events import Fill as Fill
+from ._core._events import OrderUpdate as OrderUpdate
+from ._core._events import Trade as Trade
+from ._core._market import BarAggregator as BarAggregator
+from ._core._market import L2Book as L2Book
 from ._errors import ConfigError as ConfigError
 from ._errors import ConnectorError as ConnectorError
 from ._errors import FeedError as FeedError
@@ -23,14 +30,7 @@ from ._errors import SwapError as SwapError
 from ._errors import SymbolMismatchError as SymbolMismatchError
 from ._errors import TapeError as TapeError
 from ._errors import UnknownSlotError as UnknownSlotError
-from ._events import Bar as Bar
-from ._events import Book as Book
-from ._events import Fill as Fill
-from ._events import OrderUpdate as OrderUpdate
-from ._events import Trade as Trade
 from ._host import StrategyHost as StrategyHost
-from ._market import BarAggregator as BarAggregator
-from ._market import L2Book as L2Book
 from ._runner import Runner as Runner
 from ._runner import open_runner as open_runner
 from ._slot import Slot as Slot
@@ -38,10 +38,9 @@ from ._slot import SwapHandle as SwapHandle
 from ._slot import SwapReport as SwapReport
 from ._strategy import Context as Context
 from ._strategy import Strategy as Strategy
+from ._version import __version__ as __version__
 from .execution import PaperExecutor as PaperExecutor
 from .execution import RiskExecutor as RiskExecutor
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:

@@ -15,8 +15,8 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._core._events import Bar, Book, Fill, OrderUpdate, SymbolRef, Trade
 from ._errors import StrategyTypeError
-from ._events import Bar, Book, Fill, OrderUpdate, SymbolRef, Trade
 from ._strategy import Strategy, strategy_symbols
 
 if TYPE_CHECKING:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -18,10 +17,11 @@ from typing import Any
 
 import trio
 
+from ._core._clock import TrioClock
+from ._core._events import Event
+from ._core._market import BarAggregator
 from ._errors import FloxError, RunnerError, SymbolMismatchError, UnknownSlotError
-from ._events import Event
 from ._host import StrategyHost, make_host
-from ._market import BarAggregator
 from ._slot import OVERFLOW_POLICIES, Slot, SwapHandle, SwapReport, _Request
 from .execution import Executor, Order, PaperExecutor
 from .feeds import Feed, ListFeed
@@ -83,7 +83,8 @@ class Runner:
         self._nursery: trio.Nursery | None = None
         self._feed_scope = trio.CancelScope()
         self._closing = False
-        self._clock_offset_ns = 0
+        #: The engine's one clock: Trio time for scheduling, ``wall_ns()`` for timestamps.
+        self.clock = TrioClock()
         self.connector_events: dict[str, int] = {}
         self.strategy_errors = 0
 
@@ -91,7 +92,6 @@ class Runner:
 
     async def _open(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
-        self._clock_offset_ns = time.time_ns() - int(trio.current_time() * 1e9)
         self.executor.bind(emit=self._emit, quote=self._quote, now_ns=self.now_ns)
         if self._tape_arg is not None:
             self.tape = self._open_tape(self._tape_arg)
@@ -150,7 +150,7 @@ class Runner:
 
     def now_ns(self) -> int:
         """Wall-clock nanoseconds, derived from the Trio clock (virtual under a MockClock)."""
-        return self._clock_offset_ns + int(trio.current_time() * 1e9)
+        return self.clock.wall_ns()
 
     # --- slots ---------------------------------------------------------------------
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from ._core._events import Event
+from ._core._money import to_decimal
 from ._errors import OrderError, SwapError
-from ._events import Event
 from ._host import StrategyHost
-from ._money import to_decimal
 from ._strategy import Context
 from .execution import Order
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from ._core._events import Bar, Book, Fill, OrderUpdate, SymbolRef, Trade, parse_symbols
 from ._errors import StrategyTypeError
-from ._events import Bar, Book, Fill, OrderUpdate, SymbolRef, Trade, parse_symbols
 
 if TYPE_CHECKING:
     from ._runner import Runner

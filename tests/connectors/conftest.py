@@ -18,6 +18,7 @@ import trio
 from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
 
 from flox_trio import Bar, Book, Trade
+from flox_trio._core._clock import TrioClock
 from flox_trio.connectors import Session
 from flox_trio.sim import Simulator, open_simulator
 
@@ -41,6 +42,7 @@ class RecordingHub:
         self.reports: list[tuple[float, str, dict[str, Any]]] = []
         self._watched = frozenset(watched)
         self._changed = trio.Event()
+        self.clock = TrioClock()
 
     async def publish(self, events: Sequence[Any]) -> None:
         batch = list(events)

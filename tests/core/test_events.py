@@ -6,7 +6,7 @@ import attrs
 import pytest
 
 import flox_trio as flox
-from flox_trio._events import parse_symbol, parse_symbols
+from flox_trio._core._events import SymbolRef, parse_symbol, parse_symbols
 
 
 @pytest.mark.parametrize("cls", [flox.Trade, flox.Book, flox.Bar, flox.OrderUpdate, flox.Fill])
@@ -33,7 +33,7 @@ def _sample(field: attrs.Attribute) -> object:  # type: ignore[type-arg]
 
 
 def test_symbols_with_and_without_venue() -> None:
-    assert parse_symbol("btcusdt") == flox._events.SymbolRef("BTCUSDT", "")  # type: ignore[attr-defined]
+    assert parse_symbol("btcusdt") == SymbolRef("BTCUSDT", "")
     ref = parse_symbol("Binance:BTCUSDT")
     assert (ref.symbol, ref.venue, str(ref)) == ("BTCUSDT", "binance", "binance:BTCUSDT")
     assert [str(s) for s in parse_symbols("ETHUSDT")] == ["ETHUSDT"]

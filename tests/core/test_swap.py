@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -227,7 +228,7 @@ async def test_executor_and_orders_survive_a_swap_and_fills_reach_the_new_strate
         feed.close()
     new_events = [(k, p) for k, w, p in journal if w == "new" and k in ("update", "fill")]
     assert ("update", ("0-1", "accepted")) in new_events
-    assert ("fill", ("0-1", flox._money.to_decimal("0.4"))) in new_events  # type: ignore[attr-defined]
+    assert ("fill", ("0-1", Decimal("0.4"))) in new_events
     assert ("update", ("0-1", "partially_filled")) in new_events
     assert ("update", ("0-1", "filled")) in new_events
     assert not [x for x in journal if x[1] == "old" and x[0] in ("update", "fill")]

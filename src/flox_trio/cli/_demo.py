@@ -20,7 +20,7 @@ import trio.testing
 from rich.console import Console
 from rich.table import Table
 
-from .._events import Trade
+from .._core._events import Trade
 from .._runner import Runner, open_runner
 from ..execution import PaperExecutor
 from ..feeds import ListFeed

@@ -25,8 +25,8 @@ import attrs
 import trio
 from rich.console import Console
 
+from .._core._events import Trade
 from .._errors import ConfigError, FloxError, StrategyLoadError
-from .._events import Trade
 from .._runner import Runner, open_runner
 from ..config import Config, LimitsConfig, load_config
 from ..control import serve_control, serve_metrics

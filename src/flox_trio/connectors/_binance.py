@@ -37,9 +37,9 @@ import httpx
 import orjson
 import trio
 
+from .._core._events import Bar, Book, Event, Level, Trade
+from .._core._market import L2Book
 from .._errors import ConfigError, ConnectorError, FloxError
-from .._events import Bar, Book, Event, Level, Trade
-from .._market import L2Book
 from ._backoff import Backoff
 from ._session import Session, _Connection, as_int, levels, make_options
 

@@ -26,9 +26,9 @@ from typing import Any
 import orjson
 import trio
 
+from .._core._events import Bar, Event, Trade
+from .._core._market import L2Book
 from .._errors import ConfigError, FloxError
-from .._events import Bar, Event, Trade
-from .._market import L2Book
 from ._session import Session, StaleFeedError, _Connection, as_int, levels, make_options
 
 _DEFAULTS: dict[str, Any] = {"ping_interval": 20.0, "pong_timeout": 10.0}

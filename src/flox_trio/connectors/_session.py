@@ -41,10 +41,10 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
+from .._core._events import Event, Level, parse_symbol
+from .._core._market import L2Book
+from .._core._ports import Feed, FeedHub
 from .._errors import ConfigError, ConnectorError
-from .._events import Event, Level, parse_symbol
-from .._market import L2Book
-from ..feeds._base import Feed, FeedHub
 from ._backoff import Backoff
 
 log = logging.getLogger("flox_trio.connectors")

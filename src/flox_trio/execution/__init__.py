@@ -1,8 +1,8 @@
 """Execution: order intents become orders; orders become fills and positions."""
 
+from .._core._orders import Order as Order
+from .._core._orders import Position as Position
 from ._executor import Executor as Executor
-from ._orders import Order as Order
-from ._orders import Position as Position
 from ._outputs import first_divergence as first_divergence
 from ._outputs import outputs_json as outputs_json
 from ._outputs import run_outputs as run_outputs

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from .._events import Event
-from ._orders import Order, Position
+from .._core._events import Event
+from .._core._orders import Order, Position
 
 #: (slot index, symbol) -> (last trade price, best bid, best ask) as the slot sees the market.
 QuoteFn = Callable[[int, str], tuple[float | None, float | None, float | None]]

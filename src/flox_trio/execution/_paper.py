@@ -12,11 +12,11 @@ from typing import Any
 
 import trio
 
+from .._core._events import Book, Fill, OrderUpdate, Trade
+from .._core._money import ZERO, price_decimal, to_decimal
+from .._core._orders import Order, Position
 from .._errors import OrderError
-from .._events import Book, Fill, OrderUpdate, Trade
-from .._money import ZERO, price_decimal, to_decimal
 from ._executor import Executor
-from ._orders import Order, Position
 
 log = logging.getLogger("flox_trio.execution")
 

@@ -17,11 +17,11 @@ from typing import Any
 import attrs
 import trio
 
+from .._core._events import OrderUpdate
+from .._core._money import ZERO
+from .._core._orders import Order, Position
 from .._errors import OrderError
-from .._events import OrderUpdate
-from .._money import ZERO
 from ._executor import EmitFn, Executor, QuoteFn
-from ._orders import Order, Position
 
 log = logging.getLogger("flox_trio.risk")
 

@@ -1,7 +1,7 @@
 """Feeds: where events come from (offline lists, pushed events, tapes; connectors live in flox_trio.connectors)."""
 
-from ._base import Feed as Feed
-from ._base import FeedHub as FeedHub
+from .._core._ports import Feed as Feed
+from .._core._ports import FeedHub as FeedHub
 from ._list import ListFeed as ListFeed
 from ._list import PushFeed as PushFeed
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import trio
 
+from .._core._events import Event
+from .._core._ports import Feed, FeedHub
 from .._errors import FeedError
-from .._events import Event
-from ._base import Feed, FeedHub
 
 
 class ListFeed(Feed):

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from .._events import Bar, Book, Fill, OrderUpdate, Trade
+from .._core._events import Bar, Book, Fill, OrderUpdate, Trade
 
 _price = attrgetter("price")
 _qty = attrgetter("qty")

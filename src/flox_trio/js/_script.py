@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import quickjs
 
+from .._core._events import Book, SymbolRef, Trade, parse_symbols
 from .._errors import JSError, SandboxError, StrategyLoadError, StrategyTypeError
-from .._events import Book, SymbolRef, Trade, parse_symbols
 from .._host import StrategyHost
 from ._codec import codec
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from .._events import Book, Fill, Trade
+from .._core._events import Book, Fill, Trade
 from ..execution import Position
 
 

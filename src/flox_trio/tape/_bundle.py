@@ -28,8 +28,8 @@ from typing import Any
 
 import attrs
 
-from .. import __version__
 from .._errors import TapeError
+from .._version import __version__
 from ..execution import first_divergence, outputs_json
 from ._replay import ReplayPlan, ReplayResult, StrategySpec, plan_from_tape, replay_tape
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import trio
 
+from .._core._ports import Feed, FeedHub
 from .._errors import FeedError
-from ..feeds._base import Feed, FeedHub
 from ._format import event_time_ns
 from ._reader import TapeInfo, TapeReader, tape_info
 from ._records import SlotRecord, SwapRecord

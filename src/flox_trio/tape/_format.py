@@ -42,8 +42,8 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from .._core._events import Bar, Book, Fill, OrderUpdate, Trade
 from .._errors import TapeError
-from .._events import Bar, Book, Fill, OrderUpdate, Trade
 
 FORMAT_VERSION: Final = 1
 

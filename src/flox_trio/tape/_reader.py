@@ -14,8 +14,8 @@ import attrs
 import msgspec
 import zstandard
 
+from .._core._events import Event
 from .._errors import TapeError
-from .._events import Event
 from ._format import (
     EVENT_CLASSES,
     EVENT_DECODERS,

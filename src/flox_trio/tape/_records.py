@@ -7,7 +7,7 @@ from typing import Any, TypeAlias
 
 import attrs
 
-from .._events import Event
+from .._core._events import Event
 
 
 @attrs.frozen(slots=True)

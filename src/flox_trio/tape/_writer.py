@@ -17,8 +17,8 @@ import msgspec
 import trio
 import zstandard
 
+from .._core._events import Event
 from .._errors import TapeError
-from .._events import Event
 from ._format import (
     ARRAY32_PREFIX,
     COMPRESSIONS,
@@ -132,7 +132,7 @@ class TapeWriter:
         self._segment_size = 0
         self._segments: list[Path] = []
 
-        from .. import __version__
+        from .._version import __version__
 
         self._tape_id = uuid.uuid4().hex
         self._created_ns = time.time_ns()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from decimal import Decimal, InvalidOperation
 
-from ._errors import OrderError
+from .._errors import OrderError
 
 ZERO = Decimal(0)
 

@@ -13,7 +13,7 @@ from typing import TypeAlias
 
 import attrs
 
-from ._errors import FloxError
+from .._errors import FloxError
 
 # --- symbols -----------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import attrs
 
-from .._money import ZERO
+from ._money import ZERO
 
 OPEN_STATES = frozenset({"new", "accepted", "partially_filled"})
 FINAL_STATES = frozenset({"filled", "canceled", "rejected"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable
 
-from ._errors import FloxError
+from .._errors import FloxError
 from ._events import Bar, Book, Level, Trade
 
 
