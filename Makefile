@@ -22,12 +22,13 @@ $(STAMP_TEST): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/flox-trio demo
 
-test: $(STAMP_TEST)
-	$(BIN)/ruff check src tests bench py_strategies
+# The whole suite: lint, the import contracts (layers, no cycles), strict types, the tests.
+test: lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check src tests bench py_strategies
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 
 bench: $(STAMP)

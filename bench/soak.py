@@ -21,7 +21,8 @@ import trio
 from rich.table import Table
 
 import flox_trio as flox
-from flox_trio.cli._demo import ROOT, load_py_strategy
+from flox_trio._loader import strategy_class
+from flox_trio.app import STRATEGIES
 from flox_trio.connectors import Binance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,14 +36,14 @@ def rss_mb() -> float:
 
 
 async def soak(seconds: float, urls: dict[str, str], state: Path) -> dict[str, object]:
-    ema = load_py_strategy(ROOT / "py_strategies" / "ema.py", "EmaStrategy")
+    ema = strategy_class(STRATEGIES / "ema.py", "EmaStrategy")
     samples: list[tuple[float, float]] = []
     feed = Binance(["BTCUSDT"], ws_url=urls["binance_ws_url"], rest_url=urls["binance_rest_url"])
     # A short order history so that the bounded part is reached early in the run:
     # what still grows after that is a leak.
     executor = flox.PaperExecutor(latency=0.02, history=2000)
     async with flox.open_runner(feed, executor, drain=False) as runner:
-        script = flox.js.load(ROOT / "js_strategies" / "ema.js", state_dir=state / "js")
+        script = flox.js.load(STRATEGIES / "ema.js", state_dir=state / "js")
         py = runner.add_strategy(ema(["BTCUSDT"], qty=0.01, snapshot=state / "ema.json"))
         js = runner.add_strategy(script.call("makeStrategy", "v1", 12, 26, 0.01))
         start = trio.current_time()
@@ -62,8 +63,8 @@ async def soak(seconds: float, urls: dict[str, str], state: Path) -> dict[str, o
     my = sum(r for _, r in half) / n
     var = sum((t - mx) ** 2 for t, _ in half) or 1.0
     slope = sum((t - mx) * (r - my) for t, r in half) / var
-    return {"seconds": seconds, "events": status["published"],
-            "swaps": sum(s["swaps"] for s in status["slots"]),
+    return {"seconds": seconds, "events": status.published,
+            "swaps": sum(s.swaps for s in status.slots),
             "rss_first_mb": samples[0][1], "rss_last_mb": samples[-1][1],
             "rss_max_mb": max(r for _, r in samples), "slope_mb_per_hour_second_half": slope * 3600,
             "samples": samples}

@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
@@ -24,30 +22,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ema import EmaStrategy  # a sibling file: this runs as a script
 
 
-@asynccontextmanager
-async def open_feed(venue: str, symbol: str) -> AsyncIterator[flox.feeds.Feed]:
-    if venue == "binance":
-        yield flox.connectors.Binance([symbol])
-    elif venue == "bybit":
-        yield flox.connectors.Bybit([symbol])
-    else:
-        async with flox.sim.open_simulator(seed=1, rate=50, symbols=[symbol]) as sim:
-            yield flox.connectors.Binance([symbol], ws_url=sim.binance_ws_url, rest_url=sim.binance_rest_url)
-
-
 async def main(venue: str, symbol: str, seconds: float, state: Path) -> None:
-    async with open_feed(venue, symbol) as feed, flox.open_runner(feed, drain=False) as runner:
+    # The venue as a run config would name it: the simulator, or a real venue's public market data.
+    config = flox.config.Config(venue=flox.config.VenueConfig(name=venue), symbols=(symbol,))
+    async with flox.app.open_venue_feed(config) as feed, flox.open_runner(feed, drain=False) as runner:
         slot = runner.add_strategy(EmaStrategy([symbol], fast=12, slow=26, qty=0.01, snapshot=state / "ema.json"))
         await trio.sleep(seconds / 2)
         report = await runner.replace_strategy(slot, EmaStrategy([symbol], fast=8, slow=21, qty=0.01,
                                                                  snapshot=state / "ema.json"))
+        session = getattr(feed, "connection_id", None), getattr(feed, "connect_count", None)
         print(f"swapped at event {report.at_event} in {report.pause_s * 1e3:.3f} ms; "
-              f"connection {feed.status().get('connection_id')}, connects {feed.status().get('connect_count')}")
+              f"connection {session[0]}, connects {session[1]}")
         await trio.sleep(seconds / 2)
         st = runner.status()
-    s = st["slots"][slot]
-    print(f"{venue} {symbol}: {st['published']} events, slot {slot} dispatched {s['dispatched']}, "
-          f"position {s['position']}, realized PnL {s['realized_pnl']}, unrealized {s['unrealized_pnl']}")
+    s = st.slots[slot]
+    print(f"{venue} {symbol}: {st.published} events, slot {slot} dispatched {s.dispatched}, "
+          f"position {s.position}, realized PnL {s.realized_pnl}, unrealized {s.unrealized_pnl}")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,10 @@ class StrategyLoadError(StrategyError):
     """A strategy source file failed to import or compile."""
 
 
+class StrategyBuildError(StrategyLoadError):
+    """A strategy file loaded, but constructing the strategy from it raised (a bad parameter, say)."""
+
+
 class SwapError(StrategyError):
     """A swap did not take place; the old strategy is still in the slot."""
 
@@ -65,3 +69,13 @@ class ConnectorError(FeedError):
 
 class TapeError(FloxError):
     """A tape or bundle is missing, corrupt, truncated or of an unsupported version."""
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message`` of any exception, even one whose ``__str__`` raises or holds lone surrogates."""
+    try:
+        text = str(exc)
+    except Exception as inner:  # a strategy's exception class with a broken __str__
+        text = f"<unprintable: its __str__ raised {type(inner).__name__}>"
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

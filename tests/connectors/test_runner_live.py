@@ -51,10 +51,11 @@ async def test_slots_drive_the_connector(venue: str, autojump_clock: trio.testin
             status = runner.status()
             sim.pause()
             await trio.sleep(1.0)
-        assert status["feed"]["venue"] == venue
-        assert status["feed"]["connect_count"] == 2
-        assert status["connector_events"]["connect"] == 2
-        assert status["connector_events"]["disconnect"] == 1
+        assert isinstance(status.feed, flox.connectors.SessionStatus)
+        assert status.feed.venue == venue
+        assert status.feed.connect_count == 2
+        assert status.connector_events["connect"] == 2
+        assert status.connector_events["disconnect"] == 1
         assert all(t.venue == venue and t.symbol == "BTCUSDT" for t in btc.trades)
         assert [t.trade_id for t in btc.trades] == sim.sent_trade_ids(venue, "BTCUSDT")
         assert {b.symbol for b in btc.books} == {"BTCUSDT"}

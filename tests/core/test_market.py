@@ -77,3 +77,28 @@ async def test_strategies_with_on_bar_get_bars(journal: list[Any]) -> None:
     two_s = [b for b in bars if b.interval_s == 2.0]
     assert len(one_s) == 5 and len(two_s) == 3  # the last ones are flushed when the feed ends
     assert one_s[0].open == 100.0 and one_s[0].close == 101.0 and one_s[0].trade_count == 2
+
+
+async def test_bars_in_progress_survive_swaps_and_new_slots(journal: list[Any]) -> None:
+    """One aggregator for the runner's life: a swap or an added slot does not cut the bar in progress short."""
+    bars: list[flox.Bar] = []
+
+    class Bars(Recorder):
+        def on_bar(self, ctx: flox.Context, bar: flox.Bar) -> None:
+            bars.append(bar)
+
+    # 10 trades a second for 6 s; the swap and the new slot land in the middle of a second.
+    trades = [flox.Trade("BTCUSDT", 100.0, 1.0, "buy", str(i), BASE_NS + i * 100_000_000,
+                         BASE_NS + i * 100_000_000) for i in range(60)]
+    feed = flox.feeds.PushFeed(["BTCUSDT"])
+    async with flox.open_runner(feed, bar_intervals=(1.0,)) as runner:
+        slot = runner.add_strategy(Bars(["BTCUSDT"], journal, "a"))
+        for i, t in enumerate(trades):
+            await feed.push([t])
+            await runner.wait_idle()
+            if i == 25:
+                await runner.replace_strategy(slot, Bars(["BTCUSDT"], journal, "b"))
+            if i == 35:
+                runner.add_strategy(Recorder(["BTCUSDT"], journal, "c"))
+        feed.close()
+    assert [b.trade_count for b in bars] == [10] * 6

@@ -147,7 +147,52 @@ async def test_status_reports_slots_and_feed(journal: list[Any]) -> None:
         runner.add_strategy(Recorder(["BTCUSDT"], journal, "a"))
         await runner.wait_idle()
         st = runner.status()
-    assert st["published"] == 10
-    assert st["slots"][0]["dispatched"] == 10
-    assert st["slots"][0]["language"] == "python"
-    assert st["feed"]["feed"] == "ListFeed"
+    assert st.published == 10
+    assert st.slots[0].dispatched == 10
+    assert st.slots[0].language == "python"
+    assert st.feed.feed == "ListFeed" and st.feed.published == 10
+    # The snapshot travels as JSON (control socket) and comes back the same.
+    from flox_trio._core._convert import converter
+
+    assert converter.structure(converter.unstructure(st), flox.RunnerStatus) == st
+
+
+async def test_latency_is_none_for_events_not_stamped_by_this_engine(
+    journal: list[Any], autojump_clock: Any
+) -> None:
+    """Receive times from a list (or a tape) are on another clock: no latency, never a bogus one."""
+    old = [flox.Trade("BTCUSDT", 100.0, 1.0, "buy", str(i), 0, 1_600_000_000_000_000_000 + i) for i in range(5)]
+    async with flox.open_runner(flox.feeds.ListFeed(old)) as runner:
+        runner.add_strategy(Recorder(["BTCUSDT"], journal, "a"))
+        await runner.wait_idle()
+        st = runner.status()
+    assert st.slots[0].dispatched == 5
+    assert st.slots[0].latency_us is None
+
+
+async def test_latency_is_measured_on_the_engine_clock_for_stamped_feeds(
+    journal: list[Any], autojump_clock: Any
+) -> None:
+    class Stamping(flox.feeds.PushFeed):
+        """Stamps receive times as a connector does: with the engine's own wall clock."""
+
+        stamps_receive_time = True
+
+        async def run(self, hub: flox.feeds.FeedHub) -> None:
+            self.hub = hub
+            await super().run(hub)
+
+    feed = Stamping(["BTCUSDT"])
+    async with flox.open_runner(feed) as runner:
+        runner.add_strategy(Recorder(["BTCUSDT"], journal, "a"))
+        await trio.sleep(1)
+        for i in range(5):
+            await feed.push([flox.Trade("BTCUSDT", 100.0, 1.0, "buy", str(i), 0, runner.clock.wall_ns())])
+            await trio.sleep(0.001)
+        # A venue's kline comes as a Bar, which has no receive time of its own.
+        await feed.push([flox.Bar("BTCUSDT", 1, 1, 1, 1, 1, 1, 0, 1, 1.0)])
+        feed.close()
+        await runner.wait_idle()
+        st = runner.status()
+    latency = st.slots[0].latency_us
+    assert latency is not None and 0 <= latency < 1_000  # virtual time: the events were delivered at once

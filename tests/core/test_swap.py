@@ -375,8 +375,8 @@ async def test_raising_strategy_is_quarantined_and_others_keep_running(journal: 
         assert bad.state == "quarantined"
         assert bad.errors == 5
         assert bad.dispatched == 5
-        st = runner.status()["slots"][bad_i]
-        assert st["quarantined"] is True and "bad trade 4" in st["last_error"]
+        st = runner.status().slots[bad_i]
+        assert st.quarantined is True and st.last_error is not None and "bad trade 4" in st.last_error
         # A fixed strategy swapped in lifts the quarantine.
         fixed = Recorder(["BTCUSDT"], journal, "fixed")
         await runner.replace_strategy(bad_i, fixed)

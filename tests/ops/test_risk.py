@@ -78,7 +78,7 @@ async def test_global_position_sums_slots(autojump_clock: Any) -> None:
     assert a.status_of("0-1") == ["accepted", "filled"]
     assert b.status_of("1-1") == ["rejected"]
     assert "global position to 4" in b.reasons()[0]
-    assert risk.status()["risk"]["refused"] == 1
+    assert risk.status().refused == 1
 
 
 async def test_order_rate_per_slot_and_global_on_the_trio_clock(autojump_clock: Any) -> None:

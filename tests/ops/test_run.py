@@ -10,10 +10,11 @@ import pytest
 import trio
 
 import flox_trio as flox
-from flox_trio.cli._control import render_status
-from flox_trio.cli._run import Engine, SyntheticFeed, build_executor, open_venue_feed, run_engine
-from flox_trio.config import load_config, parse_config
+from flox_trio.app import executor_settings, open_engine, open_venue_feed
+from flox_trio.cli._control import read_status, render_status
+from flox_trio.config import Config, load_config, parse_config
 from flox_trio.control import ControlClient
+from flox_trio.execution import build_executor
 
 from .conftest import TAGGED_SOURCE, trade
 
@@ -45,21 +46,16 @@ risk = { max_order_qty = "2" }
 """
 
 
-async def start(tmp_path: Path, nursery: trio.Nursery, stop: trio.Event, feed: Any) -> Engine:
+def write_config(tmp_path: Path) -> Config:
     path = tmp_path / "run.toml"
     path.write_text(config_text(tmp_path))
-    config = load_config(path)
-    engine: Engine = await nursery.start(lambda task_status: run_engine(
-        config, feed=feed, stop=stop, task_status=task_status))
-    return engine
+    return load_config(path)
 
 
 async def test_engine_from_config_serves_control_and_reloads_on_save(tmp_path: Path) -> None:
-    stop = trio.Event()
     feed = flox.feeds.PushFeed(["BTCUSDT"])
     with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            engine = await start(tmp_path, nursery, stop, feed)
+        async with open_engine(write_config(tmp_path), feed=feed) as engine:
             runner = engine.runner
             assert [s.strategy.tag for s in runner.slots] == ["a", "b"]
             assert runner.executor.limits.for_slot(1).max_order_qty == 2
@@ -101,10 +97,10 @@ async def test_engine_from_config_serves_control_and_reloads_on_save(tmp_path: P
             assert engine.bindings[1].params == {"tag": "c"}
             assert (await engine.reload([tmp_path / "strat.py"]))[1] == (1, "swapped")
             assert runner.slots[1].strategy.tag == "c"
-            tables = render_status(status)
+            tables = render_status(read_status(status))
             assert [t.title for t in tables] == ["slots", "feed", "executor"]
             assert tables[0].row_count == 2
-            stop.set()
+            assert engine.control_socket == tmp_path / "run" / "control.sock"
     assert not (tmp_path / "run" / "control.sock").exists()
 
 
@@ -114,53 +110,37 @@ async def test_the_example_config_runs_on_the_simulated_market(
     """examples/sim_ema.toml end to end for 60 virtual seconds: trades flow, EMAs trade within limits."""
     monkeypatch.chdir(tmp_path)  # the EMA snapshots are written relative to the shell
     config = attrs.evolve(load_config(ROOT / "examples" / "sim_ema.toml"), run_dir=str(tmp_path / "run"))
-    stop = trio.Event()
-    feed = SyntheticFeed(config.symbols, rate=20)
-    async with trio.open_nursery() as nursery:
-        engine: Engine = await nursery.start(lambda task_status: run_engine(
-            config, stop=stop, feed=feed, task_status=task_status))
-        # Start-up does file I/O in worker threads, during which the autojump
-        # clock moves on: count from the moment the engine is running.
-        at_start = feed.published
-        await trio.sleep(60)
-        stop.set()
-    final = engine.runner.status()
-    assert 1199 <= feed.published - at_start <= 1201  # 20 trades per virtual second
+    feed = flox.feeds.ListFeed(flox.feeds.random_walk(1200, rate=20), pace=True)
+    async with open_engine(config, feed=feed) as engine:
+        await trio.sleep(61)
+        final = engine.runner.status()
+    assert feed.published == 1200  # 20 trades per virtual second
     trades_seen = [s.strategy.trades_seen for s in engine.runner.slots]
     assert trades_seen == [feed.published] * 2
-    assert all(s["dispatched"] >= feed.published for s in final["slots"])
+    assert all(s.dispatched >= feed.published for s in final.slots)
     orders = engine.runner.executor.orders()
     assert orders, "the EMA crossovers should have traded"
     assert all(o.qty <= config.risk.slot.max_order_qty for o in orders if o.status != "rejected")
 
 
-async def test_venue_construction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """sim without the simulator is the local random walk; venues get their configured URLs."""
-    from flox_trio.cli import _run
-
+async def test_venue_construction(tmp_path: Path) -> None:
+    """sim is a Binance connector on the embedded simulator; venues get their configured URLs."""
     base = 'symbols = ["BTCUSDT"]\n[venue]\nname = "{}"\nws_url = "ws://127.0.0.1:9"\n'
-    monkeypatch.setattr(_run, "_optional_module", lambda name: None)
     async with open_venue_feed(parse_config(base.format("sim"), tmp_path / "a.toml")) as feed:
-        assert isinstance(feed, SyntheticFeed) and feed.symbols == ("BTCUSDT",)
-    with pytest.raises(flox.ConfigError, match=r"needs flox_trio\.connectors\.Binance"):
-        async with open_venue_feed(parse_config(base.format("binance"), tmp_path / "a.toml")):
-            pass
-
-    class FakeConnector(flox.feeds.PushFeed):
-        def __init__(self, symbols: list[str], **urls: Any) -> None:
-            super().__init__(symbols)
-            self.urls = urls
-
-    fake = type("connectors", (), {"Binance": FakeConnector, "Bybit": FakeConnector})
-    monkeypatch.setattr(_run, "_optional_module", lambda name: fake if name.endswith("connectors") else None)
+        assert isinstance(feed, flox.connectors.Binance) and feed.symbols == ("BTCUSDT",)
+        assert feed.ws_url.startswith("ws://127.0.0.1:") and feed.ws_url != "ws://127.0.0.1:9"
+    async with open_venue_feed(parse_config(base.format("binance"), tmp_path / "a.toml")) as feed:
+        assert isinstance(feed, flox.connectors.Binance) and feed.ws_url == "ws://127.0.0.1:9"
+        assert feed.rest_url == "https://api.binance.com"
     async with open_venue_feed(parse_config(base.format("bybit"), tmp_path / "a.toml")) as feed:
-        assert isinstance(feed, FakeConnector)
-        assert feed.symbols == ("BTCUSDT",) and feed.urls == {"ws_url": "ws://127.0.0.1:9"}
+        assert isinstance(feed, flox.connectors.Bybit)
+        assert feed.symbols == ("BTCUSDT",) and feed.ws_url == "ws://127.0.0.1:9"
 
 
 def test_executor_from_config_has_risk_and_fees(tmp_path: Path) -> None:
     text = config_text(tmp_path) + '\n[executor]\nlatency = 0.1\ntaker_fee = "0.001"\n'
-    ex = build_executor(parse_config(text, tmp_path / "x.toml"))
+    ex = build_executor(executor_settings(parse_config(text, tmp_path / "x.toml")))
+    assert isinstance(ex, flox.RiskExecutor) and isinstance(ex.inner, flox.PaperExecutor)
     assert ex.inner.latency == 0.1 and str(ex.inner.taker_fee) == "0.001"
     assert ex.limits.for_slot(0).max_order_qty == 1 and ex.limits.for_slot(1).max_order_qty == 2
 
@@ -170,4 +150,5 @@ async def test_a_config_whose_strategy_fails_to_import_does_not_start(tmp_path: 
     path.write_text(config_text(tmp_path))
     (tmp_path / "strat.py").write_text("import flox_trio as flox\nraise ImportError('missing dep')\n")
     with pytest.raises(flox.ConfigError, match=r"slots\[0\].strategy = 'strat.py:Tagged': .*strat.py:2: "):
-        await run_engine(load_config(path), feed=flox.feeds.PushFeed(["BTCUSDT"]))
+        async with open_engine(load_config(path), feed=flox.feeds.PushFeed(["BTCUSDT"])):
+            pass

@@ -13,19 +13,21 @@ import pytest
 import trio
 
 import flox_trio as flox
-from flox_trio.cli._demo import load_py_strategy, synthetic_trades
-from flox_trio.tape import TapeReader, pack_bundle, replay_bundle, replay_tape
+from flox_trio._loader import strategy_class
+from flox_trio.feeds import random_walk
+from flox_trio.replay import pack_bundle, replay_tape, validate_bundle
+from flox_trio.tape import TapeReader
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 async def record(tape: Path, tmp: Path) -> None:
-    ema = load_py_strategy(ROOT / "py_strategies" / "ema.py", "EmaStrategy")
+    ema = strategy_class(ROOT / "py_strategies" / "ema.py", "EmaStrategy")
     # The version swapped in is a different file (as after an edit), so the bundle holds two sources.
     v2 = tmp / "ema_v2.py"
     v2.write_text("# v2: slower EMAs\n" + (ROOT / "py_strategies" / "ema.py").read_text())
-    ema2 = load_py_strategy(v2, "EmaStrategy")
-    feed = flox.feeds.ListFeed(synthetic_trades(3000, seed=3), batch_size=32, pace=True)
+    ema2 = strategy_class(v2, "EmaStrategy")
+    feed = flox.feeds.ListFeed(random_walk(3000, seed=3), batch_size=32, pace=True)
     async with flox.open_runner(feed, flox.PaperExecutor(latency=0.01), tape=str(tape)) as runner:
         runner.add_strategy(ema(["BTCUSDT"], fast=5, slow=12, qty=0.5, snapshot="a.json"))
         await trio.sleep(7.5)  # half of the 15 s of trades
@@ -47,7 +49,8 @@ def test_tape_holds_slot_and_swap_with_sources(recorded: Path) -> None:
     assert slot.language == "python" and "class EmaStrategy" in (slot.source or "")
     assert slot.params["symbols"] == ["BTCUSDT"] and slot.params["fast"] == 5
     assert swap.params["new"]["fast"] == 8 and 1000 < swap.seq < 2000
-    assert reader.meta["executor"]["latency_s"] == 0.01
+    assert reader.meta["executor"] == {"kind": "PaperSettings", "latency": 0.01, "taker_fee": "0",
+                                       "maker_fee": "0"}
 
 
 def test_replay_is_deterministic_and_performs_the_swap(recorded: Path) -> None:
@@ -55,15 +58,14 @@ def test_replay_is_deterministic_and_performs_the_swap(recorded: Path) -> None:
     assert a.outputs == b.outputs
     assert a.swaps == 1 and a.events == 3000
     assert len(a.outputs["orders"]) > 10
-    slot = a.status["slots"][0]
-    assert slot["swaps"] == 1
+    assert a.status.slots[0].swaps == 1
 
 
 def test_bundle_validates_twice_and_a_changed_source_names_the_first_differing_order(
     recorded: Path, tmp_path: Path
 ) -> None:
     bundle = pack_bundle(recorded, tmp_path / "run.bundle")
-    first, second = replay_bundle(bundle), replay_bundle(bundle)
+    first, second = validate_bundle(bundle), validate_bundle(bundle)
     assert first.ok and second.ok and not first.warnings
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert len(manifest["slots"]) == 1 and len(manifest["swaps"]) == 1
@@ -74,7 +76,7 @@ def test_bundle_validates_twice_and_a_changed_source_names_the_first_differing_o
     # Edit the strategy that was swapped in: trade twice the size.
     after = bundle / manifest["swaps"][0]["source"]
     after.write_text(after.read_text().replace("ctx.market_buy(self.qty)", "ctx.market_buy(self.qty * 2)"))
-    changed = replay_bundle(bundle)
+    changed = validate_bundle(bundle)
     assert not changed.ok
     assert changed.warnings == [f"{manifest['swaps'][0]['source']} changed since the bundle was packed"]
     assert changed.divergence is not None and "first differing order" in changed.divergence
@@ -91,15 +93,15 @@ def test_bundle_errors(recorded: Path, tmp_path: Path) -> None:
     shutil.unpack_archive(bundle, extracted)
     (extracted / "expected.json").write_text("{}")
     with pytest.raises(flox.TapeError, match=r"expected\.json does not match its manifest hash"):
-        replay_bundle(extracted)
+        validate_bundle(extracted)
     other = tmp_path / "y"
     shutil.unpack_archive(bundle, other)
     segment = next((other / "tape").iterdir())
     segment.unlink()
     with pytest.raises(flox.TapeError, match=f"tape/{segment.name} is listed in the manifest but missing"):
-        replay_bundle(other)
+        validate_bundle(other)
     with pytest.raises(flox.TapeError, match="does not exist"):
-        replay_bundle(tmp_path / "nope.tar")
+        validate_bundle(tmp_path / "nope.tar")
 
 
 def test_cli_bundle_validate_exit_codes(recorded: Path, tmp_path: Path) -> None:
@@ -129,7 +131,7 @@ async def record_js(tape: Path, tmp: Path) -> None:
     from flox_trio.js import load
 
     script = load(ROOT / "js_strategies" / "ema.js", state_dir=tmp / "js-state")
-    feed = flox.feeds.ListFeed(synthetic_trades(2000, seed=5), batch_size=32, pace=True)
+    feed = flox.feeds.ListFeed(random_walk(2000, seed=5), batch_size=32, pace=True)
     async with flox.open_runner(feed, flox.PaperExecutor(latency=0.01), tape=str(tape)) as runner:
         runner.add_strategy(script.call("makeStrategy", "v1", 5, 12, 0.5))
         await trio.sleep(5)
@@ -142,7 +144,7 @@ def test_a_javascript_run_replays_and_validates(tmp_path: Path) -> None:
     (swap,) = TapeReader(tape).swaps()
     assert swap.old_language == swap.new_language == "javascript"
     bundle = pack_bundle(tape, tmp_path / "js.bundle")
-    first, second = replay_bundle(bundle), replay_bundle(bundle)
+    first, second = validate_bundle(bundle), validate_bundle(bundle)
     assert first.ok and second.ok
     orders = first.result.outputs["orders"]
     assert {o["qty"] for o in orders} == {"0.5", "0.25"}  # both versions traded

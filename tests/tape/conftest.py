@@ -63,19 +63,24 @@ decimals = st.one_of(
 )
 levels = st.lists(st.tuples(any_float, any_float), max_size=5).map(tuple)
 
-trades = st.builds(flox.Trade, symbol=text, price=any_float, qty=any_float, side=text, trade_id=text,
+# The vocabularies are Literals: a tape holding any other side, type or status is refused on read.
+sides = st.sampled_from(["buy", "sell"])
+order_types = st.sampled_from(["market", "limit"])
+statuses = st.sampled_from(["new", "accepted", "partially_filled", "filled", "canceled", "rejected"])
+liquidities = st.sampled_from(["maker", "taker"])
+trades = st.builds(flox.Trade, symbol=text, price=any_float, qty=any_float, side=sides, trade_id=text,
                    exchange_ts_ns=int64, recv_ts_ns=int64, venue=text)
 books = st.builds(flox.Book, symbol=text, bids=levels, asks=levels, exchange_ts_ns=int64, recv_ts_ns=int64,
                   venue=text, seq=int64)
 bars = st.builds(flox.Bar, symbol=text, open=any_float, high=any_float, low=any_float, close=any_float,
                  volume=any_float, trade_count=int64, start_ts_ns=int64, end_ts_ns=int64,
                  interval_s=any_float, venue=text)
-order_updates = st.builds(flox.OrderUpdate, order_id=text, symbol=text, side=text, order_type=text,
-                          status=text, qty=decimals, filled_qty=decimals, price=st.none() | decimals,
+order_updates = st.builds(flox.OrderUpdate, order_id=text, symbol=text, side=sides, order_type=order_types,
+                          status=statuses, qty=decimals, filled_qty=decimals, price=st.none() | decimals,
                           avg_fill_price=st.none() | decimals, reason=text, ts_ns=int64, slot=int64,
                           venue=text)
-fills = st.builds(flox.Fill, order_id=text, symbol=text, side=text, price=decimals, qty=decimals,
-                  fee=decimals, liquidity=text, ts_ns=int64, trade_id=text, slot=int64, venue=text)
+fills = st.builds(flox.Fill, order_id=text, symbol=text, side=sides, price=decimals, qty=decimals,
+                  fee=decimals, liquidity=liquidities, ts_ns=int64, trade_id=text, slot=int64, venue=text)
 events = st.one_of(trades, books, bars, order_updates, fills)
 
 # Batches are mostly one type (as the engine publishes them) and sometimes mixed.

@@ -180,7 +180,8 @@ def test_garbled_header_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("version", "message"), [
-    (2, "format version 2, newer than this flox-trio reads .version 1.: upgrade flox-trio"),
+    (3, "format version 3, newer than this flox-trio reads .version 2.: upgrade flox-trio"),
+    (1, "format version 1, written by an older flox-trio"),
     (0, "unsupported format version 0"),
 ])
 def test_unsupported_version_is_rejected(tmp_path: Path, version: int, message: str) -> None:

@@ -42,7 +42,7 @@ def _mixed_tape(path: Path) -> list[list[Any]]:
         for batch in written:
             w.write_events(seq, batch)
             seq += len(batch)
-        w.write_swap(seq=12, slot=0, old_hash="a", new_hash="b", old_language="python", new_language="js",
+        w.write_swap(seq=12, slot=0, at_market_event=12, slot_market_event=12, old_hash="a", new_hash="b", old_language="python", new_language="js",
                      params={"fast": 8}, new_spec="js_strategies/ema.js")
         w.write_slot(seq=0, slot=0, action="add", hash="a", language="python", spec="py_strategies/ema.py:Ema")
     return [[e for e in b if isinstance(e, flox.Trade | flox.Book | flox.Bar)] for b in written]
@@ -59,7 +59,7 @@ async def test_publishes_exactly_the_recorded_market_events_in_order(tmp_path: P
     assert feed.published == sum(map(len, expected))
     assert feed.batches_published == len(expected)
     assert feed.position == 18  # the recorded seq of the last batch with market events
-    assert feed.status()["published"] == feed.published
+    assert feed.status().published == feed.published
 
 
 async def test_exposes_recorded_swaps_and_slots(tmp_path: Path) -> None:

@@ -66,7 +66,8 @@ def _record_ops() -> st.SearchStrategy[list[tuple[str, Any]]]:
     ints = st.integers(0, 2**63 - 1)
     opt_text = st.none() | text
     swap = st.fixed_dictionaries({
-        "seq": ints, "slot": st.integers(0, 1000), "old_hash": text, "new_hash": text,
+        "seq": ints, "slot": st.integers(0, 1000), "at_market_event": ints, "slot_market_event": ints,
+        "old_hash": text, "new_hash": text,
         "old_language": text, "new_language": text, "params": json_dicts, "old_source": opt_text,
         "new_source": opt_text, "old_spec": opt_text, "new_spec": opt_text,
     })
@@ -171,8 +172,8 @@ def test_tape_info_counts(tmp_path: Path) -> None:
         w.write_events(7, [flox.Bar("BTCUSDT", 1, 2, 0.5, 1.5, 3, 4, BASE_NS, BASE_NS + 10**12, 1.0)])
         w.write_events(8, [flox.Fill("o", "BTCUSDT", "buy", Decimal(1), Decimal(2), ts_ns=BASE_NS - 5)])
         w.write_slot(seq=9, slot=0, action="add", hash="h0", language="python", spec="a.py:A")
-        w.write_swap(seq=9, slot=0, old_hash="h0", new_hash="h1", old_language="python",
-                     new_language="js", params={"fast": 8}, new_spec="b.js")
+        w.write_swap(seq=9, slot=0, at_market_event=9, slot_market_event=9, old_hash="h0", new_hash="h1",
+                     old_language="python", new_language="js", params={"fast": 8}, new_spec="b.js")
         w.write_connector("gap", {"expected": 5, "got": 9}, BASE_NS)
         w.write_connector("gap", {}, BASE_NS)
         w.write_connector("connect", {}, BASE_NS)
@@ -195,7 +196,7 @@ def test_tape_info_counts(tmp_path: Path) -> None:
     d = info.to_dict()
     assert d["symbols"] == {"BTCUSDT": 7, "ETHUSDT": 2}
     assert d["torn_tail"] is None
-    assert d["format_version"] == 1
+    assert d["format_version"] == 2
 
 
 def test_header_and_meta(tmp_path: Path) -> None:
@@ -203,7 +204,7 @@ def test_header_and_meta(tmp_path: Path) -> None:
         w.write_events(0, make_trades(3))
     reader = TapeReader(tmp_path / "t")
     assert reader.meta == {"venue": "bybit", "n": 3}
-    assert reader.header.format_version == 1
+    assert reader.header.format_version == 2
     assert reader.header.compression == "zstd"
     assert reader.header.flox_trio_version == flox.__version__
     assert len(reader.header.tape_id) == 32

@@ -42,7 +42,7 @@ def test_meta_with_credentials_is_refused(tmp_path: Path, meta: dict[str, Any]) 
 
 def test_params_and_connector_info_secrets_are_redacted(tmp_path: Path) -> None:
     with TapeWriter(tmp_path / "t") as w:
-        w.write_swap(seq=0, slot=0, old_hash="a", new_hash="b", old_language="python",
+        w.write_swap(seq=0, slot=0, at_market_event=0, slot_market_event=0, old_hash="a", new_hash="b", old_language="python",
                      new_language="python", params={"fast": 8, "auth": {"token": "T0P"}})
         w.write_slot(seq=0, slot=1, action="add", hash="h", language="js", params={"api_key": "K3Y"})
         w.write_connector("connect", {"url": "wss://x", "listenKey": "L1"}, 5)
@@ -93,7 +93,7 @@ def test_unrecordable_event_is_refused_and_the_tape_stays_whole(tmp_path: Path) 
         with pytest.raises(flox.TapeError, match="seq must be an int"):
             w.write_error(seq="1", slot=0, message="x")  # type: ignore[arg-type]
         with pytest.raises(flox.TapeError, match=r"swap params.* must be JSON-like"):
-            w.write_swap(seq=1, slot=0, old_hash="a", new_hash="b", old_language="python",
+            w.write_swap(seq=1, slot=0, at_market_event=1, slot_market_event=1, old_hash="a", new_hash="b", old_language="python",
                          new_language="python", params={"x": object()})
         w.write_events(2, make_trades(1, 2))
     assert list(TapeReader(tmp_path / "t").iter_events()) == make_trades(3)
@@ -153,7 +153,7 @@ def test_swaps_and_slot_changes_are_flushed_at_once(tmp_path: Path) -> None:
     w.write_events(0, make_trades(5))
     w.write_error(seq=5, slot=0, message="boom")
     assert w.events_flushed == 0
-    w.write_swap(seq=5, slot=0, old_hash="a", new_hash="b", old_language="python", new_language="js")
+    w.write_swap(seq=5, slot=0, at_market_event=5, slot_market_event=5, old_hash="a", new_hash="b", old_language="python", new_language="js")
     assert w.events_flushed == 5
     assert len(TapeReader(tmp_path / "t").swaps()) == 1
     w.write_slot(seq=5, slot=1, action="remove", hash="c", language="python")

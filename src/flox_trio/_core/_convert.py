@@ -20,7 +20,7 @@ import cattrs
 from cattrs.errors import IterableValidationError, IterableValidationNote
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
-from ._status import ExecutorStatus, FeedStatus
+from ._status import ExecutorSettings, ExecutorStatus, FeedStatus
 
 KIND = "kind"
 
@@ -71,6 +71,7 @@ def _is_tuple(t: Any) -> bool:
 
 def _subclasses(base: type) -> Iterator[type]:
     yield base
+    sub: type
     for sub in base.__subclasses__():
         yield from _subclasses(sub)
 
@@ -141,7 +142,7 @@ def make_converter() -> cattrs.Converter:
         return tuple(out)
 
     conv.register_structure_hook_func(_is_tuple, structure_tuple)
-    for base in (FeedStatus, ExecutorStatus):
+    for base in (FeedStatus, ExecutorStatus, ExecutorSettings):
         _tagged_hooks(conv, base)
     return conv
 

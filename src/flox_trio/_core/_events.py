@@ -8,8 +8,9 @@ to one without it changing under it.
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 import attrs
 
@@ -62,6 +63,18 @@ def parse_symbols(symbols: object) -> tuple[SymbolRef, ...]:
     return tuple(out)
 
 
+# --- vocabularies ----------------------------------------------------------------
+
+#: The taker's side of a trade; the side of an order or a fill.
+Side: TypeAlias = Literal["buy", "sell"]
+OrderType: TypeAlias = Literal["market", "limit"]
+#: new (sent) → accepted → partially_filled → filled | canceled | rejected.
+OrderStatus: TypeAlias = Literal["new", "accepted", "partially_filled", "filled", "canceled", "rejected"]
+Liquidity: TypeAlias = Literal["maker", "taker"]
+
+SIDES: frozenset[str] = frozenset({"buy", "sell"})
+ORDER_TYPES: frozenset[str] = frozenset({"market", "limit"})
+
 # --- market data ---------------------------------------------------------------
 
 Level: TypeAlias = tuple[float, float]
@@ -74,7 +87,7 @@ class Trade:
     symbol: str
     price: float
     qty: float
-    side: str
+    side: Side
     trade_id: str = ""
     exchange_ts_ns: int = 0
     recv_ts_ns: int = 0
@@ -132,9 +145,9 @@ class OrderUpdate:
 
     order_id: str
     symbol: str
-    side: str
-    order_type: str
-    status: str
+    side: Side
+    order_type: OrderType
+    status: OrderStatus
     qty: Decimal
     filled_qty: Decimal
     price: Decimal | None = None
@@ -155,19 +168,26 @@ class Fill:
 
     order_id: str
     symbol: str
-    side: str
+    side: Side
     price: Decimal
     qty: Decimal
     fee: Decimal = Decimal(0)
-    liquidity: str = "taker"
+    liquidity: Liquidity = "taker"
     ts_ns: int = 0
     trade_id: str = ""
     slot: int = -1
     venue: str = ""
 
 
-MarketEvent: TypeAlias = Trade | Book | Bar
-OrderEvent: TypeAlias = OrderUpdate | Fill
-Event: TypeAlias = Trade | Book | Bar | OrderUpdate | Fill
+def event_time_ns(ev: object) -> int:
+    """When an event happened, for pacing, warm-ups and time ranges: receive time, else the venue's; 0 if unknown."""
+    ts = (
+        getattr(ev, "recv_ts_ns", 0) or getattr(ev, "exchange_ts_ns", 0)
+        or getattr(ev, "end_ts_ns", 0) or getattr(ev, "ts_ns", 0)
+    )
+    if isinstance(ts, float) and not math.isfinite(ts):
+        return 0
+    return int(ts)
 
-EVENT_TYPES: tuple[type, ...] = (Trade, Book, Bar, OrderUpdate, Fill)
+
+Event: TypeAlias = Trade | Book | Bar | OrderUpdate | Fill

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
+from typing import Any
 
 from .._errors import FloxError
-from ._events import Bar, Book, Level, Trade
+from ._events import Bar, Book, Event, Level, Trade
 
 
 class L2Book:
@@ -102,9 +103,9 @@ class BarAggregator:
                 raise FloxError(f"bar interval must be > 0 seconds, got {i}")
         self._ns = tuple(int(i * 1e9) for i in self.intervals)
         # (symbol, interval index) -> [start, open, high, low, close, volume, count, venue]
-        self._open: dict[tuple[str, int], list] = {}
+        self._open: dict[tuple[str, int], list[Any]] = {}
 
-    def on_trade(self, t: Trade, out: list) -> None:
+    def on_trade(self, t: Trade, out: list[Event]) -> None:
         ts = t.exchange_ts_ns or t.recv_ts_ns
         price, qty = t.price, t.qty
         for k, width in enumerate(self._ns):
@@ -122,7 +123,7 @@ class BarAggregator:
                 self._update(cur, price, qty)
 
     @staticmethod
-    def _update(cur: list, price: float, qty: float) -> None:
+    def _update(cur: list[Any], price: float, qty: float) -> None:
         if price > cur[2]:
             cur[2] = price
         elif price < cur[3]:
@@ -131,14 +132,14 @@ class BarAggregator:
         cur[5] += qty
         cur[6] += 1
 
-    def _bar(self, symbol: str, k: int, cur: list) -> Bar:
+    def _bar(self, symbol: str, k: int, cur: list[Any]) -> Bar:
         start = cur[0]
         return Bar(symbol, cur[1], cur[2], cur[3], cur[4], cur[5], cur[6], start,
                    start + self._ns[k], self.intervals[k], cur[7])
 
-    def process(self, batch: list) -> list:
+    def process(self, batch: list[Event]) -> list[Event]:
         """Return ``batch`` with each closed bar inserted before the trade that closed it."""
-        out: list = []
+        out: list[Event] = []
         for ev in batch:
             if ev.__class__ is Trade:
                 self.on_trade(ev, out)

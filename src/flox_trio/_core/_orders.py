@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import attrs
 
+from ._events import OrderStatus, OrderType, Side
 from ._money import ZERO
 
-OPEN_STATES = frozenset({"new", "accepted", "partially_filled"})
-FINAL_STATES = frozenset({"filled", "canceled", "rejected"})
+OPEN_STATES: frozenset[OrderStatus] = frozenset({"new", "accepted", "partially_filled"})
 
 
 @attrs.define(slots=True, eq=False)
@@ -20,11 +20,11 @@ class Order:
     order_id: str
     slot: int
     symbol: str
-    side: str
-    order_type: str
+    side: Side
+    order_type: OrderType
     qty: Decimal
     price: Decimal | None = None
-    status: str = "new"
+    status: OrderStatus = "new"
     filled_qty: Decimal = ZERO
     notional: Decimal = ZERO  # sum of price * qty over fills, for the average fill price
     reason: str = ""
@@ -68,7 +68,7 @@ class Position:
         """Quantity-weighted price of the open lots (rounded only here, for display and logic)."""
         return self.cost_basis / self.qty if self.qty else None
 
-    def apply_fill(self, side: str, price: Decimal, qty: Decimal, fee: Decimal = ZERO) -> None:
+    def apply_fill(self, side: Side, price: Decimal, qty: Decimal, fee: Decimal = ZERO) -> None:
         signed = qty if side == "buy" else -qty
         self.fees += fee
         self.realized_pnl -= fee

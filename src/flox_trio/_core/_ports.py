@@ -1,18 +1,27 @@
 """The ports of the core: what the engine needs from the parts plugged into it, and what it offers them.
 
 Nothing here imports an implementation. A feed sees the engine as a
-``FeedHub``; the engine sees a feed as a ``Feed``, reads time from a
-``Clock`` and writes what happened to a ``Recorder`` (a tape).
+``FeedHub``; the engine sees a feed as a ``Feed``, its executor as an
+``Executor``, reads time from a ``Clock`` and writes what happened to a
+``Recorder`` (a tape). Inside the engine, a strategy host and a strategy's
+``ctx`` see their slot as a ``SlotPort``; a slot sees the runner as
+``EngineHooks``; a strategy asks for swaps through ``StrategyRequests``,
+never through the runner itself.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Generator, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ._events import Event
-from ._status import FeedStatus
+from ._events import Event, Fill, OrderType, Side, SymbolRef
+from ._orders import Order, Position
+from ._status import ExecutorSettings, ExecutorStatus, FeedStatus, StrategyInfo, SwapReport
+
+if TYPE_CHECKING:  # Protocols name the types their members use; no runtime import
+    from ._strategy import Context
 
 
 class Clock(Protocol):
@@ -112,3 +121,162 @@ class Recorder(Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+# --- execution ---------------------------------------------------------------------------
+
+#: (slot index, symbol) -> (last trade price, best bid, best ask) as the slot sees the market.
+QuoteFn = Callable[[int, str], tuple[float | None, float | None, float | None]]
+#: Hand an order event to the engine for delivery to its slot (buffered; delivered in order).
+EmitFn = Callable[[int, Event], None]
+
+
+class Portfolio(Protocol):
+    """The read side of an executor: what a ``ctx`` shows a strategy."""
+
+    def position(self, slot: int, symbol: str) -> Position: ...
+
+    def open_orders(self, slot: int, symbol: str | None = None) -> list[Order]: ...
+
+
+class Executor(abc.ABC):
+    """Owns orders and positions. Survives every strategy swap: strategies come and go, orders stay."""
+
+    _emit: EmitFn
+    _quote: QuoteFn
+    _clock: Clock
+
+    def bind(self, *, emit: EmitFn, quote: QuoteFn, clock: Clock) -> None:
+        """Called once by the runner before anything else."""
+        self._emit = emit
+        self._quote = quote
+        self._clock = clock
+
+    @property
+    @abc.abstractmethod
+    def settings(self) -> ExecutorSettings:
+        """How this executor (and any it wraps) was configured: recorded on tapes, rebuilt by replays."""
+
+    @abc.abstractmethod
+    def submit(self, order: Order) -> None:
+        """Take a new order (status "new"); acknowledge it asynchronously."""
+
+    @abc.abstractmethod
+    def cancel(self, slot: int, order_id: str) -> None:
+        """Request a cancel; a cancel of a final or unknown order is answered with a rejected update."""
+
+    def on_market(self, batch: list[Any]) -> None:  # noqa: B027 - optional hook
+        """See every published market batch (to fill resting orders). Must be cheap."""
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        """The executor's task in the runner's nursery (timers, venue sessions)."""
+
+    @abc.abstractmethod
+    def position(self, slot: int, symbol: str) -> Position: ...
+
+    @abc.abstractmethod
+    def open_orders(self, slot: int, symbol: str | None = None) -> list[Order]: ...
+
+    @abc.abstractmethod
+    def orders(self) -> list[Order]:
+        """Every order the executor has seen, in submission order."""
+
+    def fill_history(self) -> list[Fill]:
+        """The fills the executor keeps, oldest first (a live run keeps a bounded history)."""
+        return []
+
+    def positions(self) -> dict[tuple[int, str], Position]:
+        return {}
+
+    def mark_price(self, slot: int, symbol: str) -> Decimal | None:
+        last, bid, ask = self._quote(slot, symbol)
+        if bid is not None and ask is not None:
+            return Decimal(repr((bid + ask) / 2))
+        return Decimal(repr(last)) if last is not None else None
+
+    @abc.abstractmethod
+    def status(self) -> ExecutorStatus: ...
+
+
+# --- inside the engine ----------------------------------------------------------------------
+
+
+class SwapOutcome(Protocol):
+    """A requested swap: ``await`` it for the ``SwapReport`` (or the ``SwapError``)."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def __await__(self) -> Generator[Any, None, SwapReport]: ...
+
+
+class StrategyRequests(Protocol):
+    """What a strategy may ask of the engine (``ctx.runner``, the JavaScript ``runner`` global).
+
+    Requests are checked and take effect at the target slot's next event
+    boundary; they never hand out the engine itself.
+    """
+
+    def request_replace(self, index: int, strategy: Any) -> SwapOutcome: ...
+
+    def replace_strategy(self, index: int, strategy: Any) -> SwapOutcome: ...
+
+    def add_strategy(self, strategy: Any) -> int: ...
+
+
+class SlotPort(Protocol):
+    """A slot as its strategy host and its strategies' ``ctx`` see it."""
+
+    index: int
+    symbols: tuple[SymbolRef, ...]
+    ctxs: dict[str, Context]
+    #: Set when the host must stop after the current event (a request, a quarantine).
+    interrupted: bool
+    #: The next order number the slot mints ("<slot>-<n>").
+    order_seq: int
+    portfolio: Portfolio
+    requests: StrategyRequests
+
+    @property
+    def errors_left(self) -> int | None: ...
+
+    def submit_order(self, symbol: str, side: Side, order_type: OrderType, qty: Any, price: Any,
+                     order_id: str | None = None) -> str: ...
+
+    def cancel_order(self, order_id: str) -> None: ...
+
+    def record_error(self, exc: BaseException, event: Event | None = None, where: str = "") -> None: ...
+
+    def quarantine(self, reason: str) -> None: ...
+
+
+class EngineHooks(Protocol):
+    """The runner as a slot sees it: where orders go, what it reports, what it may read."""
+
+    clock: Clock
+    portfolio: Portfolio
+
+    @property
+    def published(self) -> int:
+        """Every event (market and order) that went through the engine so far."""
+
+    @property
+    def market_events(self) -> int:
+        """Market events published so far."""
+
+    def requests_for(self, slot: int) -> StrategyRequests: ...
+
+    def submit(self, order: Order) -> None: ...
+
+    def cancel(self, slot: int, order_id: str) -> None: ...
+
+    def progress(self) -> None:
+        """Something a ``wait_idle`` may be waiting for happened."""
+
+    def strategy_error(self, slot: int, message: str) -> None: ...
+
+    def swapped(self, slot: int, report: SwapReport, old: StrategyInfo, new: StrategyInfo) -> None: ...
+
+    def recent_events(self, watch: frozenset[str], warmup: int | float) -> list[Event]:
+        """The newest published market events of these symbols, for a warm-up."""

@@ -1,9 +1,11 @@
-"""Frozen snapshots of what the engine and its parts are doing, for status, metrics and dashboards.
+"""Frozen records of what the engine and its parts are and did: status snapshots, swap reports, strategy identities.
 
 Each part returns its own snapshot class; feeds and executors derive theirs
 from ``FeedStatus`` and ``ExecutorStatus``, so ``RunnerStatus`` holds any of
-them while staying typed. ``flox_trio._core._convert.converter`` turns a
-snapshot into JSON (with a ``kind`` tag for the subclass) and back.
+them while staying typed. An executor describes how it was built with an
+``ExecutorSettings`` subclass (recorded on a tape, so a replay rebuilds the
+same stack). ``flox_trio._core._convert.converter`` turns any of these into
+JSON (with a ``kind`` tag naming the subclass) and back.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
+
+from ._states import SlotState
 
 
 @attrs.frozen
@@ -36,11 +40,46 @@ class ExecutorStatus:
 
 
 @attrs.frozen
-class SwapStatus:
-    """The last swap of a slot, as ``status`` shows it."""
+class ExecutorSettings:
+    """How an executor was configured; each executor has a subclass (``PaperSettings``, ...)."""
 
+
+@attrs.frozen
+class StrategyInfo:
+    """Who a strategy is: what the tape records at every add and swap, and what rebuilds it.
+
+    ``params`` are JSON-friendly (the symbols included), ``source`` the text it
+    was built from when known.
+    """
+
+    language: str
+    spec: str
+    name: str
+    source_hash: str
+    params: dict[str, Any]
+    source: str | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen(slots=True)
+class SwapReport:
+    """What a completed swap did.
+
+    ``at_event`` and ``at_market_event`` count the slot's own deliveries (all
+    events, market events only) at the swap point; the latter is what a
+    replay pins the swap to, since it does not depend on when order events
+    arrived. ``global_seq`` and ``global_market_event`` place the swap in the
+    whole session (every event, market events) for reports across symbols.
+    """
+
+    slot: int
     at_event: int
     at_market_event: int
+    global_seq: int
+    global_market_event: int
+    old_hash: str
+    new_hash: str
+    old_language: str
+    new_language: str
     pause_s: float
     stop_error: str | None = None
 
@@ -48,7 +87,7 @@ class SwapStatus:
 @attrs.frozen
 class SlotStatus:
     index: int
-    state: str
+    state: SlotState
     language: str
     strategy: str
     spec: str
@@ -65,7 +104,7 @@ class SlotStatus:
     #: Smoothed receive-to-dispatch latency in microseconds; None when the feed's
     #: events are not stamped by this engine's clock (lists, tapes).
     latency_us: float | None
-    last_swap: SwapStatus | None
+    last_swap: SwapReport | None
     open_orders: int
     position: dict[str, Decimal]
     realized_pnl: Decimal
@@ -73,15 +112,17 @@ class SlotStatus:
 
     @property
     def quarantined(self) -> bool:
-        return self.state == "quarantined"
+        return self.state is SlotState.QUARANTINED
 
 
 @attrs.frozen
 class RunnerStatus:
     #: Events (market and order) that went through the engine so far.
     published: int
+    #: Market events published so far.
+    market_events: int
     feed: FeedStatus
     executor: ExecutorStatus
     slots: tuple[SlotStatus, ...]
     connector_events: dict[str, int]
-    strategy_errors: int = 0
+    strategy_errors: int

@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from decimal import Decimal, InvalidOperation
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from .._core._convert import converter, to_jsonable
+from .._core._status import RunnerStatus, SlotStatus
+from .._loader import split_spec
 from ..control import call
 
 DEFAULT_RUN_DIR = Path(".flox-run")
@@ -41,10 +44,9 @@ def _number(text: str) -> int | float:
 
 def absolute_spec(text: str) -> str:
     """Resolve the file part of ``PATH[:NAME]`` against this shell's directory (the engine's may differ)."""
-    head, sep, tail = text.rpartition(":")
-    if sep and head and tail and "/" not in tail and not tail.endswith((".py", ".js")):
-        return f"{Path(head).expanduser().resolve()}:{tail}"
-    return str(Path(text).expanduser().resolve())
+    path, name = split_spec(text)
+    resolved = str(Path(path).expanduser().resolve())
+    return f"{resolved}:{name}" if name else resolved
 
 
 def _fmt(value: Any) -> str:
@@ -55,15 +57,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _pnl(row: dict[str, Any]) -> str:
-    try:
-        total = Decimal(str(row.get("realized_pnl", 0))) + Decimal(str(row.get("unrealized_pnl", 0)))
-    except InvalidOperation:
-        return "?"
-    return f"{total:.4f}"
-
-
-def slots_table(slots: list[dict[str, Any]]) -> Table:
+def slots_table(slots: Sequence[SlotStatus]) -> Table:
     """One row per slot: what runs there and how it is doing."""
     t = Table(title="slots")
     for col in ("slot", "state", "strategy", "lang", "source", "events", "queue", "errors",
@@ -73,11 +67,10 @@ def slots_table(slots: list[dict[str, Any]]) -> Table:
                      else "left")
     for s in slots:
         t.add_row(
-            str(s.get("index")), str(s.get("state")), str(s.get("strategy")),
-            {"python": "py", "javascript": "js"}.get(str(s.get("language")), str(s.get("language"))),
-            str(s.get("source_hash", ""))[:8], str(s.get("dispatched")), str(s.get("queue_depth")),
-            str(s.get("errors")), "yes" if s.get("quarantined") else "no", str(s.get("swaps", 0)),
-            _fmt(s.get("last_swap_at_event")), str(s.get("open_orders")), _fmt(s.get("position")), _pnl(s),
+            str(s.index), s.state.value, s.strategy, {"python": "py", "javascript": "js"}.get(s.language, s.language),
+            s.source_hash[:8], str(s.dispatched), str(s.queue_depth), str(s.errors),
+            "yes" if s.quarantined else "no", str(s.swaps), _fmt(s.last_swap.at_event if s.last_swap else None),
+            str(s.open_orders), _fmt(s.position), f"{s.realized_pnl + s.unrealized_pnl:.4f}",
         )
     return t
 
@@ -96,16 +89,22 @@ def kv_table(title: str, data: dict[str, Any]) -> Table:
     return t
 
 
-def render_status(status: dict[str, Any]) -> list[Table]:
+def render_status(status: RunnerStatus) -> list[Table]:
     """The tables ``flox-trio status`` prints: slots, feed/connector, executor."""
-    tables = [slots_table(status.get("slots", []))]
-    feed = dict(status.get("feed") or {})
-    feed["published"] = status.get("published")
-    if status.get("connector_events"):
-        feed["connector events"] = status["connector_events"]
-    tables.append(kv_table("feed", feed))
-    tables.append(kv_table("executor", dict(status.get("executor") or {})))
-    return tables
+    feed = to_jsonable(status.feed)
+    feed["engine published"] = status.published
+    if status.connector_events:
+        feed["connector events"] = status.connector_events
+    return [slots_table(status.slots), kv_table("feed", feed), kv_table("executor", to_jsonable(status.executor))]
+
+
+def read_status(data: Any) -> RunnerStatus:
+    """A status that came over the control socket, as the snapshot the engine took."""
+    # The snapshot classes of every feed and executor, so their `kind` tags resolve.
+    from .. import connectors, execution, feeds  # noqa: F401
+
+    status: RunnerStatus = converter.structure(data, RunnerStatus)
+    return status
 
 
 # --- subcommands -----------------------------------------------------------------------
@@ -148,7 +147,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         out.print_json(data=reply["status"], default=str)
         return 0
-    for table in render_status(reply["status"]):
+    for table in render_status(read_status(reply["status"])):
         out.print(table)
     return 0
 

@@ -11,9 +11,9 @@ from .._errors import FloxError
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
+    from ._demo import demo_command
 
-    return run_demo(seconds=args.seconds, offline=args.offline, seed=args.seed, report=args.report)
+    return demo_command(seconds=args.seconds, offline=args.offline, seed=args.seed, report=args.report)
 
 
 def build_parser() -> argparse.ArgumentParser:

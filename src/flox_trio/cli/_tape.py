@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from rich.console import Console
@@ -13,52 +13,39 @@ from rich.table import Table
 
 from .._errors import ConfigError
 
+if TYPE_CHECKING:
+    from ..replay import ReplayResult
+
 # --- record ------------------------------------------------------------------------------
 
-async def _record(config: Any, out: Path, duration: float) -> dict[str, Any]:
-    from .._runner import open_runner
-    from ._run import build_executor, open_venue_feed
-
-    async with open_venue_feed(config) as feed, open_runner(
-        feed, build_executor(config), tape=str(out), drain=False
-    ) as runner:
-        await trio.sleep(duration)
-        return runner.status()
-
-
 def _record_cmd(args: argparse.Namespace) -> int:
-    from ..config import converter, load_config
+    from ..app import record
+    from ..config import Config, converter, load_config
 
     if args.config:
         config = load_config(args.config)
     else:
         if not args.symbols:
             raise ConfigError("record needs --symbols (e.g. --symbols BTCUSDT ETHUSDT) or a CONFIG.toml")
-        config = converter.structure({"symbols": args.symbols, "venue": {"name": args.venue}},
-                                     _config_type())
+        config = converter.structure({"symbols": args.symbols, "venue": {"name": args.venue}}, Config)
     out = Path(args.out)
     if out.exists():
         raise ConfigError(f"{out} already exists: record to a new tape path")
-    status = trio.run(_record, config, out, args.duration)
-    Console().print(f"recorded {status['published']} events from {config.venue.name} to {out}")
+    status = trio.run(record, config, out, args.duration)
+    Console().print(f"recorded {status.published} events from {config.venue.name} to {out}")
     return 0
-
-
-def _config_type() -> type:
-    from ..config import Config
-
-    return Config
 
 
 # --- replay ------------------------------------------------------------------------------
 
 def _replay_cmd(args: argparse.Namespace) -> int:
-    from ..tape import replay_bundle, replay_tape, tape_info
+    from ..replay import is_bundle, replay_tape, validate_bundle
+    from ..tape import tape_info
 
     path = Path(args.path)
     console = Console()
-    is_bundle = (path / "manifest.json").exists() or path.suffix == ".tar"
-    total = None if is_bundle else tape_info(path).events
+    bundle = is_bundle(path)
+    total = None if bundle else tape_info(path).events
     with Progress(TextColumn("replaying {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task(path.name, total=total)
@@ -66,16 +53,16 @@ def _replay_cmd(args: argparse.Namespace) -> int:
         def advance(n: int) -> None:
             progress.advance(task, n)
 
-        if is_bundle:
-            validation = replay_bundle(path, progress=advance)
+        if bundle:
+            validation = validate_bundle(path, progress=advance)
             result = validation.result
         else:
             result = replay_tape(path, progress=advance)
-    _summary(console, result.outputs, result.status, result.events, result.swaps)
+    _summary(console, result)
     if args.report:
         json_path, png_path = write_report_for(path, Path(args.report))
         console.print(f"report: {json_path}, {png_path}")
-    if is_bundle:
+    if bundle:
         for w in validation.warnings:
             console.print(f"[yellow]warning:[/yellow] {w}")
         console.print("outputs identical to the bundle's expected outputs" if validation.ok
@@ -84,13 +71,14 @@ def _replay_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(console: Console, outputs: dict[str, Any], status: dict[str, Any], events: int, swaps: int) -> None:
-    t = Table(title=f"replay: {events} market events, {swaps} swaps")
+def _summary(console: Console, result: ReplayResult) -> None:
+    outputs = result.outputs
+    t = Table(title=f"replay: {result.events} market events, {result.swaps} swaps")
     for col in ("slot", "strategy", "language", "dispatched", "swaps", "errors", "position", "realized PnL"):
         t.add_column(col, justify="right")
-    for s in status["slots"]:
-        t.add_row(str(s["index"]), s["strategy"], s["language"], str(s["dispatched"]), str(s["swaps"]),
-                  str(s["errors"]), ", ".join(f"{k} {v}" for k, v in s["position"].items()), s["realized_pnl"])
+    for s in result.status.slots:
+        t.add_row(str(s.index), s.strategy, s.language, str(s.dispatched), str(s.swaps),
+                  str(s.errors), ", ".join(f"{k} {v}" for k, v in s.position.items()), str(s.realized_pnl))
     console.print(t)
     filled = sum(o["status"] == "filled" for o in outputs["orders"])
     console.print(f"orders: {len(outputs['orders'])} ({filled} filled), fills: {len(outputs['fills'])}")
@@ -99,7 +87,7 @@ def _summary(console: Console, outputs: dict[str, Any], status: dict[str, Any], 
 # --- bundle ------------------------------------------------------------------------------
 
 def _bundle_pack(args: argparse.Namespace) -> int:
-    from ..tape import pack_bundle
+    from ..replay import pack_bundle
 
     out = pack_bundle(args.tape, args.out, config=args.config)
     Console().print(f"packed {args.tape} into {out}")
@@ -107,7 +95,7 @@ def _bundle_pack(args: argparse.Namespace) -> int:
 
 
 def _bundle_validate(args: argparse.Namespace) -> int:
-    from ..tape import validate_bundle
+    from ..replay import validate_bundle
 
     console = Console()
     validation = validate_bundle(args.bundle)
@@ -125,13 +113,11 @@ def _bundle_validate(args: argparse.Namespace) -> int:
 # --- report ------------------------------------------------------------------------------
 
 def write_report_for(path: Path, out_dir: Path) -> tuple[Path, Path]:
+    from ..replay import tape_of
     from ..report import write_report
-    from ..tape._bundle import open_bundle
 
-    if (path / "manifest.json").exists() or path.suffix == ".tar":
-        with open_bundle(path) as root:
-            return write_report(root / "tape", out_dir)
-    return write_report(path, out_dir)
+    with tape_of(path) as tape:
+        return write_report(tape, out_dir)
 
 
 def _report_cmd(args: argparse.Namespace) -> int:
@@ -162,7 +148,7 @@ def _tape_info(args: argparse.Namespace) -> int:
     console.print(t)
     console.print(f"time span: {info.duration_s:.3f} s; sequence {info.first_seq}..{info.last_seq}")
     for sw in info.swaps:
-        console.print(f"swap: slot {sw.slot} at market event {sw.seq}: {sw.old_language} {sw.old_hash[:8]} → "
+        console.print(f"swap: slot {sw.slot} at market event {sw.at_market_event}: {sw.old_language} {sw.old_hash[:8]} → "
                       f"{sw.new_language} {sw.new_hash[:8]}")
     if info.torn_tail is not None:
         console.print(f"[yellow]torn tail:[/yellow] {info.torn_tail.reason} at {info.torn_tail.segment}:"

@@ -1,8 +1,7 @@
 """Run configuration: ``flox-trio run CONFIG.toml``."""
 
-from ._load import converter as converter
+from .._core._convert import converter as converter
 from ._load import load_config as load_config
-from ._load import make_converter as make_converter
 from ._load import parse_config as parse_config
 from ._schema import Config as Config
 from ._schema import ExecutorConfig as ExecutorConfig
@@ -14,5 +13,5 @@ from ._schema import VenueConfig as VenueConfig
 
 __all__ = [
     "Config", "ExecutorConfig", "LimitsConfig", "LogConfig", "RiskConfig", "SlotConfig",
-    "VenueConfig", "converter", "load_config", "make_converter", "parse_config",
+    "VenueConfig", "converter", "load_config", "parse_config",
 ]

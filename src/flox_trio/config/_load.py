@@ -12,15 +12,15 @@ import math
 import re
 import tomllib
 from collections.abc import Iterator
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any
 
 import attrs
 import cattrs
-from cattrs.errors import ForbiddenExtraKeysError, IterableValidationError, IterableValidationNote
+from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn, override
 
+from .._core._convert import converter
 from .._errors import ConfigError
 from ._schema import (
     Config,
@@ -38,78 +38,8 @@ PathPart = str | int
 # --- the converter ---------------------------------------------------------------
 
 
-def _structure_decimal(value: Any, _: type) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
-        raise TypeError(f'expected a decimal number such as "0.5" or 2, got {value!r}')
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"expected a finite number, got {value!r}")
-        return Decimal(repr(value))
-    try:
-        out = Decimal(value)
-    except InvalidOperation:
-        raise ValueError(f'expected a decimal number such as "0.5", got {value!r}') from None
-    if not out.is_finite():
-        raise ValueError(f"expected a finite number, got {value!r}")
-    return out
-
-
-def _structure_int(value: Any, _: type) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {value!r}")
-    return value
-
-
-def _structure_float(value: Any, _: type) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number, got {value!r}")
-    return float(value)
-
-
-def _structure_str(value: Any, _: type) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {value!r}")
-    return value
-
-
-def _structure_bool(value: Any, _: type) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"expected true or false, got {value!r}")
-    return value
-
-
-def _is_tuple(t: Any) -> bool:
-    return get_origin(t) is tuple
-
-
-def make_converter() -> cattrs.Converter:
-    """The project converter: strict scalars, Decimal hooks, unknown keys refused."""
-    conv = cattrs.Converter(forbid_extra_keys=True)
-    conv.register_structure_hook(Decimal, _structure_decimal)
-    conv.register_unstructure_hook(Decimal, str)
-    conv.register_structure_hook(int, _structure_int)
-    conv.register_structure_hook(float, _structure_float)
-    conv.register_structure_hook(str, _structure_str)
-    conv.register_structure_hook(bool, _structure_bool)
-
-    def structure_tuple(value: Any, cl: Any) -> tuple[Any, ...]:
-        # TOML arrays only: cattrs alone would turn "BTCUSDT" into ("B", "T", ...).
-        if not isinstance(value, list | tuple):
-            raise TypeError(f"expected a list such as [\"a\", \"b\"], got {value!r}")
-        args = get_args(cl)
-        item = args[0] if args else Any
-        out, errors = [], []
-        for i, v in enumerate(value):
-            try:
-                out.append(conv.structure(v, item))
-            except Exception as exc:
-                exc.add_note(IterableValidationNote(f"Structuring {cl!r} @ index {i}", i, item))
-                errors.append(exc)
-        if errors:
-            raise IterableValidationError(f"While structuring {cl!r}", errors, cl)
-        return tuple(out)
-
-    conv.register_structure_hook_func(_is_tuple, structure_tuple)
+def _register(conv: cattrs.Converter) -> None:
+    """The config tables on the project converter: unknown keys refused, ``global`` spelled as in TOML."""
     for cls in (VenueConfig, LimitsConfig, ExecutorConfig, SlotConfig, LogConfig):
         conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True))
     conv.register_structure_hook(
@@ -128,11 +58,9 @@ def make_converter() -> cattrs.Converter:
     conv.register_unstructure_hook(
         Config, cattrs.gen.make_dict_unstructure_fn(Config, conv, base_dir=override(omit=True)),
     )
-    return conv
 
 
-#: The one converter of the project (never cattrs' global one).
-converter = make_converter()
+_register(converter)
 
 
 # --- loading -------------------------------------------------------------------------

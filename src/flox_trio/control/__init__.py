@@ -3,10 +3,6 @@
 from ._client import ControlClient as ControlClient
 from ._client import ControlCommandError as ControlCommandError
 from ._client import call as call
-from ._loader import StrategySpec as StrategySpec
-from ._loader import js_available as js_available
-from ._loader import load_strategy as load_strategy
-from ._loader import parse_spec as parse_spec
 from ._metrics import serve_metrics as serve_metrics
 from ._protocol import VERSION as VERSION
 from ._protocol import ControlError as ControlError
@@ -21,7 +17,6 @@ from ._server import serve_control as serve_control
 __all__ = [
     "serve_metrics",
     "VERSION", "ControlClient", "ControlCommandError", "ControlError", "ControlServer", "PeerRefusedError",
-    "RequestError", "StrategySpec", "call", "check_peer", "js_available", "load_strategy", "parse_spec",
-    "peer_uid", "serve_control", "socket_path",
+    "RequestError", "call", "check_peer", "peer_uid", "serve_control", "socket_path",
 ]
 

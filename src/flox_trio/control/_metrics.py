@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import h11
 import trio
@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
-    from .._runner import Runner
+    from .._core._runner import Runner
 
 log = logging.getLogger("flox_trio.metrics")
 
@@ -29,7 +29,7 @@ class RunnerCollector:
 
     def collect(self) -> Iterator[Metric]:
         st = self.runner.status()
-        yield CounterMetricFamily("flox_events_published", "Events published on the bus", value=st["published"])
+        yield CounterMetricFamily("flox_events_published", "Events published on the bus", value=st.published)
         labels = ["slot", "language"]
         dispatched = CounterMetricFamily("flox_slot_events_dispatched", "Events a slot delivered", labels=labels)
         depth = GaugeMetricFamily("flox_slot_queue_depth", "Events queued for a slot", labels=labels)
@@ -39,22 +39,24 @@ class RunnerCollector:
         quarantined = GaugeMetricFamily("flox_slot_quarantined", "1 while the slot is quarantined", labels=labels)
         latency = GaugeMetricFamily("flox_slot_receive_to_dispatch_seconds",
                                     "Smoothed time from a market event's receipt to its delivery", labels=labels)
-        for s in st["slots"]:
-            lv = [str(s["index"]), s["language"]]
-            dispatched.add_metric(lv, s["dispatched"])
-            depth.add_metric(lv, s["queue_depth"])
-            errors.add_metric(lv, s["errors"])
-            swaps.add_metric(lv, s["swaps"])
-            dropped.add_metric(lv, s["dropped"])
-            quarantined.add_metric(lv, 1.0 if s["quarantined"] else 0.0)
-            if s.get("latency_us") is not None:
-                latency.add_metric(lv, s["latency_us"] / 1e6)
+        for s in st.slots:
+            lv = [str(s.index), s.language]
+            dispatched.add_metric(lv, s.dispatched)
+            depth.add_metric(lv, s.queue_depth)
+            errors.add_metric(lv, s.errors)
+            swaps.add_metric(lv, s.swaps)
+            dropped.add_metric(lv, s.dropped)
+            quarantined.add_metric(lv, 1.0 if s.quarantined else 0.0)
+            if s.latency_us is not None:
+                latency.add_metric(lv, s.latency_us / 1e6)
         yield from (dispatched, depth, errors, swaps, dropped, quarantined, latency)
-        feed: dict[str, Any] = st["feed"]
+        # Connectors report these; other feeds (lists, tapes) do not have them.
+        feed = st.feed
         for key in ("messages", "gaps", "resyncs", "errors", "connect_count"):
-            if isinstance(feed.get(key), int | float):
-                yield CounterMetricFamily(f"flox_feed_{key}", f"Feed {key.replace('_', ' ')}", value=feed[key])
-        age = feed.get("last_message_age")
+            value = getattr(feed, key, None)
+            if isinstance(value, int | float):
+                yield CounterMetricFamily(f"flox_feed_{key}", f"Feed {key.replace('_', ' ')}", value=value)
+        age = getattr(feed, "last_message_age", None)
         if isinstance(age, int | float):
             yield GaugeMetricFamily("flox_feed_last_message_age_seconds", "Seconds since the last message", value=age)
 

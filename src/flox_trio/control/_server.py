@@ -20,8 +20,11 @@ from typing import Any
 
 import trio
 
+from .._core._convert import to_jsonable
+from .._core._runner import Runner
 from .._errors import FloxError
-from ._loader import load_strategy, parse_spec
+from .._loader import load_strategy, parse_spec
+from ..execution import RiskExecutor
 from ._protocol import (
     COMMANDS,
     MAX_LINE,
@@ -61,7 +64,7 @@ def check_peer(sock: Any, expected_uid: int | None = None) -> int:
 class ControlServer:
     """Executes control commands against a runner. ``handle(request)`` never raises."""
 
-    def __init__(self, runner: Any, *, base_dir: Path | None = None, state_dir: Path | None = None,
+    def __init__(self, runner: Runner, *, base_dir: Path | None = None, state_dir: Path | None = None,
                  on_change: Callable[[int, Any], None] | None = None) -> None:
         self.runner = runner
         self.base_dir = base_dir
@@ -106,7 +109,7 @@ class ControlServer:
         slot = request.get("slot")
         if not isinstance(slot, int) or isinstance(slot, bool):
             raise RequestError(f"'slot' must be a slot index (an integer), got {slot!r}")
-        self.runner._slot(slot)  # raises UnknownSlotError for unknown or removed slots
+        self.runner.slot(slot)  # raises UnknownSlotError for unknown or removed slots
         return slot
 
     def _build(self, request: dict[str, Any], symbols: list[str]) -> tuple[Any, str]:
@@ -120,7 +123,8 @@ class ControlServer:
         if not isinstance(args, list):
             raise RequestError(f"'args' must be a list, got {args!r}")
         spec = parse_spec(path, self.base_dir)
-        strategy = load_strategy(spec, symbols, params, args, state_dir=self.state_dir, runner=self.runner)
+        strategy = load_strategy(spec, symbols, params, args, state_dir=self.state_dir,
+                                 requests=self.runner.strategy_requests())
         return strategy, str(spec)
 
     async def _swap(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -133,7 +137,7 @@ class ControlServer:
         report = await self.runner.replace_strategy(index, strategy, warmup=warmup)
         if self.on_change is not None:
             self.on_change(index, request)
-        return {"slot": index, "spec": spec, "report": _report(report)}
+        return {"slot": index, "spec": spec, "report": to_jsonable(report)}
 
     async def _add(self, request: dict[str, Any]) -> dict[str, Any]:
         symbols = request.get("symbols")
@@ -153,18 +157,18 @@ class ControlServer:
         return {"slot": index}
 
     async def _status(self, request: dict[str, Any]) -> dict[str, Any]:
-        return {"status": self.runner.status()}
+        return {"status": to_jsonable(self.runner.status())}
 
     async def _slots(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"slots": [
-            {"index": s.index, "state": s.state, "language": s.language, "strategy": type(s.strategy).__name__,
-             "spec": s.host.spec, "symbols": [str(x) for x in s.symbols], "dispatched": s.dispatched}
-            for s in self.runner.slots
+            {"index": s.index, "state": s.state.value, "language": s.language, "strategy": s.strategy,
+             "spec": s.spec, "symbols": list(s.symbols), "params": s.params, "dispatched": s.dispatched}
+            for s in self.runner.status().slots
         ]}
 
-    def _risk(self) -> Any:
+    def _risk(self) -> RiskExecutor:
         ex = self.runner.executor
-        if not callable(getattr(ex, "halt", None)):
+        if not isinstance(ex, RiskExecutor):
             raise ControlError("this engine's executor has no kill switch: run it with a RiskExecutor "
                                "(a [risk] table in the config)")
         return ex
@@ -179,12 +183,6 @@ class ControlServer:
     async def _resume(self, request: dict[str, Any]) -> dict[str, Any]:
         self._risk().resume()
         return {"halted": False}
-
-
-def _report(report: Any) -> dict[str, Any]:
-    fields = ("slot", "at_event", "global_seq", "pause_s", "old_hash", "new_hash", "old_language",
-              "new_language", "stop_error")
-    return {f: getattr(report, f) for f in fields if hasattr(report, f)}
 
 
 def _error(rid: Any, exc: BaseException) -> dict[str, Any]:
@@ -217,7 +215,7 @@ async def _prepare_path(path: Path) -> None:
 
 
 async def serve_control(
-    runner: Any,
+    runner: Runner,
     path: str | Path,
     *,
     base_dir: Path | None = None,

@@ -2,13 +2,22 @@
 
 from .._core._orders import Order as Order
 from .._core._orders import Position as Position
-from ._executor import Executor as Executor
+from .._core._ports import Executor as Executor
+from ._build import build_executor as build_executor
 from ._outputs import first_divergence as first_divergence
 from ._outputs import outputs_json as outputs_json
 from ._outputs import run_outputs as run_outputs
 from ._paper import PaperExecutor as PaperExecutor
+from ._paper import PaperSettings as PaperSettings
+from ._paper import PaperStatus as PaperStatus
 from ._risk import Limits as Limits
 from ._risk import RiskExecutor as RiskExecutor
 from ._risk import RiskLimits as RiskLimits
+from ._risk import RiskSettings as RiskSettings
+from ._risk import RiskStatus as RiskStatus
 
-__all__ = ["Executor", "Order", "Limits", "PaperExecutor", "Position", "RiskExecutor", "RiskLimits", "first_divergence", "outputs_json", "run_outputs"]
+__all__ = [
+    "Executor", "Limits", "Order", "PaperExecutor", "PaperSettings", "PaperStatus", "Position", "RiskExecutor",
+    "RiskLimits", "RiskSettings", "RiskStatus", "build_executor", "first_divergence", "outputs_json",
+    "run_outputs",
+]

@@ -11,12 +11,12 @@ from typing import Any
 
 import orjson
 
-from ._executor import Executor
+from .._core._ports import Executor
 
 
 def run_outputs(executor: Executor) -> dict[str, Any]:
     orders = sorted(executor.orders(), key=lambda o: _order_key(o.order_id))
-    fills = getattr(executor, "fill_log", [])
+    fills = executor.fill_history()
     positions = executor.positions()
     return {
         "orders": [

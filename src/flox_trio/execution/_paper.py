@@ -8,15 +8,33 @@ import logging
 import math
 from collections import defaultdict, deque
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
+import attrs
 import trio
 
-from .._core._events import Book, Fill, OrderUpdate, Trade
+from .._core._events import Book, Fill, Liquidity, OrderUpdate, Trade
 from .._core._money import ZERO, price_decimal, to_decimal
 from .._core._orders import Order, Position
+from .._core._ports import Executor
+from .._core._status import ExecutorSettings, ExecutorStatus
 from .._errors import OrderError
-from ._executor import Executor
+
+PaperClock = Literal["trio", "events"]
+
+
+@attrs.frozen
+class PaperSettings(ExecutorSettings):
+    """How a ``PaperExecutor`` behaves: acknowledgement latency (seconds) and fee rates."""
+
+    latency: float = 0.005
+    taker_fee: Decimal = Decimal(0)
+    maker_fee: Decimal = Decimal(0)
+
+
+@attrs.frozen(kw_only=True)
+class PaperStatus(ExecutorStatus):
+    settings: PaperSettings
 
 log = logging.getLogger("flox_trio.execution")
 
@@ -45,12 +63,12 @@ class PaperExecutor(Executor):
         latency: float = 0.005,
         taker_fee: Any = 0,
         maker_fee: Any = 0,
-        clock: str = "trio",
+        clock: PaperClock = "trio",
         history: int | None = 10_000,
     ) -> None:
         if clock not in ("trio", "events"):
             raise OrderError(f"PaperExecutor clock must be 'trio' or 'events', got {clock!r}")
-        self.clock = clock
+        self.ack_clock: PaperClock = clock
         self._event_ns = 0
         if not (latency >= 0 and math.isfinite(latency)):
             raise OrderError(f"PaperExecutor latency must be a finite number of seconds >= 0, got {latency!r}")
@@ -78,7 +96,7 @@ class PaperExecutor(Executor):
     def submit(self, order: Order) -> None:
         if order.order_id in self._orders:
             raise OrderError(f"order id {order.order_id!r} is already in use")
-        order.created_ts_ns = self._now_ns()
+        order.created_ts_ns = self._clock.wall_ns()
         self._orders[order.order_id] = order
         self._open[order.order_id] = order
         self._schedule("ack", order.order_id)
@@ -91,10 +109,10 @@ class PaperExecutor(Executor):
 
     def _schedule(self, action: str, order_id: str) -> None:
         due: float
-        if self.clock == "events":
+        if self.ack_clock == "events":
             due = self._event_ns + int(self.latency * 1e9)
         else:
-            due = trio.current_time() + self.latency
+            due = self._clock.now() + self.latency
         heapq.heappush(self._timers, (due, next(self._tiebreak), action, order_id))
         self._wakeup.set()
 
@@ -110,7 +128,7 @@ class PaperExecutor(Executor):
                 self._cancel_now(order)
 
     async def run(self) -> None:
-        if self.clock == "events":
+        if self.ack_clock == "events":
             return  # acknowledgements happen in on_market
         while True:
             if not self._timers:
@@ -118,13 +136,13 @@ class PaperExecutor(Executor):
                 self._wakeup = trio.Event()
                 continue
             due = self._timers[0][0]
-            if trio.current_time() < due:
+            if self._clock.now() < due:
                 with trio.move_on_at(due):
                     await self._wakeup.wait()
                 if self._wakeup.is_set():
                     self._wakeup = trio.Event()
                 continue
-            self._process_due(trio.current_time())
+            self._process_due(self._clock.now())
             await trio.lowlevel.checkpoint()
 
     # --- state machine ------------------------------------------------------------
@@ -139,7 +157,7 @@ class PaperExecutor(Executor):
             OrderUpdate(
                 order.order_id, order.symbol, order.side, order.order_type, order.status,
                 order.qty, order.filled_qty, order.price, order.avg_fill_price, order.reason,
-                self._now_ns(), order.slot, order.venue,
+                self._clock.wall_ns(), order.slot, order.venue,
             ),
         )
 
@@ -179,7 +197,7 @@ class PaperExecutor(Executor):
                 order.slot,
                 OrderUpdate(order.order_id, order.symbol, order.side, order.order_type, "rejected",
                             order.qty, order.filled_qty, order.price, order.avg_fill_price,
-                            f"cancel refused: order is {order.status}", self._now_ns(), order.slot, order.venue),
+                            f"cancel refused: order is {order.status}", self._clock.wall_ns(), order.slot, order.venue),
             )
             return
         order.status = "canceled"
@@ -194,7 +212,7 @@ class PaperExecutor(Executor):
             if not resting:
                 del self._resting[order.symbol]
 
-    def _fill(self, order: Order, price: Decimal, qty: Decimal, liquidity: str, trade_id: str = "") -> None:
+    def _fill(self, order: Order, price: Decimal, qty: Decimal, liquidity: Liquidity, trade_id: str = "") -> None:
         qty = min(qty, order.remaining_qty)
         if qty <= 0:
             return
@@ -207,7 +225,7 @@ class PaperExecutor(Executor):
         if order.status == "filled":
             self._unrest(order)
         fill = Fill(order.order_id, order.symbol, order.side, price, qty, fee, liquidity,
-                    self._now_ns(), trade_id, order.slot, order.venue)
+                    self._clock.wall_ns(), trade_id, order.slot, order.venue)
         self.fill_log.append(fill)
         self._emit(order.slot, fill)
         self._update(order)
@@ -215,7 +233,7 @@ class PaperExecutor(Executor):
     # --- market data ----------------------------------------------------------------
 
     def on_market(self, batch: list[Any]) -> None:
-        if self.clock == "events" and batch:
+        if self.ack_clock == "events" and batch:
             first = batch[0]
             ts = first.exchange_ts_ns or first.recv_ts_ns
             if ts > self._event_ns:
@@ -275,13 +293,13 @@ class PaperExecutor(Executor):
     def orders(self) -> list[Order]:
         return [o.copy() for o in self._orders.values()]
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "executor": "PaperExecutor",
-            "latency_s": self.latency,
-            "taker_fee": str(self.taker_fee),
-            "maker_fee": str(self.maker_fee),
-            "orders": len(self._orders),
-            "open_orders": len(self._open),
-            "fills": self.fills,
-        }
+    def fill_history(self) -> list[Fill]:
+        return list(self.fill_log)
+
+    @property
+    def settings(self) -> PaperSettings:
+        return PaperSettings(self.latency, self.taker_fee, self.maker_fee)
+
+    def status(self) -> PaperStatus:
+        return PaperStatus(executor="PaperExecutor", orders=len(self._orders), open_orders=len(self._open),
+                           fills=self.fills, settings=self.settings)

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 import attrs
-import trio
 
-from .._core._events import OrderUpdate
+from .._core._convert import converter
+from .._core._events import Fill, OrderUpdate
 from .._core._money import ZERO
 from .._core._orders import Order, Position
+from .._core._ports import Clock, EmitFn, Executor, QuoteFn
+from .._core._status import ExecutorSettings, ExecutorStatus
 from .._errors import OrderError
-from ._executor import EmitFn, Executor, QuoteFn
 
 log = logging.getLogger("flox_trio.risk")
 
@@ -69,6 +70,33 @@ class RiskLimits:
         return self.slots.get(slot, self.per_slot)
 
 
+@attrs.frozen
+class RiskSettings(ExecutorSettings):
+    """A ``RiskExecutor``: its limits and the settings of the executor it wraps."""
+
+    limits: RiskLimits
+    inner: ExecutorSettings
+
+
+@attrs.frozen(kw_only=True)
+class RiskStatus(ExecutorStatus):
+    inner: ExecutorStatus
+    halted: bool
+    halt_reason: str
+    refused: int
+
+
+# JSON object keys are strings: per-slot overrides travel as {"0": {...}}.
+converter.register_unstructure_hook(RiskLimits, lambda rl: {
+    "per_slot": converter.unstructure(rl.per_slot), "total": converter.unstructure(rl.total),
+    "slots": {str(k): converter.unstructure(v) for k, v in rl.slots.items()},
+})
+converter.register_structure_hook(RiskLimits, lambda d, _: RiskLimits(
+    converter.structure(d.get("per_slot", {}), Limits), converter.structure(d.get("total", {}), Limits),
+    {int(k): converter.structure(v, Limits) for k, v in d.get("slots", {}).items()},
+))
+
+
 class RiskExecutor(Executor):
     """An executor in front of another one that enforces ``RiskLimits`` and a kill switch."""
 
@@ -84,9 +112,13 @@ class RiskExecutor(Executor):
         self._slot_times: dict[int, deque[float]] = {}
         self._all_times: deque[float] = deque()
 
-    def bind(self, *, emit: EmitFn, quote: QuoteFn, now_ns: Callable[[], int]) -> None:
-        super().bind(emit=emit, quote=quote, now_ns=now_ns)
-        self.inner.bind(emit=emit, quote=quote, now_ns=now_ns)
+    def bind(self, *, emit: EmitFn, quote: QuoteFn, clock: Clock) -> None:
+        super().bind(emit=emit, quote=quote, clock=clock)
+        self.inner.bind(emit=emit, quote=quote, clock=clock)
+
+    @property
+    def settings(self) -> RiskSettings:
+        return RiskSettings(self.limits, self.inner.settings)
 
     # --- the kill switch ------------------------------------------------------------
 
@@ -119,7 +151,7 @@ class RiskExecutor(Executor):
         if reason is not None:
             self._refuse(order, reason)
             return
-        now = trio.current_time()
+        now = self._clock.now()
         self._slot_times.setdefault(order.slot, deque()).append(now)
         self._all_times.append(now)
         self.inner.submit(order)
@@ -127,7 +159,7 @@ class RiskExecutor(Executor):
     def cancel(self, slot: int, order_id: str) -> None:
         refused = self._refused.get(order_id)
         if refused is not None and refused.slot == slot:
-            self._emit(slot, _update(refused, "cancel refused: order is rejected", self._now_ns()))
+            self._emit(slot, _update(refused, "cancel refused: order is rejected", self._clock.wall_ns()))
             return
         self.inner.cancel(slot, order_id)
 
@@ -146,7 +178,7 @@ class RiskExecutor(Executor):
                 if abs(worst) > cap:
                     return (f"risk: {order.side} {order.qty} {order.symbol} could take the {scope} position "
                             f"to {worst} (open orders included), beyond max position {cap}")
-        now = trio.current_time()
+        now = self._clock.now()
         for scope, limits, times in ((f"slot {order.slot}", mine, self._slot_times.get(order.slot)),
                                      ("global", total, self._all_times)):
             cap_rate = limits.max_orders_per_second
@@ -174,7 +206,7 @@ class RiskExecutor(Executor):
         self.refused += 1
         order.status = "rejected"
         order.reason = reason
-        order.created_ts_ns = self._now_ns()
+        order.created_ts_ns = self._clock.wall_ns()
         self._refused[order.order_id] = order
         log.warning("slot %d order %s refused: %s", order.slot, order.order_id, reason)
         self._emit(order.slot, _update(order, reason, order.created_ts_ns))
@@ -204,14 +236,17 @@ class RiskExecutor(Executor):
         refused = [o.copy() for o in self._refused.values()]
         return sorted(inner + refused, key=lambda o: o.created_ts_ns)
 
+    def fill_history(self) -> list[Fill]:
+        return self.inner.fill_history()
+
     def mark_price(self, slot: int, symbol: str) -> Decimal | None:
         return self.inner.mark_price(slot, symbol)
 
-    def status(self) -> dict[str, Any]:
-        out = dict(self.inner.status())
-        out["risk"] = {"halted": self.halted, "halt_reason": self.halt_reason, "refused": self.refused}
-        return out
-
+    def status(self) -> RiskStatus:
+        inner = self.inner.status()
+        return RiskStatus(executor="RiskExecutor", orders=inner.orders, open_orders=inner.open_orders,
+                          fills=inner.fills, inner=inner, halted=self.halted, halt_reason=self.halt_reason,
+                          refused=self.refused)
 
 def _update(order: Order, reason: str, ts_ns: int) -> OrderUpdate:
     return OrderUpdate(order.order_id, order.symbol, order.side, order.order_type, "rejected",

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
-from typing import Any
 
+import attrs
 import trio
 
-from .._core._events import Event
+from .._core._events import Event, event_time_ns
 from .._core._ports import Feed, FeedHub
+from .._core._status import FeedStatus
 from .._errors import FeedError
+
+
+@attrs.frozen(kw_only=True)
+class ListFeedStatus(FeedStatus):
+    #: Events the list holds.
+    events: int
 
 
 class ListFeed(Feed):
@@ -46,7 +52,7 @@ class ListFeed(Feed):
         batch: list[Event] = []
         batch_ts = 0
         for ev in events:
-            ts = _event_ts(ev)
+            ts = event_time_ns(ev)
             if t0 is None:
                 t0, batch_ts = ts, ts
             if ts != batch_ts or len(batch) >= size:
@@ -60,8 +66,8 @@ class ListFeed(Feed):
             await hub.publish(batch)
             self.published += len(batch)
 
-    def status(self) -> dict[str, Any]:
-        return {"feed": "ListFeed", "events": len(self.events), "published": self.published}
+    def status(self) -> ListFeedStatus:
+        return ListFeedStatus(feed="ListFeed", published=self.published, events=len(self.events))
 
 
 class PushFeed(Feed):
@@ -109,10 +115,7 @@ class PushFeed(Feed):
             await hub.publish(batch)
             self.published += len(batch)
 
-    def status(self) -> dict[str, Any]:
-        return {"feed": "PushFeed", "published": self.published}
+    def status(self) -> FeedStatus:
+        return FeedStatus("PushFeed", self.published)
 
 
-def _event_ts(ev: Event) -> int:
-    ts = getattr(ev, "recv_ts_ns", 0) or getattr(ev, "exchange_ts_ns", 0) or getattr(ev, "ts_ns", 0)
-    return int(ts) if ts and math.isfinite(ts) else 0

@@ -11,7 +11,5 @@ from ._script import JsHost as JsHost
 from ._script import JsStrategy as JsStrategy
 from ._script import Script as Script
 from ._script import load as load
-from ._script import strategy_from_source as strategy_from_source
 
-__all__ = ["DEFAULT_MEMORY_LIMIT", "DEFAULT_TIME_LIMIT", "JsHost", "JsStrategy", "Script", "load",
-           "strategy_from_source"]
+__all__ = ["DEFAULT_MEMORY_LIMIT", "DEFAULT_TIME_LIMIT", "JsHost", "JsStrategy", "Script", "load"]

@@ -11,7 +11,6 @@ import hashlib
 import logging
 import os
 import re
-import time
 import weakref
 from importlib import resources
 from pathlib import Path
@@ -20,14 +19,22 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import quickjs
 
+from .._core._clock import real_seconds
 from .._core._events import Book, SymbolRef, Trade, parse_symbols
-from .._errors import JSError, SandboxError, StrategyLoadError, StrategyTypeError
-from .._host import StrategyHost
+from .._core._host import StrategyHost
+from .._core._ports import SlotPort, StrategyRequests
+from .._errors import (
+    FloxError,
+    JSError,
+    SandboxError,
+    StrategyLoadError,
+    StrategyTypeError,
+    describe_exception,
+)
 from ._codec import codec
 
 if TYPE_CHECKING:
-    from .._runner import Runner
-    from .._slot import Slot
+    from .._core._runner import Runner
 
 log = logging.getLogger("flox_trio.js")
 
@@ -56,8 +63,8 @@ class Script:
         *,
         path: str,
         state_dir: str | os.PathLike[str] = "state",
-        runner: Runner | None = None,
-        sym: str | None = None,
+        requests: StrategyRequests | None = None,
+        sym: str = "BTCUSDT",
         time_limit: float = DEFAULT_TIME_LIMIT,
         memory_limit: int = DEFAULT_MEMORY_LIMIT,
         stack_limit: int = DEFAULT_STACK_LIMIT,
@@ -66,7 +73,8 @@ class Script:
         self.source = source
         self.source_hash = hashlib.sha256(source.encode()).hexdigest()
         self.state_dir = Path(state_dir)
-        self.runner = runner
+        #: Where the script's ``runner.replaceStrategy`` / ``addStrategy`` go (None: not bound yet).
+        self.requests = requests
         self.time_limit = time_limit
         self.memory_limit = memory_limit
         self._stamps: dict[str, tuple[float, int]] = {}
@@ -81,8 +89,6 @@ class Script:
         self.ctx = quickjs.Context()
         self.ctx.set_memory_limit(memory_limit * HARD_MEMORY_FACTOR)
         self.ctx.set_max_stack_size(stack_limit)
-        if sym is None:
-            sym = _default_symbol(runner)
         try:
             # Padded so that prelude frames in a stack trace have line numbers no
             # script has: QuickJS names every evaluated source "<input>".
@@ -113,6 +119,7 @@ class Script:
         try:
             raw = self._fn[name](*args)
         except quickjs.JSException as exc:
+            # QuickJS reports running out of memory only as the text of a JSException.
             if "out of memory" in str(exc):
                 self.dead = f"ran out of memory (cap {self.memory_limit * HARD_MEMORY_FACTOR} bytes)"
             raise
@@ -152,45 +159,52 @@ class Script:
             self.dead = f"out of memory: it used {used} bytes, over its limit of {self.memory_limit}"
             log.error("%s: %s; its strategies are quarantined", self.path, self.dead)
 
-    def _after(self, out: dict[str, Any], slot: Slot | None) -> None:
+    def _after(self, out: dict[str, Any], slot: SlotPort | None) -> None:
         """Apply what a call returned: file writes, logs, runner requests."""
         for rel, text in out.get("writes", ()):
             self._write(rel, text)
         for level, text in out.get("logs", ()):
             log.log(logging.getLevelName(level.upper()), "[%s] %s", Path(self.path).name, text)
         for req in out.get("requests", ()):
-            self._request(req)
+            self._request(req, slot)
 
-    def _request(self, req: list[Any]) -> None:
-        if self.runner is None:
+    def _request(self, req: list[Any], slot: SlotPort | None) -> None:
+        if self.requests is None:
             self._pending.append(req)
             return
         op, index, info = req
-        strategy = JsStrategy(self, info)
-        if op == "replace":
-            self.runner.request_replace(int(index), strategy)
-        else:
-            self.runner.add_strategy(strategy)
+        try:
+            strategy = JsStrategy(self, info)
+            if op == "replace":
+                self.requests.request_replace(int(index), strategy)
+            else:
+                self.requests.add_strategy(strategy)
+        except FloxError as exc:
+            # A refused request is the script's error, never the engine's.
+            if slot is not None:
+                slot.record_error(exc, where=f"in runner.{'replaceStrategy' if op == 'replace' else 'addStrategy'}")
+            else:
+                log.error("%s: runner request refused: %s", self.path, describe_exception(exc))
 
-    def bind(self, runner: Runner) -> None:
+    def bind(self, requests: StrategyRequests) -> None:
         """Bind the script's ``runner`` global; requests made before are performed now."""
-        if self.runner is None:
-            self.runner = runner
+        if self.requests is None:
+            self.requests = requests
             pending, self._pending = self._pending, []
             for req in pending:
-                self._request(req)
+                self._request(req, None)
 
     # --- the state directory -------------------------------------------------------------
 
     def maybe_sync_files(self, every: float = 1.0) -> None:
         """``sync_files`` at most once per ``every`` seconds: cheap enough for the batch path."""
-        now = time.monotonic()
+        now = real_seconds()
         if now - self._synced_at >= every:
             self.sync_files()
 
     def sync_files(self) -> None:
         """Mirror what changed in the state directory into the context (before lifecycle calls)."""
-        self._synced_at = time.monotonic()
+        self._synced_at = real_seconds()
         changes: dict[str, str | None] = {}
         seen = set()
         total = 0
@@ -279,20 +293,10 @@ def load(
         source = p.read_text()
     except OSError as exc:
         raise StrategyLoadError(f"cannot read JavaScript strategy {p}: {exc.strerror}") from None
-    return Script(source, path=str(p), state_dir=state_dir, runner=runner, sym=sym, time_limit=time_limit,
+    return Script(source, path=str(p), state_dir=state_dir,
+                  requests=runner.strategy_requests() if runner is not None else None,
+                  sym=sym if sym is not None else _default_symbol(runner), time_limit=time_limit,
                   memory_limit=memory_limit, stack_limit=stack_limit)
-
-
-def strategy_from_source(source: str, spec: str, *, symbols: Any = None, params: dict[str, Any] | None = None,
-                         state_dir: str | os.PathLike[str] = "state") -> JsStrategy:
-    """Rebuild a recorded JavaScript strategy (tape replay, bundles) from its source text."""
-    path, _, how = spec.rpartition(":")
-    first = parse_symbols(symbols)[0].symbol if symbols else None
-    script = Script(source, path=path or "<recorded>", state_dir=state_dir, sym=first)
-    params = dict(params or {})
-    if how == "register" or "factory" not in params:
-        return script.registered
-    return script.call(params["factory"], *params.get("args", []))
 
 
 def _all_trades(batch: list[Any]) -> bool:
@@ -372,15 +376,19 @@ class JsHost(StrategyHost):
     def source(self) -> str | None:
         return self.script.source
 
-    def attach(self, slot: Slot) -> None:
+    @property
+    def name(self) -> str:
+        path, _, how = self.spec.rpartition(":")
+        base = Path(path or self.script.path).name
+        return base if how in ("", "register") or how.startswith("#") else f"{base}:{how}"
+
+    def attach(self, slot: SlotPort) -> None:
         super().attach(slot)
-        runner = getattr(slot, "runner", None)
-        if runner is not None:
-            self.script.bind(runner)
+        self.script.bind(slot.requests)
 
     def _state(self) -> str:
         slot = self.slot
-        ex = slot.runner.executor
+        ex = slot.portfolio
         state = {}
         for sym, ctx in slot.ctxs.items():
             state[sym] = [float(ex.position(slot.index, sym).qty), ctx.last_price, ctx.best_bid, ctx.best_ask,

@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from .._core._events import Book, Fill, Trade
+from .._core._events import Bar, Book, Fill, Trade
 from ..execution import Position
 
 
@@ -46,7 +46,9 @@ def build_report(tape: str | Path, *, points: int = 2000) -> Report:
     marks: dict[str, Decimal] = {}
     swap_at: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for rec in info.swaps:
-        swap_at[rec.seq].append({"slot": rec.slot, "at_market_event": rec.seq,
+        # The session's market-event count, not the slot's own: with several symbols
+        # the slot sees only some of the events the report walks.
+        swap_at[rec.at_market_event].append({"slot": rec.slot, "at_market_event": rec.at_market_event,
                                  "from": f"{rec.old_language} {rec.old_hash[:8]}",
                                  "to": f"{rec.new_language} {rec.new_hash[:8]}"})
     total_market = sum(v for k, v in info.event_types.items() if k in ("Trade", "Book", "Bar"))
@@ -80,14 +82,14 @@ def build_report(tape: str | Path, *, points: int = 2000) -> Report:
                 pos.apply_fill(ev.side, ev.price, ev.qty, ev.fee)
                 fills += 1
                 continue
-            if isinstance(ev, Trade | Book):
-                ts = ev.exchange_ts_ns or ev.recv_ts_ns
+            if isinstance(ev, Trade | Book | Bar):
+                ts = ev.end_ts_ns if isinstance(ev, Bar) else (ev.exchange_ts_ns or ev.recv_ts_ns)
                 if ts:
                     t0 = ts if t0 is None else t0
                     now = (ts - t0) / 1e9
                 if isinstance(ev, Trade):
                     marks[ev.symbol] = Decimal(repr(ev.price))
-                elif ev.bids and ev.asks:
+                elif isinstance(ev, Book) and ev.bids and ev.asks:
                     marks[ev.symbol] = Decimal(repr((ev.bids[0][0] + ev.asks[0][0]) / 2))
                 for sw in swap_at.get(market, ()):
                     swaps.append({**sw, "t": now})

@@ -3,14 +3,12 @@
 A tape is a directory of append-only segment files of checksummed frames
 (see ``_format`` for the layout). ``TapeWriter`` records, ``TapeReader``
 reads back, ``TapeFeed`` replays the market data into a runner, and
-``tape_info`` summarises a tape.
+``tape_info`` summarises a tape. Replays and bundles live above the runner,
+in ``flox_trio.replay``.
 """
 
-from ._bundle import Validation as Validation
-from ._bundle import pack_bundle as pack_bundle
-from ._bundle import replay_bundle as replay_bundle
-from ._bundle import validate_bundle as validate_bundle
 from ._feed import TapeFeed as TapeFeed
+from ._feed import TapeFeedStatus as TapeFeedStatus
 from ._format import FORMAT_VERSION as FORMAT_VERSION
 from ._reader import TapeInfo as TapeInfo
 from ._reader import TapeReader as TapeReader
@@ -23,8 +21,5 @@ from ._records import SlotRecord as SlotRecord
 from ._records import SwapRecord as SwapRecord
 from ._records import TapeHeader as TapeHeader
 from ._records import TornTail as TornTail
-from ._replay import ReplayResult as ReplayResult
-from ._replay import build_strategy as build_strategy
-from ._replay import replay_tape as replay_tape
 from ._writer import TapeWriter as TapeWriter
 from ._writer import open_tape_writer as open_tape_writer

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
+import attrs
 import trio
 
+from .._core._events import Event, event_time_ns
 from .._core._ports import Feed, FeedHub
+from .._core._status import FeedStatus
 from .._errors import FeedError
-from ._format import event_time_ns
 from ._reader import TapeInfo, TapeReader, tape_info
 from ._records import SlotRecord, SwapRecord
+
+
+@attrs.frozen(kw_only=True)
+class TapeFeedStatus(FeedStatus):
+    path: str
+    speed: float | None
+    #: The recorded sequence number of the first event of the last batch published.
+    position: int | None
 
 
 class TapeFeed(Feed):
@@ -30,6 +41,8 @@ class TapeFeed(Feed):
             times (receive time, else exchange time; a bar's end), with
             ``trio.sleep_until`` on the runner's Trio clock: under a
             ``MockClock`` a replay runs in deterministic virtual time.
+        on_batch: Called with each batch just before it is published (a
+            replay advances its clock and its progress bar with it).
 
     ``swaps`` and ``slot_records`` are the recorded swaps and slot changes
     with the event sequence numbers at which they took effect, for a runner
@@ -40,12 +53,14 @@ class TapeFeed(Feed):
 
     finite = True
 
-    def __init__(self, path: str | os.PathLike[str], *, speed: float | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, speed: float | None = None,
+                 on_batch: Callable[[list[Event]], None] | None = None) -> None:
         if speed is not None and (
             not isinstance(speed, int | float) or not math.isfinite(speed) or speed <= 0
         ):
             raise FeedError(f"TapeFeed speed must be a number > 0 (or None for as fast as possible), got {speed!r}")
         self.reader = TapeReader(path)
+        self._on_batch = on_batch
         self.path = self.reader.path
         self.speed = None if speed is None else float(speed)
         #: Market events and batches published so far.
@@ -91,14 +106,16 @@ class TapeFeed(Feed):
                     if t0 is None:
                         t0, start = ts, trio.current_time()
                     await trio.sleep_until(start + (ts - t0) / 1e9 / speed)
+            if self._on_batch is not None:
+                self._on_batch(batch)
             await hub.publish(batch)
             self.published += len(batch)
             self.batches_published += 1
             self.position = rec.seq
 
-    def status(self) -> dict[str, Any]:
-        return {"feed": "TapeFeed", "path": str(self.path), "speed": self.speed,
-                "published": self.published, "position": self.position}
+    def status(self) -> TapeFeedStatus:
+        return TapeFeedStatus(feed="TapeFeed", published=self.published, path=str(self.path), speed=self.speed,
+                              position=self.position)
 
 
 def _batch_time_ns(batch: list[Any]) -> int:

@@ -15,7 +15,7 @@ bit 0 is set) is one msgpack array of records, so a frame is decoded in a
 single call. Records are msgspec array-like structs tagged by an int:
 
     [1, seq, [[event_code, [event, ...]], ...]]     a batch of events
-    [2, seq, slot, old_hash, new_hash, ...]          a swap
+    [2, seq, slot, at_market_event, slot_market_event, old_hash, ...]   a swap
     [3, seq, slot, action, hash, language, ...]      a slot added or removed
     [4, kind, info, ts_ns]                           a connector event
     [5, seq, slot, message]                          a strategy error
@@ -32,7 +32,6 @@ last segment, is a torn tail.
 
 from __future__ import annotations
 
-import math
 import re
 import struct
 import zlib
@@ -45,7 +44,8 @@ import msgspec
 from .._core._events import Bar, Book, Fill, OrderUpdate, Trade
 from .._errors import TapeError
 
-FORMAT_VERSION: Final = 1
+#: 2: swap records carry the session's market-event index and the slot's own count.
+FORMAT_VERSION: Final = 2
 
 SEGMENT_MAGIC: Final = b"FLXTAPE\x00"
 SEGMENT_HEADER = struct.Struct("<8sHHII")
@@ -95,6 +95,8 @@ class WireEvents(msgspec.Struct, array_like=True, tag=TAG_EVENTS, frozen=True):
 class WireSwap(msgspec.Struct, array_like=True, tag=TAG_SWAP, frozen=True):
     seq: int
     slot: int
+    at_market_event: int
+    slot_market_event: int
     old_hash: str
     new_hash: str
     old_language: str
@@ -247,14 +249,3 @@ def clean_params(value: Any, where: str) -> Any:
         return str(value)
     check_plain(value, where)
     return value
-
-
-def event_time_ns(ev: Any) -> int:
-    """When an event happened, for pacing and time ranges; 0 when it does not say."""
-    ts = (
-        getattr(ev, "recv_ts_ns", 0) or getattr(ev, "exchange_ts_ns", 0)
-        or getattr(ev, "end_ts_ns", 0) or getattr(ev, "ts_ns", 0)
-    )
-    if isinstance(ts, float) and not math.isfinite(ts):
-        return 0
-    return int(ts)

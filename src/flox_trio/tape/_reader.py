@@ -314,6 +314,10 @@ def _read_segment_header(
                 f"tape segment {seg} has format version {version}, newer than this flox-trio reads "
                 f"(version {FORMAT_VERSION}): upgrade flox-trio to read it"
             )
+        if version == 1:
+            raise TapeError(f"tape segment {seg} has format version 1, written by an older flox-trio whose swap "
+                            "records lack the session's market-event index: replay it with flox-trio 0.1, or record "
+                            "the session again")
         raise TapeError(f"tape segment {seg} has unsupported format version {version}")
     if flags:
         raise TapeError(f"tape segment {seg} has header flags {flags:#x} this flox-trio does not know")
@@ -358,7 +362,8 @@ def _decode_runs(rec: WireEvents, where: tuple[Path, int]) -> list[Event]:
     try:
         if len(runs) == 1:
             code, raw = runs[0]
-            return EVENT_DECODERS[code].decode(raw)
+            decoded: list[Event] = EVENT_DECODERS[code].decode(raw)
+            return decoded
         events: list[Event] = []
         for code, raw in runs:
             events.extend(EVENT_DECODERS[code].decode(raw))
@@ -368,8 +373,9 @@ def _decode_runs(rec: WireEvents, where: tuple[Path, int]) -> list[Event]:
 
 
 def _swap(rec: WireSwap) -> SwapRecord:
-    return SwapRecord(rec.seq, rec.slot, rec.old_hash, rec.new_hash, rec.old_language, rec.new_language,
-                      rec.params, rec.old_source, rec.new_source, rec.old_spec, rec.new_spec)
+    return SwapRecord(rec.seq, rec.slot, rec.at_market_event, rec.slot_market_event, rec.old_hash, rec.new_hash,
+                      rec.old_language, rec.new_language, rec.params, rec.old_source, rec.new_source,
+                      rec.old_spec, rec.new_spec)
 
 
 def _slot(rec: WireSlot) -> SlotRecord:
@@ -459,7 +465,8 @@ class TapeInfo:
             "last_ts_ns": self.last_ts_ns,
             "duration_s": self.duration_s,
             "swaps": [
-                {"seq": s.seq, "slot": s.slot, "old_hash": s.old_hash, "new_hash": s.new_hash,
+                {"seq": s.seq, "slot": s.slot, "at_market_event": s.at_market_event,
+                 "slot_market_event": s.slot_market_event, "old_hash": s.old_hash, "new_hash": s.new_hash,
                  "old_language": s.old_language, "new_language": s.new_language,
                  "old_spec": s.old_spec, "new_spec": s.new_spec, "params": s.params}
                 for s in self.swaps

@@ -25,14 +25,21 @@ class EventsRecord:
 
 @attrs.frozen(slots=True)
 class SwapRecord:
-    """A strategy swap in a slot, observable from event ``seq`` on.
+    """A strategy swap in a slot.
 
-    The sources are stored (when the runner had them) so that a replay can
-    rebuild both strategies without the files they came from.
+    ``seq`` is the session's sequence number at the swap (every event before
+    it), ``at_market_event`` the session's market-event count then (where a
+    report draws it), ``slot_market_event`` the slot's own market-event count
+    (where a replay performs it: the slot's events are the same in a replay,
+    the other symbols' interleaving need not be). The sources are stored
+    (when the runner had them) so that a replay can rebuild both strategies
+    without the files they came from.
     """
 
     seq: int
     slot: int
+    at_market_event: int
+    slot_market_event: int
     old_hash: str
     new_hash: str
     old_language: str

@@ -6,7 +6,6 @@ import contextlib
 import itertools
 import logging
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ import msgspec
 import trio
 import zstandard
 
+from .._core._clock import real_seconds, unix_time_ns
 from .._core._events import Event
 from .._errors import TapeError
 from ._format import (
@@ -125,7 +125,7 @@ class TapeWriter:
         self._buf = bytearray(ARRAY32_PREFIX)
         self._buf_records = 0
         self._buf_events = 0
-        self._last_flush = time.monotonic()
+        self._last_flush = real_seconds()
         self._closed = False
         self._file: BinaryIO | None = None
         self._segment_index = -1
@@ -135,7 +135,7 @@ class TapeWriter:
         from .._version import __version__
 
         self._tape_id = uuid.uuid4().hex
-        self._created_ns = time.time_ns()
+        self._created_ns = unix_time_ns()
         self._version = __version__
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -167,7 +167,7 @@ class TapeWriter:
         self._append((TAG_EVENTS, seq, runs), f"events at seq {seq}")
         self._buf_events += n
         self.events_written += n
-        if len(self._buf) >= self.flush_bytes or time.monotonic() - self._last_flush >= self.flush_interval_s:
+        if len(self._buf) >= self.flush_bytes or real_seconds() - self._last_flush >= self.flush_interval_s:
             self.flush()
 
     def write_swap(
@@ -175,6 +175,8 @@ class TapeWriter:
         *,
         seq: int,
         slot: int,
+        at_market_event: int,
+        slot_market_event: int,
         old_hash: str,
         new_hash: str,
         old_language: str,
@@ -185,13 +187,13 @@ class TapeWriter:
         old_spec: str | None = None,
         new_spec: str | None = None,
     ) -> None:
-        """Record a swap in ``slot``, observable from event ``seq`` on. Flushed at once."""
-        self._check_ints(seq=seq, slot=slot)
+        """Record a swap in ``slot`` (see ``SwapRecord`` for the three positions). Flushed at once."""
+        self._check_ints(seq=seq, slot=slot, at_market_event=at_market_event, slot_market_event=slot_market_event)
         self._check_strs(old_hash=old_hash, new_hash=new_hash, old_language=old_language,
                          new_language=new_language)
         self._check_strs(none_ok=True, old_source=old_source, new_source=new_source,
                          old_spec=old_spec, new_spec=new_spec)
-        rec = (TAG_SWAP, seq, slot, old_hash, new_hash, old_language, new_language,
+        rec = (TAG_SWAP, seq, slot, at_market_event, slot_market_event, old_hash, new_hash, old_language, new_language,
                clean_params(params or {}, "swap params"), old_source, new_source, old_spec, new_spec)
         self._append(rec, f"swap at seq {seq}")
         self.flush()
@@ -241,7 +243,7 @@ class TapeWriter:
 
     def flush(self) -> None:
         """Write everything buffered as one frame (no-op when nothing is buffered)."""
-        self._last_flush = time.monotonic()
+        self._last_flush = real_seconds()
         if not self._buf_records:
             return
         if self._closed or self._file is None:
@@ -323,7 +325,7 @@ class TapeWriter:
         self.records_written += 1
 
     def _maybe_flush(self) -> None:
-        if len(self._buf) >= self.flush_bytes or time.monotonic() - self._last_flush >= self.flush_interval_s:
+        if len(self._buf) >= self.flush_bytes or real_seconds() - self._last_flush >= self.flush_interval_s:
             self.flush()
 
     @staticmethod

@@ -9,18 +9,19 @@ contract, so a swap works the same whatever the languages on either side.
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import inspect
+import math
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._core._events import Bar, Book, Fill, OrderUpdate, SymbolRef, Trade
-from ._errors import StrategyTypeError
+from .._errors import StrategyTypeError
+from ._events import Bar, Book, Fill, OrderUpdate, SymbolRef, Trade
+from ._ports import SlotPort
+from ._status import StrategyInfo
 from ._strategy import Strategy, strategy_symbols
-
-if TYPE_CHECKING:
-    from ._slot import Slot
 
 
 class StrategyHost(abc.ABC):
@@ -44,10 +45,22 @@ class StrategyHost(abc.ABC):
     spec: str = ""
     params: dict[str, Any]
     wants_bars: bool = False
+    slot: SlotPort
 
-    def attach(self, slot: Slot) -> None:
+    def attach(self, slot: SlotPort) -> None:
         """Called when the slot's pointer is set to this host."""
         self.slot = slot
+
+    @functools.cached_property
+    def info(self) -> StrategyInfo:
+        """Who this strategy is, as the tape records it (and a replay rebuilds it from)."""
+        params = {"symbols": [str(s) for s in self.symbols], **jsonable(self.params)}
+        return StrategyInfo(self.language, self.spec, self.name, self.source_hash, params, self.source())
+
+    @property
+    def name(self) -> str:
+        """A short name for people: the class or factory."""
+        return type(self.strategy).__name__
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -66,7 +79,7 @@ class StrategyHost(abc.ABC):
         return None
 
     def describe(self) -> str:
-        return f"{self.language} {self.spec or type(self.strategy).__name__}"
+        return f"{self.language} {self.spec or self.name}"
 
 
 def make_host(obj: Any) -> StrategyHost:
@@ -219,6 +232,19 @@ class PythonHost(StrategyHost):
 
 
 _OTHER: dict[type, str] = {Bar: "on_bar", OrderUpdate: "on_order_update", Fill: "on_fill"}
+
+
+def jsonable(value: Any) -> Any:
+    """Parameters as JSON-friendly values for tapes and status (a repr for anything else)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    return str(value)
 
 
 def _class_source(cls: type) -> str:

@@ -5,13 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from ._core._events import Bar, Book, Fill, OrderUpdate, SymbolRef, Trade, parse_symbols
-from ._errors import StrategyTypeError
+from .._errors import StrategyTypeError
+from ._events import Bar, Book, Fill, OrderUpdate, SymbolRef, Trade, parse_symbols
 
 if TYPE_CHECKING:
-    from ._runner import Runner
-    from ._slot import Slot
-    from .execution import Order
+    from ._orders import Order
+    from ._ports import SlotPort, StrategyRequests
 
 
 class Strategy:
@@ -70,12 +69,13 @@ class Context:
     The same ``Context`` object serves every strategy the slot holds, so a
     strategy swapped in sees the position and open orders its predecessor
     left. Order intents return the order id at once; the executor
-    acknowledges them asynchronously (``on_order_update``).
+    acknowledges them asynchronously (``on_order_update``). ``ctx.runner``
+    is not the engine: it only takes swap and add requests.
     """
 
     __slots__ = ("_slot", "best_ask", "best_bid", "last_price", "symbol", "venue")
 
-    def __init__(self, slot: Slot, symbol: str, venue: str = "") -> None:
+    def __init__(self, slot: SlotPort, symbol: str, venue: str = "") -> None:
         self._slot = slot
         self.symbol = symbol
         self.venue = venue
@@ -93,8 +93,9 @@ class Context:
         return (bb + ba) / 2
 
     @property
-    def runner(self) -> Runner:
-        return self._slot.runner
+    def runner(self) -> StrategyRequests:
+        """Swap or add strategies from a callback: ``ctx.runner.request_replace(i, new)``."""
+        return self._slot.requests
 
     @property
     def slot(self) -> int:
@@ -105,19 +106,19 @@ class Context:
     @property
     def position(self) -> Decimal:
         """Signed quantity held by this slot in this symbol (exact)."""
-        return self._slot.runner.executor.position(self._slot.index, self.symbol).qty
+        return self._slot.portfolio.position(self._slot.index, self.symbol).qty
 
     @property
     def avg_entry_price(self) -> Decimal | None:
-        return self._slot.runner.executor.position(self._slot.index, self.symbol).avg_entry_price
+        return self._slot.portfolio.position(self._slot.index, self.symbol).avg_entry_price
 
     @property
     def realized_pnl(self) -> Decimal:
-        return self._slot.runner.executor.position(self._slot.index, self.symbol).realized_pnl
+        return self._slot.portfolio.position(self._slot.index, self.symbol).realized_pnl
 
     @property
     def open_orders(self) -> list[Order]:
-        return self._slot.runner.executor.open_orders(self._slot.index, self.symbol)
+        return self._slot.portfolio.open_orders(self._slot.index, self.symbol)
 
     # --- intents -----------------------------------------------------------------
 

@@ -20,7 +20,6 @@ import platform
 import shutil
 import tarfile
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,10 +27,19 @@ from typing import Any
 
 import attrs
 
+from .._core._clock import unix_time_ns
+from .._core._convert import to_jsonable
 from .._errors import TapeError
 from .._version import __version__
 from ..execution import first_divergence, outputs_json
-from ._replay import ReplayPlan, ReplayResult, StrategySpec, plan_from_tape, replay_tape
+from ._replay import (
+    RecordedStrategy,
+    ReplayPlan,
+    ReplayResult,
+    executor_settings,
+    plan_from_tape,
+    replay_tape,
+)
 
 BUNDLE_FORMAT_VERSION = 1
 _EXT = {"python": ".py", "javascript": ".js"}
@@ -63,7 +71,7 @@ def pack_bundle(tape: str | Path, out: str | Path, *, config: str | Path | None 
         (root / "strategies").mkdir()
         written: dict[str, str] = {}
 
-        def store(spec: StrategySpec) -> dict[str, Any]:
+        def store(spec: RecordedStrategy) -> dict[str, Any]:
             name = f"strategies/{spec.source_hash[:16]}{_EXT.get(spec.language, '.txt')}"
             if name not in written:
                 (root / name).write_text(spec.source)
@@ -81,8 +89,8 @@ def pack_bundle(tape: str | Path, out: str | Path, *, config: str | Path | None 
             "bundle_format_version": BUNDLE_FORMAT_VERSION,
             "flox_trio_version": __version__,
             "python": platform.python_version(),
-            "created_ns": time.time_ns(),
-            "executor": plan.executor,
+            "created_ns": unix_time_ns(),
+            "executor": to_jsonable(plan.executor),
             "bar_intervals": list(plan.bar_intervals),
             "slots": slots,
             "swaps": swaps,
@@ -119,6 +127,21 @@ def open_bundle(path: str | Path) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="flox-bundle-") as tmp, tar:
         tar.extractall(tmp, filter="data")
         yield Path(tmp)
+
+
+def is_bundle(path: Path) -> bool:
+    return (path / "manifest.json").exists() or path.suffix == ".tar"
+
+
+@contextmanager
+def tape_of(path: str | Path) -> Iterator[Path]:
+    """The tape directory of a tape, or of a bundle (a ``.tar`` is extracted for the duration)."""
+    path = Path(path)
+    if not is_bundle(path):
+        yield path
+        return
+    with open_bundle(path) as root:
+        yield root / "tape"
 
 
 @attrs.frozen
@@ -166,19 +189,19 @@ def check_files(root: Path, manifest: dict[str, Any]) -> list[str]:
 
 
 def plan_from_bundle(root: Path, manifest: dict[str, Any]) -> ReplayPlan:
-    def spec(entry: dict[str, Any]) -> StrategySpec:
-        return StrategySpec(entry["language"], (root / entry["source"]).read_text(), entry["spec"],
-                            dict(entry["params"]))
+    def spec(entry: dict[str, Any]) -> RecordedStrategy:
+        return RecordedStrategy(entry["language"], (root / entry["source"]).read_text(), entry["spec"],
+                                dict(entry["params"]))
 
     return ReplayPlan(
         [(e["slot"], spec(e)) for e in manifest["slots"]],
         [(e["slot"], e["at_market_event"], spec(e)) for e in manifest["swaps"]],
-        dict(manifest.get("executor", {})),
+        executor_settings(manifest, f"bundle {root}"),
         tuple(manifest.get("bar_intervals", (60.0,))),
     )
 
 
-def replay_bundle(path: str | Path, *, progress: Callable[[int], None] | None = None) -> Validation:
+def validate_bundle(path: str | Path, *, progress: Callable[[int], None] | None = None) -> Validation:
     """Replay a bundle with its own strategy files and compare with its expected outputs."""
     with open_bundle(path) as root:
         manifest = _load_manifest(root)
@@ -188,5 +211,3 @@ def replay_bundle(path: str | Path, *, progress: Callable[[int], None] | None = 
     divergence = first_divergence(expected, result.outputs)
     return Validation(divergence is None, divergence, warnings, result)
 
-
-validate_bundle = replay_bundle

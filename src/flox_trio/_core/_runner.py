@@ -1,0 +1,543 @@
+"""The Runner: one nursery that owns the feed, the executor and a dispatch task per slot.
+
+Data flows one way: feed → ``publish`` (recorder, executor, bars) → the bus
+routes by symbol → per-slot bounded queues of batches → slot task → host →
+strategy → ctx intents → executor → order events → the bus → the owning
+slot's queue. Control flows one way too: callers (and strategies, through
+``StrategyRequests``) ask the runner; the runner queues requests on slots;
+slots answer through ``EngineHooks``, never through the runner's insides.
+
+This is the core runner: it takes ready-made ports. ``flox_trio.open_runner``
+is the one users call; it fills in the defaults (a paper executor, a tape
+writer for ``tape=PATH``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+
+import trio
+
+from .._errors import FloxError, RunnerError, SymbolMismatchError, UnknownSlotError
+from ._bus import Bus
+from ._clock import TrioClock
+from ._events import Event
+from ._host import StrategyHost, jsonable, make_host
+from ._market import BarAggregator
+from ._orders import Order
+from ._ports import Clock, Executor, Feed, Portfolio, Recorder
+from ._slot import Slot
+from ._states import RequestKind, parse_overflow
+from ._status import RunnerStatus, SlotStatus, StrategyInfo, SwapReport
+from ._swap import Request, SwapHandle
+
+log = logging.getLogger("flox_trio.runner")
+
+
+class Runner:
+    """The engine. Get one with ``async with flox.open_runner(feed) as runner``."""
+
+    def __init__(
+        self,
+        feed: Feed,
+        executor: Executor,
+        *,
+        recorder: Recorder | None = None,
+        max_errors: int = 10,
+        overflow: str = "block",
+        capacity: int = 64,
+        bar_intervals: Sequence[float] = (60.0,),
+        warmup_batches: int = 4096,
+        lockstep: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(feed, Feed):
+            raise RunnerError(
+                f"feed must be a flox_trio feed (a connector, feeds.ListFeed, feeds.TapeFeed), got {feed!r}"
+            )
+        if not isinstance(executor, Executor):
+            raise RunnerError(f"executor must be a flox_trio executor (flox.PaperExecutor(), ...), got {executor!r}")
+        if capacity < 1:
+            raise RunnerError(f"capacity must be >= 1 batch, got {capacity}")
+        self.feed = feed
+        self.executor = executor
+        self.max_errors = max_errors
+        self.overflow = parse_overflow(overflow)
+        self.capacity = capacity
+        self.bar_intervals = tuple(bar_intervals)
+        BarAggregator(self.bar_intervals)  # refuse bad intervals now, not at the first bar
+        self.lockstep = lockstep
+        #: The engine's one clock: Trio time for scheduling, ``wall_ns()`` for timestamps.
+        self.clock: Clock = clock if clock is not None else TrioClock()
+        #: Where everything is recorded (a TapeWriter), or None.
+        self.tape: Recorder | None = recorder
+        self._slots: list[Slot] = []
+        self._bus = Bus()
+        self._hooks = _Hooks(self)
+        # The newest batches in memory, for warm-ups.
+        self._recent: deque[list[Event]] = deque(maxlen=warmup_batches)
+        self._bars: BarAggregator | None = None
+        self._seq = 0
+        self._market_seq = 0
+        self._lot = trio.lowlevel.ParkingLot()
+        self._watch_changed = trio.Event()
+        self._watched: frozenset[str] = frozenset()
+        self._publishing = 0
+        self._feed_done = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._feed_scope = trio.CancelScope()
+        self._closing = False
+        self.connector_events: dict[str, int] = {}
+        self.strategy_errors = 0
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def _open(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self.executor.bind(emit=self._bus.emit, quote=self._quote, clock=self.clock)
+        nursery.start_soon(self.executor.run)
+        nursery.start_soon(self._outbox_task)
+        # start_soon: the feed first runs when the body awaits, so strategies
+        # added at the top of the body see the first event.
+        nursery.start_soon(self._feed_task)
+
+    async def _feed_task(self) -> None:
+        try:
+            with self._feed_scope:
+                await self.feed.run(self)
+        finally:
+            self._feed_done.set()
+            self._progress()
+
+    async def _drain(self) -> None:
+        if self.feed.finite:
+            await self._feed_done.wait()
+        self._feed_scope.cancel()
+        await self.wait_idle()
+        if self._bars is not None:
+            closing = self._bars.flush()
+            if closing:
+                await self._bus.route(closing)
+                await self.wait_idle()
+
+    async def _close(self) -> None:
+        self._closing = True
+        self._feed_scope.cancel()
+        live = [s for s in self._slots if s.active]
+        for slot in live:
+            slot.scope.cancel()
+        for slot in live:
+            await slot.finished.wait()
+        for slot in live:
+            await slot.close()
+
+    # --- slots ---------------------------------------------------------------------
+
+    @property
+    def slots(self) -> list[Slot]:
+        """Every slot ever added, indexed by slot index (removed ones stay, state "removed")."""
+        return list(self._slots)
+
+    def slot(self, index: int) -> Slot:
+        """The live slot ``index``; ``UnknownSlotError`` if it was never added or is gone."""
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise UnknownSlotError(f"slot index must be an int, got {index!r}")
+        if not 0 <= index < len(self._slots):
+            raise UnknownSlotError(
+                f"there is no slot {index}: this runner has slots 0..{len(self._slots) - 1}"
+                if self._slots else f"there is no slot {index}: add a strategy first with add_strategy()"
+            )
+        slot = self._slots[index]
+        if not slot.active:
+            raise UnknownSlotError(f"slot {index} was {slot.state}; add a new strategy with add_strategy()")
+        return slot
+
+    def _check_running(self) -> trio.Nursery:
+        if self._nursery is None or self._closing:
+            raise RunnerError("the runner is not running: use it inside 'async with flox.open_runner(...)'")
+        return self._nursery
+
+    def add_strategy(
+        self,
+        strategy: Any,
+        *,
+        max_errors: int | None = None,
+        overflow: str | None = None,
+        capacity: int | None = None,
+    ) -> int:
+        """Put a strategy in a new slot and return the slot index.
+
+        Its ``on_start`` runs before its first event. The feed subscribes to
+        any symbol the strategy watches that it did not serve yet.
+        """
+        nursery = self._check_running()
+        host = make_host(strategy)
+        _check_unique_plain_symbols(host)
+        slot = Slot(
+            self._hooks, len(self._slots), host,
+            max_errors=self.max_errors if max_errors is None else max_errors,
+            capacity=capacity or self.capacity,
+            overflow=self.overflow if overflow is None else parse_overflow(overflow),
+            measure_latency=self.feed.stamps_receive_time,
+        )
+        self._slots.append(slot)
+        self._bus.add(slot)
+        self._rebuild_watch()
+        if self.tape is not None:
+            info = host.info
+            self.tape.write_slot(seq=self._seq, slot=slot.index, action="add", hash=info.source_hash,
+                                 language=info.language, params=info.params, source=info.source, spec=info.spec)
+        nursery.start_soon(slot.run)
+        log.info("slot %d: added %s watching %s", slot.index, host.describe(), [str(s) for s in host.symbols])
+        return slot.index
+
+    def _prepare_swap(self, index: int, strategy: Any) -> tuple[Slot, StrategyHost]:
+        self._check_running()
+        slot = self.slot(index)
+        host = make_host(strategy)
+        if set(host.symbols) != set(slot.symbols):
+            raise SymbolMismatchError(
+                f"slot {index} watches {[str(s) for s in slot.symbols]} but the new strategy watches "
+                f"{[str(s) for s in host.symbols]}: a swap keeps the slot's symbols; to change them, "
+                f"add_strategy() the new one and remove_strategy({index})"
+            )
+        return slot, host
+
+    def replace_strategy(self, index: int, strategy: Any, *, warmup: int | float | None = None) -> SwapHandle:
+        """Swap the strategy in slot ``index``; await the result for a ``SwapReport``.
+
+        Order: old ``on_stop`` → pointer swap → new ``on_start`` → the new
+        strategy's first event. A dispatch in flight finishes on the old
+        strategy first. Bad arguments raise at once and change nothing. If
+        the new ``on_start`` raises, the old strategy is put back and the
+        awaited handle raises ``SwapError``.
+
+        ``warmup`` (an event count, or seconds as a float) replays the slot's
+        most recent events from the tape through the new strategy, after its
+        ``on_start`` and with its order intents suppressed, before it goes live.
+        """
+        if warmup is not None:
+            _check_warmup(warmup)
+            if self.tape is None:
+                raise RunnerError("warm-up replays events from the tape: open the runner with tape=PATH")
+        slot, host = self._prepare_swap(index, strategy)
+        req = Request(RequestKind.SWAP, host, warmup=warmup)
+        slot.request(req)
+        return SwapHandle(req)
+
+    def schedule_replace(self, index: int, strategy: Any, at_market_event: int) -> SwapHandle:
+        """Swap once slot ``index`` has dispatched exactly ``at_market_event`` market events.
+
+        This is how a replay performs a recorded swap at the recorded point.
+        """
+        slot, host = self._prepare_swap(index, strategy)
+        if at_market_event < 0:
+            raise RunnerError(f"at_market_event must be >= 0, got {at_market_event}")
+        req = Request(RequestKind.SWAP, host)
+        slot.schedule(at_market_event, req)
+        return SwapHandle(req)
+
+    def request_replace(self, index: int, strategy: Any) -> SwapHandle:
+        """Synchronous swap request; it takes effect at slot ``index``'s next event boundary.
+
+        Safe to call from inside a strategy callback, including the slot's own.
+        """
+        return self.replace_strategy(index, strategy)
+
+    async def remove_strategy(self, index: int) -> None:
+        """Stop the strategy in slot ``index`` (its ``on_stop`` runs) and retire the slot."""
+        slot = self.slot(index)
+        self._bus.remove(slot)
+        self._rebuild_watch()
+        req = Request(RequestKind.REMOVE)
+        slot.request(req)
+        await req.done.wait()
+        if self.tape is not None:
+            self.tape.write_slot(seq=self._seq, slot=index, action="remove", hash=slot.source_hash,
+                                 language=slot.language)
+        log.info("slot %d removed", index)
+
+    def strategy_requests(self) -> SlotRequests:
+        """The narrow request API a strategy loaded outside a slot gets (a JS script's ``runner``)."""
+        return SlotRequests(self, None)
+
+    async def wait_idle(self) -> None:
+        """Wait until every event published so far has been dispatched.
+
+        With a finite feed (a list, a tape) this first waits for the feed to
+        publish everything.
+        """
+        while True:
+            if self.feed.finite and not self._feed_done.is_set() and not self._closing:
+                await self._feed_done.wait()
+                continue
+            if (not self._publishing and not self._bus.orders_pending
+                    and (not self.feed.pending or self._feed_done.is_set())
+                    and all(s.idle or s.finished.is_set() for s in self._slots)):
+                return
+            await self._lot.park()
+
+    async def _wait_slots_idle(self) -> None:
+        # Lockstep: the next batch is published only after every slot handled
+        # this one and the order events it caused, so replays do not depend on
+        # how the scheduler interleaves the feed and the slots.
+        while self._bus.orders_pending or not all(s.idle or s.finished.is_set() for s in self._slots):
+            if self._bus.orders_pending:
+                await self._flush_orders()
+                continue
+            await self._lot.park()
+
+    def _progress(self) -> None:
+        if self._lot:
+            self._lot.unpark_all()
+
+    # --- the FeedHub face: what feeds call -----------------------------------------------
+
+    @property
+    def watched_symbols(self) -> frozenset[str]:
+        return self._watched
+
+    async def wait_watch_changed(self) -> None:
+        await self._watch_changed.wait()
+
+    def _rebuild_watch(self) -> None:
+        routes = self._bus.routes
+        if not self.bar_intervals or not any(r.wants_bars for r in routes):
+            self._bars = None
+        elif self._bars is None:
+            # One aggregator for the life of the runner while anyone wants bars: a
+            # swap or a new slot must not cut the bars in progress short.
+            self._bars = BarAggregator(self.bar_intervals)
+        watched = frozenset().union(*(r.watch for r in routes))
+        if watched != self._watched:
+            self._watched = watched
+            event, self._watch_changed = self._watch_changed, trio.Event()
+            event.set()
+
+    def connector_event(self, kind: str, **info: Any) -> None:
+        self.connector_events[kind] = self.connector_events.get(kind, 0) + 1
+        log.log(logging.WARNING if kind in ("gap", "error", "disconnect") else logging.INFO,
+                "connector %s: %s", kind, info)
+        if self.tape is not None:
+            self.tape.write_connector(kind, jsonable(info), self.clock.wall_ns())
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Publish a batch of market events to every slot that watches their symbols."""
+        batch = events if type(events) is list else list(events)
+        if not batch:
+            return
+        self._publishing += 1
+        try:
+            if self.tape is not None:
+                self.tape.write_events(self._seq, batch)
+                self._recent.append(batch)
+            self._seq += len(batch)
+            self._market_seq += len(batch)
+            self.executor.on_market(batch)
+            if self._bars is not None:
+                batch = self._bars.process(batch)
+            await self._bus.route(batch)
+            if self._bus.orders_pending:
+                await self._flush_orders()
+            if self.lockstep:
+                await self._wait_slots_idle()
+        finally:
+            self._publishing -= 1
+            self._progress()
+
+    # --- orders ----------------------------------------------------------------------------
+
+    def _quote(self, slot: int, symbol: str) -> tuple[float | None, float | None, float | None]:
+        ctx = self._slots[slot].ctxs.get(symbol) if 0 <= slot < len(self._slots) else None
+        if ctx is None:
+            return None, None, None
+        return ctx.last_price, ctx.best_bid, ctx.best_ask
+
+    async def _outbox_task(self) -> None:
+        while True:
+            await self._bus.wait_orders()
+            await self._flush_orders()
+
+    def _record_orders(self, events: list[Event]) -> None:
+        if self.tape is not None:
+            self.tape.write_events(self._seq, events)
+        self._seq += len(events)
+
+    async def _flush_orders(self) -> None:
+        await self._bus.flush_orders(self._record_orders)
+        self._progress()
+
+    # --- what slots report (through _Hooks) ------------------------------------------------
+
+    def _on_strategy_error(self, slot: int, message: str) -> None:
+        self.strategy_errors += 1
+        if self.tape is not None:
+            self.tape.write_error(seq=self._seq, slot=slot, message=message)
+
+    def _on_swap(self, slot: int, report: SwapReport, old: StrategyInfo, new: StrategyInfo) -> None:
+        self._rebuild_watch()
+        log.info("slot %d: swapped %s %s -> %s %s at event %d (%.3f ms)", slot, old.language, old.spec,
+                 new.language, new.spec, report.at_event, report.pause_s * 1e3)
+        if self.tape is not None:
+            self.tape.write_swap(
+                seq=report.global_seq, slot=slot, at_market_event=report.global_market_event,
+                slot_market_event=report.at_market_event, old_hash=old.source_hash, new_hash=new.source_hash,
+                old_language=old.language, new_language=new.language,
+                params={"at_event": report.at_event, "new": new.params, "old": old.params},
+                old_source=old.source, new_source=new.source, old_spec=old.spec, new_spec=new.spec,
+            )
+
+    def _recent_events(self, watch: frozenset[str], warmup: int | float) -> list[Event]:
+        """The slot's most recent market events from the in-memory tail of the tape.
+
+        An int is a count of events; a float is a duration in seconds before
+        the newest event.
+        """
+        events = [e for batch in self._recent for e in batch if e.symbol in watch]
+        if isinstance(warmup, int):
+            return events[-warmup:]
+        if not events:
+            return events
+        newest = _ts(events[-1])
+        cutoff = newest - int(warmup * 1e9)
+        return [e for e in events if _ts(e) >= cutoff]
+
+    # --- status ------------------------------------------------------------------------------
+
+    def status(self) -> RunnerStatus:
+        """A snapshot of the engine for ``flox-trio status`` and dashboards."""
+        ex = self.executor
+        slots = []
+        for s in self._slots:
+            positions = {sym: ex.position(s.index, sym) for sym in s.ctxs}
+            info = s.host.info
+            slots.append(SlotStatus(
+                index=s.index, state=s.state, language=s.language, strategy=info.name, spec=info.spec,
+                source_hash=s.source_hash[:12], symbols=tuple(str(x) for x in s.symbols),
+                params=info.params, dispatched=s.dispatched, queue_depth=s.queue_depth, dropped=s.dropped,
+                errors=s.errors, last_error=s.last_error, quarantine_reason=s.quarantine_reason,
+                swaps=s.swaps, latency_us=None if s.latency_ns is None else round(s.latency_ns / 1e3, 1),
+                last_swap=s.last_swap, open_orders=len(ex.open_orders(s.index)),
+                position={k: p.qty for k, p in positions.items()},
+                realized_pnl=sum((p.realized_pnl for p in positions.values()), Decimal(0)),
+                unrealized_pnl=sum((p.unrealized_pnl(ex.mark_price(s.index, k)) for k, p in positions.items()),
+                                   Decimal(0)),
+            ))
+        return RunnerStatus(
+            published=self._seq, market_events=self._market_seq, feed=self.feed.status(),
+            executor=ex.status(), slots=tuple(slots), connector_events=dict(self.connector_events),
+            strategy_errors=self.strategy_errors,
+        )
+
+
+class _Hooks:
+    """The runner as its slots see it (``EngineHooks``): the only way from a slot back into the engine."""
+
+    __slots__ = ("_runner", "cancel", "clock", "portfolio", "progress", "submit")
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+        self.clock = runner.clock
+        self.portfolio: Portfolio = runner.executor
+        # Bound once: these run per batch or per order.
+        self.progress = runner._progress
+        self.submit: Callable[[Order], None] = runner.executor.submit
+        self.cancel: Callable[[int, str], None] = runner.executor.cancel
+
+    @property
+    def published(self) -> int:
+        return self._runner._seq
+
+    @property
+    def market_events(self) -> int:
+        return self._runner._market_seq
+
+    def requests_for(self, slot: int) -> SlotRequests:
+        return SlotRequests(self._runner, slot)
+
+    def strategy_error(self, slot: int, message: str) -> None:
+        self._runner._on_strategy_error(slot, message)
+
+    def swapped(self, slot: int, report: SwapReport, old: StrategyInfo, new: StrategyInfo) -> None:
+        self._runner._on_swap(slot, report, old, new)
+
+    def recent_events(self, watch: frozenset[str], warmup: int | float) -> list[Event]:
+        return self._runner._recent_events(watch, warmup)
+
+
+class SlotRequests:
+    """What a strategy may ask of the engine: swap a slot, or add one (``ctx.runner``, JS ``runner``).
+
+    ``owner`` is the slot the asking strategy sits in (None for a script not
+    yet in a slot). Every request goes through the runner's checks (the slot
+    exists and lives, the symbols match) and lands at an event boundary.
+    """
+
+    __slots__ = ("_runner", "owner")
+
+    def __init__(self, runner: Runner, owner: int | None) -> None:
+        self._runner = runner
+        self.owner = owner
+
+    def request_replace(self, index: int, strategy: Any) -> SwapHandle:
+        return self._runner.replace_strategy(index, strategy)
+
+    def replace_strategy(self, index: int, strategy: Any) -> SwapHandle:
+        return self._runner.replace_strategy(index, strategy)
+
+    def add_strategy(self, strategy: Any) -> int:
+        return self._runner.add_strategy(strategy)
+
+    def __repr__(self) -> str:
+        return f"<SlotRequests owner={self.owner}>"
+
+
+@asynccontextmanager
+async def open_core_runner(
+    feed: Feed,
+    executor: Executor,
+    *,
+    recorder: Recorder | None = None,
+    drain: bool = True,
+    shutdown_timeout: float = 10.0,
+    **options: Any,
+) -> AsyncIterator[Runner]:
+    """Run the core engine for the duration of the ``async with`` body (see ``flox_trio.open_runner``)."""
+    runner = Runner(feed, executor, recorder=recorder, **options)
+    async with trio.open_nursery() as nursery:
+        await runner._open(nursery)
+        try:
+            yield runner
+            if drain:
+                await runner._drain()
+        finally:
+            with trio.CancelScope(shield=True) as cs:
+                cs.deadline = trio.current_time() + shutdown_timeout
+                await runner._close()
+            if cs.cancelled_caught:
+                log.error("runner shutdown took longer than %.1f s; some on_stop calls did not finish",
+                          shutdown_timeout)
+            nursery.cancel_scope.cancel(reason="runner closed")
+
+
+def _ts(ev: Any) -> int:
+    return int(getattr(ev, "exchange_ts_ns", 0) or getattr(ev, "recv_ts_ns", 0) or 0)
+
+
+def _check_warmup(warmup: object) -> None:
+    if isinstance(warmup, bool) or not isinstance(warmup, int | float) or not warmup > 0:
+        raise RunnerError(f"warmup must be a positive event count (int) or seconds (float), got {warmup!r}")
+
+
+def _check_unique_plain_symbols(host: StrategyHost) -> None:
+    plain = [s.symbol for s in host.symbols]
+    if len(set(plain)) != len(plain):
+        raise FloxError(
+            f"a strategy cannot watch one symbol on two venues ({[str(s) for s in host.symbols]}): "
+            "use one slot per venue"
+        )

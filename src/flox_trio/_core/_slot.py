@@ -1,0 +1,390 @@
+"""Strategy slots: one dispatch task per slot, and the swap that happens inside it.
+
+The slot's task is the only code that ever calls into the slot's strategy.
+Swaps and removals are requests the task serves at an event boundary, so an
+event is always delivered whole to exactly one strategy, and a dispatch that
+is awaiting (an ``async def on_trade``) finishes before the swap starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+import trio
+
+from .._errors import OrderError, SwapError, describe_exception
+from ._bus import WAKE, OrderBatch, SlotQueue
+from ._events import ORDER_TYPES, SIDES, Event, OrderType, Side
+from ._host import StrategyHost
+from ._money import to_decimal
+from ._orders import Order
+from ._ports import EngineHooks, Portfolio, StrategyRequests
+from ._states import ACTIVE, Overflow, RequestKind, SlotState, transition
+from ._status import SwapReport
+from ._strategy import Context
+from ._swap import Request, warm_up
+
+log = logging.getLogger("flox_trio.slot")
+
+
+class Slot:
+    """A place in the runner that holds one strategy at a time.
+
+    Read-only for users: ``index, strategy, language, dispatched, state,
+    errors, last_error, swaps, last_swap, dropped, queue_depth, symbols``.
+    """
+
+    def __init__(
+        self,
+        engine: EngineHooks,
+        index: int,
+        host: StrategyHost,
+        *,
+        max_errors: int,
+        capacity: int,
+        overflow: Overflow,
+        measure_latency: bool,
+    ) -> None:
+        self._engine = engine
+        self.index = index
+        self._host = host
+        self.symbols = host.symbols
+        self.watch = frozenset(r.symbol for r in host.symbols)
+        self.venues: dict[str, str] = {r.symbol: r.venue for r in host.symbols if r.venue}
+        self.portfolio: Portfolio = engine.portfolio
+        self.requests: StrategyRequests = engine.requests_for(index)
+        self.ctxs: dict[str, Context] = {r.symbol: Context(self, r.symbol, r.venue) for r in host.symbols}
+        self.max_errors = max_errors
+        self.queue = SlotQueue(capacity, overflow, engine.progress)
+        self.state = SlotState.STARTING
+        self.dispatched = 0
+        self.market_dispatched = 0
+        self.errors = 0
+        self._tenure_errors = 0
+        self.last_error: str | None = None
+        self.quarantine_reason: str | None = None
+        self.swaps = 0
+        self.last_swap: SwapReport | None = None
+        self.order_seq = 1
+        self.interrupted = False
+        self._requests: deque[Request] = deque()
+        self._scheduled: deque[tuple[int, Request]] = deque()
+        self._serving = False
+        self._measure_latency = measure_latency
+        #: Smoothed receive-to-dispatch latency of market events, in ns (None before any).
+        self.latency_ns: int | None = None
+        self.scope = trio.CancelScope()
+        self.finished = trio.Event()
+
+    # --- read-only face ---------------------------------------------------------
+
+    @property
+    def strategy(self) -> Any:
+        return self._host.strategy
+
+    @property
+    def host(self) -> StrategyHost:
+        return self._host
+
+    @property
+    def language(self) -> str:
+        return self._host.language
+
+    @property
+    def source_hash(self) -> str:
+        return self._host.source_hash
+
+    @property
+    def quarantined(self) -> bool:
+        return self.state is SlotState.QUARANTINED
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    @property
+    def wants_bars(self) -> bool:
+        return self._host.wants_bars
+
+    @property
+    def dropped(self) -> int:
+        return self.queue.dropped
+
+    @property
+    def queue_depth(self) -> int:
+        return self.queue.depth
+
+    @property
+    def errors_left(self) -> int | None:
+        """Errors the current strategy may still raise before quarantine (None: no limit)."""
+        return max(0, self.max_errors - self._tenure_errors) if self.max_errors else None
+
+    @property
+    def idle(self) -> bool:
+        q = self.queue
+        return (q.consumed >= q.enqueued and not self._requests and not self._serving
+                and not (self._scheduled and self._scheduled[0][0] <= self.market_dispatched))
+
+    def _become(self, state: SlotState) -> None:
+        self.state = transition(self.state, state, self.index)
+
+    def __repr__(self) -> str:
+        return (f"<Slot {self.index} {self.language} {self._host.name} "
+                f"state={self.state} dispatched={self.dispatched}>")
+
+    # --- intents (from ctx and the JS host): checked once here for every host -----------
+
+    def submit_order(self, symbol: str, side: Side, order_type: OrderType, qty: Any, price: Any,
+                     order_id: str | None = None) -> str:
+        ctx = self.ctxs.get(symbol) if isinstance(symbol, str) else None
+        if ctx is None:
+            raise OrderError(f"slot {self.index} does not watch {symbol!r}; it can only trade {sorted(self.ctxs)}")
+        if side not in SIDES:
+            raise OrderError(f"order side must be 'buy' or 'sell', got {side!r}")
+        if order_type not in ORDER_TYPES:
+            raise OrderError(f"order type must be 'market' or 'limit', got {order_type!r}")
+        q = to_decimal(qty, "qty")
+        if q <= 0:
+            raise OrderError(f"order qty must be > 0, got {qty!r}")
+        p = None
+        if order_type == "limit":
+            p = to_decimal(price, "price")
+            if p <= 0:
+                raise OrderError(f"limit price must be > 0, got {price!r}")
+        if order_id is None:
+            order_id = f"{self.index}-{self.order_seq}"
+            self.order_seq += 1
+        else:
+            prefix, _, n = order_id.partition("-")
+            if prefix != str(self.index) or not n.isdigit() or int(n) < self.order_seq:
+                raise OrderError(f"order id {order_id!r} was not minted by slot {self.index}")
+            self.order_seq = int(n) + 1
+        self._engine.submit(Order(order_id, self.index, symbol, side, order_type, q, p, venue=ctx.venue))
+        return order_id
+
+    def cancel_order(self, order_id: str) -> None:
+        self._engine.cancel(self.index, str(order_id))
+
+    # --- errors ------------------------------------------------------------------------
+
+    def record_error(self, exc: BaseException, event: Event | None = None, where: str = "") -> None:
+        self.errors += 1
+        self._tenure_errors += 1
+        self.last_error = describe_exception(exc)
+        what = where or (f"on {type(event).__name__.lower()} {event!r}" if event is not None else "")
+        log.error("slot %d (%s) raised %s: %s", self.index, self._host.describe(), what, self.last_error,
+                  exc_info=exc if self._tenure_errors <= 3 else None)
+        self._engine.strategy_error(self.index, f"{what}: {self.last_error}" if what else self.last_error)
+        if self.max_errors and self._tenure_errors >= self.max_errors and self.state is SlotState.RUNNING:
+            self.quarantine(f"{self._tenure_errors} errors; last: {self.last_error}")
+
+    def quarantine(self, reason: str) -> None:
+        """Stop delivering events to this slot until a new strategy is swapped in."""
+        if self.state not in (SlotState.STARTING, SlotState.RUNNING, SlotState.SWAPPING):
+            return
+        self._become(SlotState.QUARANTINED)
+        self.quarantine_reason = reason
+        self.interrupted = True
+        log.warning("slot %d quarantined: %s", self.index, reason)
+        self._engine.progress()
+
+    # --- requests ----------------------------------------------------------------------
+
+    def request(self, req: Request) -> None:
+        self._requests.append(req)
+        self.interrupted = True
+        self.queue.wake()
+
+    def schedule(self, at_market_event: int, req: Request) -> None:
+        """Perform ``req`` once exactly ``at_market_event`` market events were dispatched."""
+        self._scheduled.append((at_market_event, req))
+        self._scheduled = deque(sorted(self._scheduled, key=lambda x: x[0]))
+        if self._take_due_schedule():
+            self.queue.wake()
+
+    def _take_due_schedule(self) -> bool:
+        due = False
+        while self._scheduled and self._scheduled[0][0] <= self.market_dispatched:
+            self._requests.append(self._scheduled.popleft()[1])
+            self.interrupted = due = True
+        return due
+
+    # --- the dispatch task -------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            with self.scope:
+                await self._start_first()
+                await self._loop()
+        finally:
+            self.finished.set()
+            self._engine.progress()
+
+    async def _start_first(self) -> None:
+        self._host.attach(self)
+        try:
+            await self._host.start()
+        except Exception as exc:
+            self.record_error(exc, where="in on_start")
+            self.quarantine(f"on_start raised {describe_exception(exc)}")
+        else:
+            if self.state is SlotState.STARTING:
+                self._become(SlotState.RUNNING)
+        self.interrupted = bool(self._requests) or self.state is not SlotState.RUNNING
+
+    async def _loop(self) -> None:
+        queue = self.queue
+        recv = queue.recv
+        engine = self._engine
+        while True:
+            if self._requests:
+                await self._serve_requests()
+                if not self.active:
+                    return
+                continue
+            try:
+                batch = recv.receive_nowait()
+            except trio.WouldBlock:
+                queue.waiting = True
+                try:
+                    batch = await recv.receive()
+                except trio.EndOfChannel:
+                    return
+                finally:
+                    queue.waiting = False
+            except trio.EndOfChannel:
+                return
+            if batch is WAKE:
+                continue
+            n = len(batch)
+            i = 0
+            is_market = type(batch) is not OrderBatch
+            while i < n:
+                if self.state is not SlotState.RUNNING:
+                    break
+                end = n
+                if is_market and self._scheduled:
+                    # A swap pinned to a market-event count (tape replay) lands exactly there.
+                    end = min(n, i + max(0, self._scheduled[0][0] - self.market_dispatched))
+                if end > i:
+                    j = await self._host.dispatch(batch if end == n else batch[:end], i)
+                    self.dispatched += j - i
+                    if is_market:
+                        self.market_dispatched += j - i
+                    i = j
+                self._take_due_schedule()
+                if self.interrupted and self._requests:
+                    await self._serve_requests()
+                    if not self.active:
+                        queue.consumed += n
+                        return
+                elif i < n and self.state is SlotState.RUNNING:  # spurious stop: carry on
+                    self.interrupted = False
+            queue.consumed += n
+            if is_market and n and self._measure_latency:
+                received = getattr(batch[-1], "recv_ts_ns", 0)  # a bar has no receive time
+                if received:
+                    # Receive (stamped by the connector on the engine's clock) to delivered, for the
+                    # last event of the batch: a cheap, honest view of the live path.
+                    lat = engine.clock.wall_ns() - received
+                    self.latency_ns = lat if self.latency_ns is None else (self.latency_ns * 7 + lat) // 8
+            engine.progress()
+
+    async def _serve_requests(self) -> None:
+        self._serving = True
+        try:
+            while self._requests:
+                req = self._requests.popleft()
+                try:
+                    if req.kind is RequestKind.SWAP:
+                        await self._swap(req)
+                    else:
+                        await self._remove()
+                finally:
+                    req.done.set()
+                if not self.active:
+                    for rest in self._requests:
+                        rest.fail(SwapError(f"slot {self.index} was removed before this request ran"))
+                    self._requests.clear()
+                    break
+            self.interrupted = bool(self._requests) or self.state is not SlotState.RUNNING
+        finally:
+            self._serving = False
+        self._engine.progress()
+
+    async def _swap(self, req: Request) -> None:
+        old, new = self._host, req.host
+        assert new is not None
+        t0 = trio.current_time()
+        prev_state = self.state
+        self._become(SlotState.SWAPPING)
+        stop_error: str | None = None
+        try:
+            await old.stop()
+        except Exception as exc:
+            stop_error = describe_exception(exc)
+            self.record_error(exc, where="in on_stop during a swap")
+        new.attach(self)
+        self._host = new
+        try:
+            await new.start()
+            if req.warmup:
+                await warm_up(new, self, self._engine.recent_events(self.watch, req.warmup))
+        except Exception as exc:
+            await self._restore(old, prev_state)
+            err = SwapError(
+                f"slot {self.index}: the new strategy's on_start raised {describe_exception(exc)}; "
+                f"the old strategy was put back and keeps receiving events"
+            )
+            err.__cause__ = exc
+            req.error = err
+            log.error("%s", err)
+            return
+        self._become(SlotState.RUNNING)
+        self.quarantine_reason = None
+        self._tenure_errors = 0
+        self.swaps += 1
+        engine = self._engine
+        report = SwapReport(
+            self.index, self.dispatched, self.market_dispatched, engine.published, engine.market_events,
+            old.source_hash, new.source_hash, old.language, new.language, trio.current_time() - t0, stop_error,
+        )
+        self.last_swap = report
+        req.report = report
+        engine.swapped(self.index, report, old.info, new.info)
+
+    async def _restore(self, old: StrategyHost, prev_state: SlotState) -> None:
+        """Put the old strategy back after a failed swap; its on_start runs again."""
+        self._host = old
+        old.attach(self)
+        try:
+            await old.start()
+        except Exception as exc:
+            self.record_error(exc, where="in on_start while restoring after a failed swap")
+            self.quarantine(f"restored strategy's on_start raised {describe_exception(exc)}")
+        else:
+            self._become(prev_state)
+
+    async def _remove(self) -> None:
+        try:
+            await self._host.stop()
+        except Exception as exc:
+            self.record_error(exc, where="in on_stop during removal")
+        self._become(SlotState.REMOVED)
+        self.queue.close()
+
+    async def close(self) -> None:
+        """The runner is closing: give the strategy its on_stop (the dispatch task is already gone)."""
+        for req in [*self._requests, *(r for _, r in self._scheduled)]:
+            req.fail(SwapError(f"slot {self.index}: the runner closed before this request ran"))
+        self._requests.clear()
+        self._scheduled.clear()
+        if not self.active:
+            return
+        try:
+            await self._host.stop()
+        except Exception as exc:
+            self.record_error(exc, where="in on_stop at shutdown")
+        self._become(SlotState.CLOSED)

@@ -1,0 +1,182 @@
+"""One strategy loader, for Python and JavaScript, from a file or from a recorded source.
+
+Everything that builds a strategy goes through here: a config's slots, the
+control socket's ``swap`` and ``add``, ``--reload``, and a replay rebuilding
+what a tape recorded. A spec is ``file.py:ClassName`` (built as
+``ClassName(symbols, **params)``) or ``file.js[:factory]`` (the object the
+script registers, or ``factory(*args)``). Python source is executed as a
+fresh module every time (a reload sees the saved file; the strategy's
+recorded source is exactly the text that ran); JavaScript gets a fresh
+QuickJS context.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import traceback
+import types
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from ._core._events import parse_symbols
+from ._core._ports import StrategyRequests
+from ._core._strategy import Strategy
+from ._errors import StrategyBuildError, StrategyLoadError, describe_exception
+from .js import JsStrategy, Script
+
+Language = Literal["python", "javascript"]
+
+_MODULE_IDS = itertools.count(1)
+
+
+@attrs.frozen
+class StrategySpec:
+    """A parsed ``PATH[:NAME]``: ``name`` is the class (Python) or the factory (JavaScript)."""
+
+    path: Path
+    name: str | None
+
+    @property
+    def language(self) -> Language:
+        return "javascript" if self.path.suffix == ".js" else "python"
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.name}" if self.name else str(self.path)
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """``"dir/ema.py:EmaStrategy"`` → ``("dir/ema.py", "EmaStrategy")``; ``"a.js"`` → ``("a.js", None)``."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head and tail and not tail.endswith((".py", ".js")) and "/" not in tail:
+        return head, tail
+    return spec, None
+
+
+def parse_spec(spec: str, base_dir: Path | None = None) -> StrategySpec:
+    """Parse ``"py_strategies/ema.py:EmaStrategy"`` or ``"js_strategies/ema.js[:factory]"`` naming a file."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise StrategyLoadError(f'a strategy is "file.py:ClassName" or "file.js[:factory]", got {spec!r}')
+    path_text, name = split_spec(spec)
+    path = Path(path_text).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    if path.suffix not in (".py", ".js"):
+        raise StrategyLoadError(f"{spec!r}: a strategy file ends in .py or .js")
+    if path.suffix == ".py" and not name:
+        raise StrategyLoadError(f'{spec!r}: name the strategy class, e.g. "{path_text}:MyStrategy"')
+    if not path.is_file():
+        raise StrategyLoadError(f"{path}: no such strategy file")
+    return StrategySpec(path.resolve(), name)
+
+
+def load_strategy(
+    spec: StrategySpec,
+    symbols: Sequence[str],
+    params: dict[str, Any] | None = None,
+    args: Sequence[Any] = (),
+    *,
+    state_dir: Path | None = None,
+    requests: StrategyRequests | None = None,
+) -> Any:
+    """Read ``spec``'s file afresh and build the strategy for ``symbols``.
+
+    Raises:
+        StrategyLoadError: the file does not read, import or compile (the
+            message gives the file and line), the class or factory does not
+            exist, or building the strategy raised.
+    """
+    try:
+        text = spec.path.read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as exc:
+        raise StrategyLoadError(f"cannot read strategy file {spec.path}: {describe_exception(exc)}") from None
+    return _build(spec.language, str(spec.path), spec.name, text, symbols, params or {}, args,
+                  state_dir=state_dir or spec.path.parent / "state", requests=requests)
+
+
+def rebuild_strategy(language: str, spec: str, source: str, params: dict[str, Any], *, state_dir: Path) -> Any:
+    """Build a strategy from what a tape or bundle recorded: its language, spec, source and parameters.
+
+    ``params`` are the recorded ones: the symbols, then the constructor's
+    keyword arguments (Python) or the factory and its arguments (JavaScript).
+    """
+    params = dict(params)
+    symbols = params.pop("symbols", None)
+    if not symbols:
+        raise StrategyLoadError(f"{spec}: the recorded parameters lack the strategy's symbols")
+    path, name = split_spec(spec)
+    if language == "python":
+        if not name:
+            raise StrategyLoadError(f"{spec}: the recorded spec does not name the strategy class")
+        return _build("python", path, name, source, symbols, params, (), state_dir=state_dir, requests=None)
+    if language == "javascript":
+        factory = params.get("factory")
+        return _build("javascript", path or "<recorded>", factory if isinstance(factory, str) else None, source,
+                      symbols, {}, params.get("args") or (), state_dir=state_dir, requests=None)
+    raise StrategyLoadError(f"{spec}: unknown strategy language {language!r}")
+
+
+def _build(language: str, path: str, name: str | None, text: str, symbols: Sequence[str], params: dict[str, Any],
+           args: Sequence[Any], *, state_dir: Path, requests: StrategyRequests | None) -> Any:
+    if language == "javascript":
+        return _build_js(path, name, text, symbols, args, state_dir=state_dir, requests=requests)
+    assert name is not None
+    cls = strategy_class(Path(path), name, text)
+    try:
+        return cls(list(symbols), **params)
+    except Exception as exc:
+        raise StrategyBuildError(f"{path}:{name}: building {name}({list(symbols)!r}, **{params!r}) "
+                                f"failed: {_where(exc, path)}{describe_exception(exc)}") from exc
+
+
+def strategy_class(path: Path, name: str, text: str | None = None) -> type[Strategy]:
+    """Execute ``text`` (default: the file's) as a fresh module and return its ``name`` class.
+
+    The module is not ``__main__``, so an ``if __name__ == "__main__":`` block
+    of the file does not run.
+    """
+    if text is None:
+        text = path.read_text(encoding="utf-8")
+    module = types.ModuleType(f"flox_strategy_{path.stem}_{next(_MODULE_IDS)}")
+    module.__file__ = str(path)
+    # The host records exactly this text as the strategy's source.
+    module.__dict__["__flox_source__"] = text
+    sys.modules[module.__name__] = module  # so classes defined there can be inspected and pickled
+    try:
+        exec(compile(text, str(path), "exec"), module.__dict__)
+    except SyntaxError as exc:
+        raise StrategyLoadError(f"{exc.filename or path}:{exc.lineno}: syntax error: {exc.msg}") from exc
+    except Exception as exc:
+        raise StrategyLoadError(f"{path}: import failed: {_where(exc, str(path))}{describe_exception(exc)}") from exc
+    cls = module.__dict__.get(name)
+    if cls is None:
+        raise StrategyLoadError(f"{path}: defines no {name!r}; check the class name after ':'")
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise StrategyLoadError(f"{path}:{name} is not a flox_trio.Strategy subclass")
+    return cls
+
+
+def _build_js(path: str, name: str | None, text: str, symbols: Sequence[str], args: Sequence[Any], *,
+              state_dir: Path, requests: StrategyRequests | None) -> JsStrategy:
+    refs = parse_symbols(list(symbols))
+    try:
+        script = Script(text, path=path, state_dir=state_dir, requests=requests, sym=refs[0].symbol)
+        strategy = script.call(name, *args) if name else script.registered
+    except StrategyLoadError:
+        raise
+    except Exception as exc:
+        raise StrategyLoadError(f"{path}{':' + name if name else ''}: {describe_exception(exc)}") from exc
+    got = {s.symbol for s in parse_symbols(strategy.symbols)}
+    want = {s.symbol for s in refs}
+    if got != want:
+        raise StrategyLoadError(f"{path}: the script's strategy watches {sorted(got)}, the slot {sorted(want)}")
+    return strategy
+
+
+def _where(exc: BaseException, path: str) -> str:
+    """``"file:line: "`` of the deepest frame of ``exc`` inside ``path``, if any."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == path]
+    return f"{path}:{frames[-1].lineno}: " if frames else ""

@@ -1,0 +1,266 @@
+"""An engine built from a run config: the feed, the executor stack, the slots, the tape, control, metrics, reload.
+
+    async with flox.app.open_engine(flox.config.load_config("examples/sim_ema.toml")) as engine:
+        ...                      # engine.runner, engine.control_socket, engine.metrics_port
+        await engine.stopped()   # until engine.stop() (a signal, a test)
+
+This is what ``flox-trio run`` does; the command line only parses arguments
+and prints.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from .._core._ports import Feed
+from .._core._runner import Runner
+from .._core._status import RunnerStatus
+from .._errors import ConfigError, FloxError, StrategyBuildError, StrategyLoadError
+from .._loader import StrategySpec, load_strategy, parse_spec
+from .._runner import open_runner
+from ..config import Config, LimitsConfig
+from ..connectors import Binance, Bybit
+from ..control import serve_control, serve_metrics
+from ..execution import Limits, PaperSettings, RiskLimits, RiskSettings, build_executor
+from ..sim import open_simulator
+
+log = logging.getLogger("flox_trio.app")
+
+
+# --- venues and executors --------------------------------------------------------------
+
+
+@asynccontextmanager
+async def open_venue_feed(config: Config) -> AsyncIterator[Feed]:
+    """The market-data feed for ``config.venue``: the one place venues are constructed.
+
+    ``sim``: the embedded simulator on loopback, reached through a Binance
+    connector; ``binance`` / ``bybit``: the connectors with the configured URLs.
+    """
+    venue = config.venue
+    symbols = list(config.symbols)
+    options: dict[str, Any] = {} if venue.channels is None else {"channels": venue.channels}
+    if venue.name == "sim":
+        async with open_simulator(symbols=symbols, rate=venue.sim_rate) as simulator:
+            yield Binance(symbols, ws_url=simulator.binance_ws_url, rest_url=simulator.binance_rest_url, **options)
+        return
+    if venue.ws_url is not None:
+        options["ws_url"] = venue.ws_url
+    if venue.name == "binance":
+        if venue.rest_url is not None:
+            options["rest_url"] = venue.rest_url
+        yield Binance(symbols, **options)
+    else:
+        yield Bybit(symbols, **options)
+
+
+def _limits(cfg: LimitsConfig) -> Limits:
+    return Limits(cfg.max_order_qty, cfg.max_position, cfg.max_orders_per_second)
+
+
+def executor_settings(config: Config) -> RiskSettings:
+    """The paper executor behind risk controls (the kill switch is always there), as the config says."""
+    ex = config.executor
+    limits = RiskLimits(
+        per_slot=_limits(config.risk.slot),
+        total=_limits(config.risk.global_),
+        slots={i: _limits(s.risk) for i, s in enumerate(config.slots) if s.risk is not None},
+    )
+    return RiskSettings(limits, PaperSettings(ex.latency, ex.taker_fee, ex.maker_fee))
+
+
+# --- the engine ----------------------------------------------------------------------------
+
+
+@attrs.define
+class Binding:
+    """What a slot was built from, so ``--reload`` can build it again."""
+
+    spec: StrategySpec
+    symbols: tuple[str, ...]
+    params: dict[str, Any]
+    args: tuple[Any, ...] = ()
+
+
+@attrs.define(eq=False)
+class Engine:
+    """A running engine: the runner, how each slot was built, and where its files live."""
+
+    runner: Runner
+    config: Config
+    bindings: dict[int, Binding] = attrs.Factory(dict)
+    #: The control socket the engine serves.
+    control_socket: Path | None = None
+    #: The port Prometheus metrics are served on, when enabled.
+    metrics_port: int | None = None
+    started_at: float = 0.0
+    _stop: trio.Event = attrs.Factory(trio.Event)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config.path(self.config.state_dir)
+
+    def stop(self) -> None:
+        """Ask the engine to stop: ``open_engine``'s body returns from ``stopped()``."""
+        self._stop.set()
+
+    async def stopped(self) -> None:
+        await self._stop.wait()
+
+    def build(self, binding: Binding) -> Any:
+        return load_strategy(binding.spec, binding.symbols, binding.params, binding.args,
+                             state_dir=self.state_dir, requests=self.runner.strategy_requests())
+
+    def on_control_change(self, index: int, request: dict[str, Any] | None) -> None:
+        """Keep bindings in step with control-socket swaps, adds and removes."""
+        if request is None:
+            self.bindings.pop(index, None)
+            return
+        try:
+            spec = parse_spec(request["path"], self.config.base_dir)
+        except (FloxError, KeyError):  # pragma: no cover - the server parsed it already
+            return
+        symbols = tuple(str(s) for s in self.runner.slots[index].symbols)
+        self.bindings[index] = Binding(spec, symbols, dict(request.get("params") or {}),
+                                       tuple(request.get("args") or ()))
+
+    async def reload(self, changed: Iterable[Path]) -> list[tuple[int, str]]:
+        """Rebuild and swap every slot built from a changed file.
+
+        A file that fails to import, compile or build is logged with its file
+        and line and leaves the running strategy in place. Returns
+        ``(slot, outcome)`` pairs, outcome "swapped" or the error message.
+        """
+        paths = {Path(p).resolve() for p in changed}
+        outcomes: list[tuple[int, str]] = []
+        broken: dict[Path, str] = {}
+        for index, binding in sorted(self.bindings.items()):
+            if binding.spec.path not in paths or not self.runner.slots[index].active:
+                continue
+            if binding.spec.path in broken:
+                outcomes.append((index, broken[binding.spec.path]))
+                continue
+            try:
+                strategy = self.build(binding)
+            except StrategyLoadError as exc:
+                msg = str(exc)
+                if not isinstance(exc, StrategyBuildError):  # the file itself is broken, for every slot
+                    broken[binding.spec.path] = msg
+                log.error("reload of slot %d skipped, the running strategy stays: %s", index, msg)
+                outcomes.append((index, msg))
+                continue
+            try:
+                report = await self.runner.replace_strategy(index, strategy)
+            except FloxError as exc:
+                log.error("reload of slot %d refused, the running strategy stays: %s", index, exc)
+                outcomes.append((index, str(exc)))
+                continue
+            log.info("reloaded slot %d from %s (%s -> %s)", index, binding.spec.path,
+                     report.old_hash[:8], report.new_hash[:8])
+            outcomes.append((index, "swapped"))
+        return outcomes
+
+    async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Reload on save: watch the directories of every strategy file (``--reload``)."""
+        import watchfiles
+
+        dirs = sorted({str(b.spec.path.parent) for b in self.bindings.values()})
+        if not dirs:
+            task_status.started()
+            return
+        log.info("watching %s for strategy changes", ", ".join(dirs))
+        task_status.started()
+        async for changes in watchfiles.awatch(*dirs, debounce=200, step=50):
+            changed = [Path(p) for kind, p in changes if kind != watchfiles.Change.deleted]
+            if changed:
+                await self.reload(changed)
+
+    def summary(self) -> EngineSummary:
+        """The engine's status now, with its uptime and every order's fate (what ``run`` prints at the end)."""
+        orders = tuple((o.order_id, o.slot, o.status) for o in self.runner.executor.orders())
+        return EngineSummary(self.runner.status(), trio.current_time() - self.started_at, orders)
+
+
+@attrs.frozen
+class EngineSummary:
+    status: RunnerStatus
+    uptime_s: float
+    #: (order id, slot, status) of every order the executor still knows.
+    orders: tuple[tuple[str, int, str], ...]
+
+
+def _bindings(config: Config) -> list[Binding]:
+    out = []
+    for i, slot in enumerate(config.slots):
+        try:
+            spec = parse_spec(slot.strategy, config.base_dir)
+        except StrategyLoadError as exc:
+            raise ConfigError(f"slots[{i}].strategy: {exc}") from None
+        out.append(Binding(spec, config.slot_symbols(slot), dict(slot.params), slot.args))
+    return out
+
+
+@asynccontextmanager
+async def open_engine(config: Config, *, reload: bool = False, feed: Feed | None = None) -> AsyncIterator[Engine]:
+    """Run the engine ``config`` describes for the duration of the ``async with`` body.
+
+    ``feed`` overrides the configured venue (tests, embedding). Every strategy
+    is built before anything starts, so a broken file fails the start at
+    once and cleanly (``ConfigError`` naming the slot).
+    """
+    bindings = _bindings(config)
+    state_dir = config.path(config.state_dir)
+    strategies = []
+    for i, (binding, slot) in enumerate(zip(bindings, config.slots, strict=True)):
+        try:
+            strategies.append(load_strategy(binding.spec, binding.symbols, binding.params, binding.args,
+                                            state_dir=state_dir))
+        except StrategyLoadError as exc:
+            raise ConfigError(f"slots[{i}].strategy = {slot.strategy!r}: {exc}") from None
+    tape = str(config.path(config.tape)) if config.tape else None
+    executor = build_executor(executor_settings(config))
+    async with _feed_or(config, feed) as the_feed, open_runner(
+        the_feed, executor, tape=tape, max_errors=config.max_errors, drain=False
+    ) as runner:
+        engine = Engine(runner, config, started_at=trio.current_time())
+        for binding, slot, strategy in zip(bindings, config.slots, strategies, strict=True):
+            index = runner.add_strategy(strategy, max_errors=slot.max_errors)
+            engine.bindings[index] = binding
+        async with trio.open_nursery() as nursery:
+            engine.control_socket = await nursery.start(
+                lambda task_status: serve_control(
+                    runner, config.path(config.run_dir), base_dir=Path.cwd(), state_dir=engine.state_dir,
+                    on_change=engine.on_control_change, task_status=task_status,
+                )
+            )
+            log.info("engine running: %d slots, control socket %s", len(config.slots), engine.control_socket)
+            if config.metrics_port is not None:
+                engine.metrics_port = await nursery.start(serve_metrics, runner, config.metrics_port)
+            if reload:
+                await nursery.start(engine.watch)
+            yield engine
+            nursery.cancel_scope.cancel(reason="engine stopping")
+
+
+async def record(config: Config, out: Path, duration: float) -> RunnerStatus:
+    """Record ``config``'s venue (its symbols, no strategies) to the tape ``out`` for ``duration`` seconds."""
+    executor = build_executor(executor_settings(config))
+    async with open_venue_feed(config) as feed, open_runner(feed, executor, tape=str(out), drain=False) as runner:
+        await trio.sleep(duration)
+        return runner.status()
+
+
+@asynccontextmanager
+async def _feed_or(config: Config, feed: Feed | None) -> AsyncIterator[Feed]:
+    if feed is not None:
+        yield feed
+        return
+    async with open_venue_feed(config) as venue_feed:
+        yield venue_feed

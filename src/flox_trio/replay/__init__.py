@@ -1,0 +1,20 @@
+"""Replays and bundles, above the runner: a tape run again, swaps included, and checked against what it gave before.
+
+    result = flox.replay.replay_tape("runs/today.tape")
+    flox.replay.pack_bundle("runs/today.tape", "today.tar")
+    flox.replay.validate_bundle("today.tar").ok
+"""
+
+from ._bundle import Validation as Validation
+from ._bundle import is_bundle as is_bundle
+from ._bundle import pack_bundle as pack_bundle
+from ._bundle import tape_of as tape_of
+from ._bundle import validate_bundle as validate_bundle
+from ._replay import RecordedStrategy as RecordedStrategy
+from ._replay import ReplayPlan as ReplayPlan
+from ._replay import ReplayResult as ReplayResult
+from ._replay import plan_from_tape as plan_from_tape
+from ._replay import replay_tape as replay_tape
+
+__all__ = ["RecordedStrategy", "ReplayPlan", "ReplayResult", "Validation", "is_bundle", "pack_bundle",
+           "plan_from_tape", "replay_tape", "tape_of", "validate_bundle"]

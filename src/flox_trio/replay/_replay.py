@@ -1,0 +1,151 @@
+"""Deterministic replay of a tape: the recorded market data, strategies, executor stack and swaps, run again.
+
+A replay rebuilds every strategy from the source recorded with it and the
+executor stack from its recorded settings (risk limits included), feeds the
+tape's market batches through a runner in lockstep, on a clock that is the
+events' own time, and performs each recorded swap at the slot's recorded
+market event. Two replays of one tape produce byte-identical outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+import trio.testing
+
+from .._core._clock import EventClock
+from .._core._convert import converter
+from .._core._events import Event
+from .._core._status import ExecutorSettings, RunnerStatus
+from .._errors import TapeError
+from .._loader import rebuild_strategy
+from .._runner import open_runner
+from ..execution import PaperSettings, build_executor, run_outputs
+from ..tape import TapeFeed, TapeReader
+
+log = logging.getLogger("flox_trio.replay")
+
+
+@attrs.frozen
+class RecordedStrategy:
+    """How to build one strategy again: its language, source text, spec and parameters."""
+
+    language: str
+    source: str
+    spec: str
+    params: dict[str, Any]
+
+    @property
+    def source_hash(self) -> str:
+        return hashlib.sha256(self.source.encode()).hexdigest()
+
+    def build(self, state_dir: Path) -> Any:
+        return rebuild_strategy(self.language, self.spec, self.source, self.params, state_dir=state_dir)
+
+
+@attrs.frozen
+class ReplayPlan:
+    """The slots to add at the start, the swaps to perform, and the executor stack, as recorded."""
+
+    slots: list[tuple[int, RecordedStrategy]]
+    #: (slot, the slot's market-event count at the swap, the new strategy)
+    swaps: list[tuple[int, int, RecordedStrategy]]
+    executor: ExecutorSettings
+    bar_intervals: tuple[float, ...]
+
+
+def executor_settings(meta: dict[str, Any], where: str) -> ExecutorSettings:
+    raw = meta.get("executor")
+    if raw is None:
+        return PaperSettings()
+    try:
+        settings: ExecutorSettings = converter.structure(raw, ExecutorSettings)
+    except Exception as exc:
+        raise TapeError(f"{where}: the recorded executor settings are unreadable ({exc}); "
+                        "the tape was written by another flox-trio") from None
+    return settings
+
+
+def plan_from_tape(path: str | Path) -> ReplayPlan:
+    reader = TapeReader(path)
+    slots: list[tuple[int, RecordedStrategy]] = []
+    swaps: list[tuple[int, int, RecordedStrategy]] = []
+    for rec in reader.slot_records():
+        if rec.action != "add":
+            continue
+        if rec.source is None:
+            raise TapeError(f"{path}: slot {rec.slot} was recorded without its strategy source; cannot replay it")
+        slots.append((rec.slot, RecordedStrategy(rec.language, rec.source, rec.spec or "", dict(rec.params))))
+    for sw in reader.swaps():
+        if sw.new_source is None:
+            raise TapeError(f"{path}: the swap in slot {sw.slot} at event {sw.seq} has no recorded source")
+        new_params = dict(sw.params.get("new", {}))
+        swaps.append((sw.slot, sw.slot_market_event,
+                      RecordedStrategy(sw.new_language, sw.new_source, sw.new_spec or "", new_params)))
+    meta = reader.meta
+    return ReplayPlan(slots, swaps, executor_settings(meta, str(path)),
+                      tuple(meta.get("bar_intervals", (60.0,))))
+
+
+@attrs.frozen
+class ReplayResult:
+    outputs: dict[str, Any]
+    status: RunnerStatus
+    events: int
+    swaps: int
+
+
+async def _replay(tape: Path, plan: ReplayPlan, state_dir: Path,
+                  progress: Callable[[int], None] | None) -> ReplayResult:
+    executor = build_executor(plan.executor, ack_clock="events", history=None)
+    clock = EventClock()
+
+    def before_publish(batch: list[Event]) -> None:
+        clock.observe(batch)
+        if progress is not None:
+            progress(len(batch))
+
+    feed = TapeFeed(tape, on_batch=before_publish)
+    handles = []
+    async with open_runner(feed, executor, lockstep=True, bar_intervals=plan.bar_intervals,
+                           clock=clock) as runner:
+        for expected_index, spec in plan.slots:
+            index = runner.add_strategy(spec.build(state_dir))
+            if index != expected_index:
+                raise TapeError(f"{tape}: slots were recorded out of order (slot {expected_index} became {index})")
+        for slot, at, spec in plan.swaps:
+            handles.append(runner.schedule_replace(slot, spec.build(state_dir), at))
+    for h in handles:
+        if not h.done:
+            raise TapeError(f"{tape}: a recorded swap was not reached by the replay")
+        await h
+    return ReplayResult(run_outputs(executor), runner.status(), feed.published, len(handles))
+
+
+def replay_tape(tape: str | Path, *, plan: ReplayPlan | None = None, state_dir: str | Path | None = None,
+                progress: Callable[[int], None] | None = None) -> ReplayResult:
+    """Replay ``tape`` on the events' own time and return its outputs.
+
+    The replay runs in a fresh temporary working directory (and JavaScript
+    strategies get a fresh state directory), so files a strategy keeps under
+    relative paths start empty every time: two replays see the same world.
+    Strategies that write absolute paths make replays depend on those files.
+    """
+    tape = Path(tape).resolve()
+    plan = plan or plan_from_tape(tape)
+    with tempfile.TemporaryDirectory(prefix="flox-replay-") as tmp:
+        sdir = Path(state_dir) if state_dir is not None else Path(tmp) / "js-state"
+        cwd = os.getcwd()
+        os.chdir(tmp)
+        try:
+            return trio.run(_replay, tape, plan, sdir, progress, clock=trio.testing.MockClock(autojump_threshold=0))
+        finally:
+            os.chdir(cwd)

@@ -1,0 +1,98 @@
+"""A replay reproduces the live run's stack and a report places swaps on the session's clock."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio.testing
+
+import flox_trio as flox
+from flox_trio.execution import Limits, RiskLimits, run_outputs
+from flox_trio.replay import replay_tape
+from flox_trio.report import build_report
+
+BASE_NS = 1_700_000_000_000_000_000
+
+
+class Buyer(flox.Strategy):
+    """Buys ``qty`` on every ``every``-th trade: some orders within the risk limits, some beyond them."""
+
+    def __init__(self, symbols: Any, qty: float = 1.0, every: int = 5) -> None:
+        super().__init__(symbols, qty=qty, every=every)
+        self.qty, self.every, self.n = qty, every, 0
+
+    def on_trade(self, ctx: flox.Context, trade: flox.Trade) -> None:
+        self.n += 1
+        if self.n % self.every == 0:
+            ctx.market_buy(self.qty if self.n % (2 * self.every) else self.qty * 3)
+
+
+def trades(n: int, symbols: tuple[str, ...] = ("BTCUSDT",), step_ns: int = 100_000_000) -> list[flox.Trade]:
+    out = []
+    for i in range(n):
+        ts = BASE_NS + i * step_ns
+        out.append(flox.Trade(symbols[i % len(symbols)], 100.0 + i % 7, 1.0, "sell", str(i), ts, ts))
+    return out
+
+
+async def record_with_risk(tape: Path) -> list[tuple[str, str, str]]:
+    limits = RiskLimits(per_slot=Limits(max_order_qty=Decimal(2), max_orders_per_second=2))
+    executor = flox.RiskExecutor(flox.PaperExecutor(latency=0.01), limits)
+    feed = flox.feeds.ListFeed(trades(400), batch_size=1, pace=True)
+    async with flox.open_runner(feed, executor, tape=str(tape)) as runner:
+        runner.add_strategy(Buyer(["BTCUSDT"], qty=1.0, every=2))
+    return [(o.order_id, o.status, o.reason) for o in executor.orders() if o.status == "rejected"]
+
+
+def test_a_replay_rebuilds_the_risk_layer_that_refused_live_orders(tmp_path: Path) -> None:
+    tape = tmp_path / "risk.tape"
+    live = trio.run(record_with_risk, tape, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert any("max order size" in r for _, _, r in live) and any("rate limit" in r for _, _, r in live)
+    replayed = replay_tape(tape)
+    assert isinstance(replayed.status.executor, flox.execution.RiskStatus)
+    again = [(o["order_id"], o["status"], o["reason"]) for o in replayed.outputs["orders"]
+             if o["status"] == "rejected"]
+    assert again == live
+    assert replay_tape(tape).outputs == replayed.outputs
+
+
+async def record_two_symbols(tape: Path) -> flox.SwapReport:
+    # BTC and ETH interleave; the slot watches BTC only, so its own count runs at half the session's.
+    feed = flox.feeds.ListFeed(trades(1000, ("BTCUSDT", "ETHUSDT")), batch_size=1, pace=True)
+    async with flox.open_runner(feed, tape=str(tape)) as runner:
+        slot = runner.add_strategy(Buyer(["BTCUSDT"], every=50))
+        runner.add_strategy(Buyer(["ETHUSDT"], every=50))
+        await trio.sleep(60)  # 600 of the 1000 events
+        report = await runner.replace_strategy(slot, Buyer(["BTCUSDT"], every=40))
+    return report
+
+
+def test_the_report_marks_a_swap_at_its_time_in_the_session_with_several_symbols(tmp_path: Path) -> None:
+    tape = tmp_path / "two.tape"
+    report = trio.run(record_two_symbols, tape, clock=trio.testing.MockClock(autojump_threshold=0))
+    (swap,) = flox.tape.TapeReader(tape).swaps()
+    assert swap.slot_market_event == report.at_market_event
+    assert swap.at_market_event == report.global_market_event
+    assert abs(swap.at_market_event - 2 * swap.slot_market_event) <= 2
+    (mark,) = build_report(tape).swaps
+    # The swap happened 60 s in, at the 600th event of the session: the mark is drawn there.
+    assert abs(mark["t"] - 60.0) <= 0.2, mark
+    assert replay_tape(tape).swaps == 1
+
+
+def test_replay_outputs_match_the_live_run_exactly_without_timing_effects(tmp_path: Path) -> None:
+    """With no latency and no rate limits a replay gives the live run's own outputs."""
+    tape = tmp_path / "exact.tape"
+
+    async def live() -> dict[str, Any]:
+        executor = flox.RiskExecutor(flox.PaperExecutor(latency=0), RiskLimits(per_slot=Limits(max_order_qty=2)))
+        async with flox.open_runner(flox.feeds.ListFeed(trades(200), batch_size=1), executor,
+                                    tape=str(tape), lockstep=True) as runner:
+            runner.add_strategy(Buyer(["BTCUSDT"], every=3))
+        return run_outputs(executor)
+
+    live_outputs = trio.run(live, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert live_outputs == replay_tape(tape).outputs
