@@ -19,7 +19,7 @@ from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_
 
 from flox_trio import Bar, Book, Trade
 from flox_trio._core._clock import TrioClock
-from flox_trio.connectors import Session
+from flox_trio.connectors import Backoff, Session
 from flox_trio.sim import Simulator, open_simulator
 
 # Fast, deterministic timing for tests; every time is virtual (autojump_clock).
@@ -168,3 +168,70 @@ def assert_same_book(client: Any, server: Any) -> None:
     assert client.seq == server.seq
     assert bids == server.bids
     assert asks == server.asks
+
+
+# --- a venue on its own: what its decoder sees of the session and the connection ------------------
+
+
+class RecordingLink:
+    """The connection a frame came on, as a venue's decoder uses it (``connectors._venue.Link``)."""
+
+    def __init__(self, connection_id: int = 1) -> None:
+        self.id = connection_id
+        self.replies: list[tuple[str | None, bool, str, str | None]] = []
+        self.pongs = 0
+        self.planned: list[str] = []
+
+    def reply(self, req_id: str | None, ok: bool, error: str, *, op_hint: Any = None) -> None:
+        self.replies.append((req_id, ok, error, op_hint))
+
+    def pong(self) -> None:
+        self.pongs += 1
+
+    def request_planned(self, reason: str) -> None:
+        self.planned.append(reason)
+
+
+class RecordingPort:
+    """The session as a venue sees it (``connectors._venue.SessionPort``), recording every call."""
+
+    def __init__(self, wanted: Sequence[str] = (), wall_ns: int = 1_700_000_000_000_000_000) -> None:
+        self.wanted = frozenset(wanted)
+        self.connection_id: int | None = 1
+        self.now_ns = wall_ns
+        self.errors: list[tuple[str, str, dict[str, Any]]] = []
+        self.gaps: list[tuple[str, str, int, int]] = []
+        self.resyncs: list[tuple[str, str, int]] = []
+        self.resync_requests: list[str] = []
+        self.late_frames = 0
+        self.queued: list[list[Any]] = []
+
+    def wall_ns(self) -> int:
+        return self.now_ns
+
+    def backoff(self) -> Backoff:
+        return Backoff(0.5, 8.0)
+
+    def error(self, what: str, detail: str = "", *, connection_id: int | None = None, **info: Any) -> None:
+        self.errors.append((what, detail, info))
+
+    def frame_error(self, link: Any, what: str, msg: str | bytes, exc: BaseException | None = None) -> None:
+        self.errors.append((what, f"{exc}", {"frame": msg}))
+
+    def gap(self, symbol: str, channel: str, expected: int, got: int) -> None:
+        self.gaps.append((symbol, channel, expected, got))
+
+    def resynced(self, symbol: str, channel: str, seq: int) -> None:
+        self.resyncs.append((symbol, channel, seq))
+
+    def late_frame(self) -> None:
+        self.late_frames += 1
+
+    def request_resync(self, symbol: str) -> None:
+        self.resync_requests.append(symbol)
+
+    def queue(self, events: list[Any]) -> None:
+        self.queued.append(events)
+
+    async def flush(self) -> None:
+        await trio.lowlevel.checkpoint()

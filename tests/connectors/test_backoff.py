@@ -147,12 +147,12 @@ async def test_nothing_listening_is_retried(autojump_clock: trio.testing.MockClo
 
 
 def test_urls_are_split_for_the_handshake() -> None:
-    from flox_trio.connectors._session import _split_url
+    from flox_trio.connectors._connection import split_url
 
-    host, port, resource, ctx = _split_url("wss://stream.binance.com:9443/stream?streams=a@trade/b@trade", None)
+    host, port, resource, ctx = split_url("wss://stream.binance.com:9443/stream?streams=a@trade/b@trade", None)
     assert (host, port, resource) == ("stream.binance.com", 9443, "/stream?streams=a@trade/b@trade")
     assert ctx is not None
-    assert _split_url("ws://127.0.0.1/v5/public/spot", None)[:3] == ("127.0.0.1", 80, "/v5/public/spot")
-    assert _split_url("wss://stream.bybit.com", None)[1:3] == (443, "/")
+    assert split_url("ws://127.0.0.1/v5/public/spot", None)[:3] == ("127.0.0.1", 80, "/v5/public/spot")
+    assert split_url("wss://stream.bybit.com", None)[1:3] == (443, "/")
     with pytest.raises(ConfigError, match="not a WebSocket URL"):
-        _split_url("https://api.binance.com", None)
+        split_url("https://api.binance.com", None)

@@ -313,3 +313,27 @@ async def test_subscribe_to_unknown_symbol(venue: str, autojump_clock: trio.test
         assert ("invalid stream" in reason) if venue == "binance" else ("Invalid symbol" in reason)
         assert feed.connect_count == 1
         assert hub.kinds("disconnect") == []
+
+
+@pytest.mark.parametrize("venue", VENUES)
+async def test_any_json_value_where_a_name_belongs_is_a_frame_error(venue: str,
+                                                                   autojump_clock: trio.testing.MockClock) -> None:
+    """A list or an object as the stream/topic/req_id is reported and skipped, never raised into the session."""
+    odd = {
+        "binance": ['{"stream":{"a":1},"data":{}}', '{"stream":["btcusdt@trade"],"data":{"e":"trade"}}'],
+        "bybit": ['{"topic":[1],"data":{}}', '{"topic":{"a":1},"data":[]}',
+                  '{"op":"subscribe","req_id":["x"],"success":true}'],
+    }[venue]
+    async with simulator(rate=10) as sim:
+        hub = RecordingHub()
+        feed = make(venue, sim)
+        async with running(feed, hub):
+            await warm(feed, hub)
+            for text in odd:
+                sim.faults.send_raw(text, venue)
+            await wait_until(lambda: feed.errors >= 2)
+            await trio.sleep(2.0)
+            await settle(sim, feed, hub, venue)
+        assert all(e["what"].startswith("unknown ") for e in hub.kinds("error"))
+        assert feed.connect_count == 1
+        assert hub.kinds("disconnect") == []

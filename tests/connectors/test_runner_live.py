@@ -56,6 +56,9 @@ async def test_slots_drive_the_connector(venue: str, autojump_clock: trio.testin
         assert status.feed.connect_count == 2
         assert status.connector_events["connect"] == 2
         assert status.connector_events["disconnect"] == 1
+        # Receive times are stamped on the engine's own clock: the latency is real, not across clocks.
+        latency = status.slots[0].latency_us
+        assert latency is not None and 0 <= latency < 1e6
         assert all(t.venue == venue and t.symbol == "BTCUSDT" for t in btc.trades)
         assert [t.trade_id for t in btc.trades] == sim.sent_trade_ids(venue, "BTCUSDT")
         assert {b.symbol for b in btc.books} == {"BTCUSDT"}

@@ -207,7 +207,9 @@ def test_symbol_specs_and_bad_arguments() -> None:
 
     sim = Simulator(symbols=[SymbolSpec("ABCUSDT", 12.5, tick=0.5, lot=1.0), "btcusdt"])
     assert sim.symbols == ("ABCUSDT", "BTCUSDT")
-    assert sim.binance_books["ABCUSDT"].sides(1)[0][0][0].endswith(".0")
+    # Each venue renders the 0.5 tick its own way: Binance with 8 decimals, Bybit spot without trailing zeros.
+    assert sim.binance_books["ABCUSDT"].sides(1)[0][0][0] == "12.00000000"
+    assert sim.bybit_books["ABCUSDT"].sides(1)[0][0][0] == "12"
     with pytest.raises(ConfigError, match="trades_per_tick"):
         Simulator(trades_per_tick=(3, 1))
     with pytest.raises(ConfigError, match="rate"):

@@ -196,7 +196,8 @@ async def test_documented_messages_decode_field_by_field(autojump_clock: trio.te
             assert book.bids == ((16493.5, 0.006), (16493.0, 0.1))
             assert book.asks == ((16611.0, 0.029), (16612.0, 0.213))
             assert book.seq == 18521288
-            assert book.exchange_ts_ns == 1672304484978 * MS
+            # The matching engine's time (cts), the clock of trades' T; not the send time (ts).
+            assert book.exchange_ts_ns == DOC_SNAPSHOT["cts"] * MS == 1672304484976 * MS
             assert book.venue == "bybit"
 
             # The documented delta continues a later book: u jumps, which is a gap. The

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 import trio
 import trio.lowlevel
@@ -154,7 +155,8 @@ async def test_status_reports_slots_and_feed(journal: list[Any]) -> None:
     # The snapshot travels as JSON (control socket) and comes back the same.
     from flox_trio._core._convert import converter
 
-    assert converter.structure(converter.unstructure(st), flox.RunnerStatus) == st
+    back = converter.structure(orjson.loads(orjson.dumps(converter.unstructure(st))), flox.RunnerStatus)
+    assert back == st and back.slots[0].state is flox.SlotState.RUNNING
 
 
 async def test_latency_is_none_for_events_not_stamped_by_this_engine(

@@ -58,12 +58,12 @@ async def _record_live_session(tape: Path, tmp: Path) -> None:
     import trio
 
     import flox_trio as flox
-    from flox_trio.cli._demo import load_py_strategy
+    from flox_trio._loader import strategy_class
 
-    ema = load_py_strategy(ROOT / "py_strategies" / "ema.py", "EmaStrategy")
+    ema = strategy_class(ROOT / "py_strategies" / "ema.py", "EmaStrategy")
     v2 = tmp / "ema_v2.py"
     v2.write_text("# v2\n" + (ROOT / "py_strategies" / "ema.py").read_text())
-    ema2 = load_py_strategy(v2, "EmaStrategy")
+    ema2 = strategy_class(v2, "EmaStrategy")
     async with flox.sim.open_simulator(seed=11, rate=200, symbols=["BTCUSDT"]) as sim:
         feed = flox.connectors.Binance(["BTCUSDT"], ws_url=sim.binance_ws_url, rest_url=sim.binance_rest_url)
         async with flox.open_runner(feed, flox.PaperExecutor(latency=0.01), tape=str(tape), drain=False) as runner:

@@ -246,7 +246,7 @@ async def test_files_written_outside_reach_on_trade_within_a_second(
     import flox_trio.js._script as script_mod
 
     clock = [1000.0]
-    monkeypatch.setattr(script_mod.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(script_mod, "real_seconds", lambda: clock[0])
     src = ("const fs = require('fs'); var seen = [];\n"
            "flox.register({symbols: [sym], onTrade: function (ctx, t) {"
            " seen.push(fs.existsSync('/limits.json') ? JSON.parse(fs.readFileSync('/limits.json')).max : null); }});")

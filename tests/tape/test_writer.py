@@ -135,7 +135,7 @@ def test_flush_interval_is_checked_on_write(tmp_path: Path, monkeypatch: pytest.
     import flox_trio.tape._writer as writer_mod
 
     now = [1000.0]
-    monkeypatch.setattr(writer_mod.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(writer_mod, "real_seconds", lambda: now[0])
     w = TapeWriter(tmp_path / "t", flush_bytes=1 << 30, flush_interval_s=0.5)
     w.write_events(0, make_trades(10))
     assert w.events_flushed == 0

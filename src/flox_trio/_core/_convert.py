@@ -9,6 +9,7 @@ subclass, and read back into it.
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
@@ -122,6 +123,8 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(int, _structure_int)
     conv.register_structure_hook(float, _structure_float)
     conv.register_structure_hook(str, _structure_str)
+    # Before str in a StrEnum's MRO, so a state comes back as the enum, not as its text.
+    conv.register_structure_hook(enum.StrEnum, lambda value, cls: cls(value))
     conv.register_structure_hook(bool, _structure_bool)
 
     def structure_tuple(value: Any, cl: Any) -> tuple[Any, ...]:

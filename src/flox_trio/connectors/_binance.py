@@ -28,9 +28,7 @@ a planned, make-before-break reconnect: no gap, no duplicate.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
@@ -40,8 +38,10 @@ import trio
 from .._core._events import Bar, Book, Event, Level, Trade
 from .._core._market import L2Book
 from .._errors import ConfigError, ConnectorError, FloxError
-from ._backoff import Backoff
-from ._session import Session, _Connection, as_int, levels, make_options
+from ._options import SessionOptions, make_options
+from ._session import Session
+from ._status import BinanceStatus
+from ._venue import Link, SessionPort, WireOp, as_int, check_ws_url, levels, load_object
 
 _DEFAULTS: dict[str, Any] = {
     # 5 incoming messages per second per connection, pongs included: stay under it.
@@ -55,6 +55,7 @@ _KLINE_INTERVALS = frozenset(["1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", 
 # Buffered diffs while a snapshot is on its way; beyond this the oldest go (the sync refetches).
 _MAX_BUFFER = 10_000
 
+#: A channel's decoder: (symbol, stream, payload, recv_ns, out).
 Handler = Callable[[str, str, dict[str, Any], int, list[Event]], None]
 
 
@@ -74,31 +75,16 @@ class _DepthState:
         self.ticker: tuple[int, Level, Level] | None = None
 
 
-class Binance(Session):
-    """Binance Spot public market data over combined streams.
+class BinanceVenue:
+    """The Binance Spot wire format and its depth-sync rules; a ``Venue`` for ``Session``."""
 
-    ``Binance(symbols, *, ws_url="wss://stream.binance.com:9443",
-    rest_url="https://api.binance.com", channels=("trade", "bookTicker", "depth"),
-    **options)``. Channels: ``trade``, ``aggTrade``, ``bookTicker``, ``depth``
-    (= ``depth@100ms``), ``depth@1000ms``, ``kline_<interval>``. Options: see
-    ``SessionOptions`` (Binance adds ``snapshot_limit`` and ``time_unit``).
-    """
-
-    venue = "binance"
-    max_topics_per_request = 200
+    name = "binance"
+    # "A single connection can listen to a maximum of 1024 streams."
     max_topics_per_connection = 1024
+    max_topics_per_request = 200
 
-    def __init__(
-        self,
-        symbols: Sequence[str] | str,
-        *,
-        ws_url: str = "wss://stream.binance.com:9443",
-        rest_url: str = "https://api.binance.com",
-        channels: Sequence[str] = ("trade", "bookTicker", "depth"),
-        **options: Any,
-    ) -> None:
-        opts = make_options("Binance", options, _DEFAULTS, venue_only=("snapshot_limit", "time_unit"))
-        super().__init__(symbols, ws_url.removesuffix("/").removesuffix("/stream").removesuffix("/ws"), opts)
+    def __init__(self, ws_url: str, rest_url: str, channels: Sequence[str], options: SessionOptions) -> None:
+        self.ws_url = check_ws_url("Binance", ws_url.removesuffix("/").removesuffix("/stream").removesuffix("/ws"))
         if not rest_url.startswith(("http://", "https://")):
             raise ConfigError(f"Binance rest_url must start with http:// or https://, got {rest_url!r}")
         self.rest_url = rest_url.rstrip("/")
@@ -108,16 +94,19 @@ class Binance(Session):
         self._streams: list[tuple[str, Handler]] = [self._channel(c) for c in self.channels]
         if not self._streams:
             raise ConfigError("Binance needs at least one channel, e.g. channels=('trade',)")
+        self._options = options
         self._has_depth = any(s.startswith("depth") for s, _ in self._streams)
-        self._ts = 1_000_000 if opts.time_unit == "ms" else 1_000
+        self._ts = 1_000_000 if options.time_unit == "ms" else 1_000
         self._routes: dict[str, tuple[Handler, str, str]] = {}
-        self._books: dict[str, _DepthState] = {}
+        self.books: dict[str, _DepthState] = {}
         self._tickers: dict[str, int] = {}
         self._last_trade: dict[str, int] = {}
         self._dedupe: dict[str, int] = {}
         self._last_bar: dict[str, int] = {}
         self._confirmed: set[str] = set()
         self._http: httpx.AsyncClient | None = None
+        self._syncs: trio.Nursery | None = None
+        self._port: SessionPort
         #: Completed REST syncs of a depth book (initial ones included).
         self.book_syncs = 0
         #: Snapshots refetched because they were older than the first buffered diff.
@@ -139,42 +128,44 @@ class Binance(Session):
             f"depth@1000ms or kline_<interval> with interval one of {' '.join(sorted(_KLINE_INTERVALS))}"
         )
 
-    # --- public helpers ---------------------------------------------------------------------
+    # --- Venue: the session's side ----------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        out = super().status()
-        out["book_syncs"] = self.book_syncs
-        out["stale_snapshots"] = self.stale_snapshots
-        return out
+    def bind(self, port: SessionPort) -> None:
+        self._port = port
 
-    # --- session hooks --------------------------------------------------------------------------
-
-    async def _enter(self, stack: AsyncExitStack) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if not self._has_depth:
+            task_status.started()
             return
-        client = httpx.AsyncClient(base_url=self.rest_url, timeout=self.options.request_timeout,
+        opts = self._options
+        client = httpx.AsyncClient(base_url=self.rest_url, timeout=opts.request_timeout,
                                    headers={"User-Agent": "flox-trio"})
-
-        async def close() -> None:
-            # run() usually ends by cancellation; an unshielded aclose() would be
+        try:
+            async with trio.open_nursery() as nursery:
+                self._http, self._syncs = client, nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            # The session usually ends by cancellation; an unshielded aclose() would be
             # cancelled at its first await and leave pooled sockets open.
-            with trio.CancelScope(shield=True), trio.move_on_after(self.options.disconnect_timeout):
+            with trio.CancelScope(shield=True), trio.move_on_after(opts.disconnect_timeout):
                 await client.aclose()
 
-        stack.push_async_callback(close)
-        self._http = client
-
-    def _topics(self, symbol: str) -> list[str]:
+    def topics(self, symbol: str) -> list[str]:
         low = symbol.lower()
         return [f"{low}@{stream}" for stream, _ in self._streams]
 
-    def _connect_url(self, symbols: frozenset[str]) -> tuple[str, frozenset[str]]:
+    def resync_topics(self, symbol: str) -> list[str]:
+        # Books resync from the REST snapshot; nothing to subscribe again.
+        return []
+
+    def connect_url(self, symbols: frozenset[str]) -> tuple[str, frozenset[str]]:
         # Symbols the venue already accepted ride in the URL; new ones are subscribed
         # live, so a refusal comes back as a reply naming them.
         live: set[str] = set()
         streams: list[str] = []
         for s in sorted(symbols & self._confirmed):
-            topics = self._topics(s)
+            topics = self.topics(s)
             if len(streams) + len(topics) > self.max_topics_per_connection:
                 break
             live.add(s)
@@ -182,96 +173,102 @@ class Binance(Session):
         params = []
         if streams:
             params.append("streams=" + "/".join(streams))
-        if self.options.time_unit == "us":
+        if self._options.time_unit == "us":
             params.append("timeUnit=MICROSECOND")
         url = f"{self.ws_url}/stream" + ("?" + "&".join(params) if params else "")
         return url, frozenset(live)
 
-    def _request_text(self, op: str, req_id: str, topics: Sequence[str]) -> str:
+    def request_text(self, op: WireOp, req_id: str, topics: Sequence[str]) -> str:
         return orjson.dumps({"method": op.upper(), "params": list(topics), "id": int(req_id)}).decode()
 
-    def _on_subscribed(self, symbols: Sequence[str]) -> None:
+    def ping_text(self, n: int) -> None:
+        # The server pings every 20 s; a client that pings at all uses protocol pings.
+        return None
+
+    def subscribed(self, symbols: Sequence[str]) -> None:
         self._confirmed.update(symbols)
 
-    def _on_desired_changed(self, added: frozenset[str], removed: frozenset[str]) -> None:
+    def symbols_changed(self, added: frozenset[str], removed: frozenset[str]) -> None:
         for s in added:
             low = s.lower()
             for stream, handler in self._streams:
                 self._routes[f"{low}@{stream}"] = (handler, s, f"{low}@{stream}")
-            if self._has_depth and s not in self._books:
-                self._books[s] = _DepthState(s)
+            if self._has_depth and s not in self.books:
+                self.books[s] = _DepthState(s)
         for s in removed:
             low = s.lower()
             for stream, _ in self._streams:
                 self._routes.pop(f"{low}@{stream}", None)
                 self._last_bar.pop(f"{low}@{stream}", None)
-            self._books.pop(s, None)
+            self.books.pop(s, None)
             self._tickers.pop(s, None)
             self._last_trade.pop(s, None)
             self._dedupe.pop(s, None)
 
-    def _on_handover(self) -> None:
+    def connection_lost(self) -> None:
+        """Nothing to reset: diffs missed meanwhile show as a gap on the next connection, which resyncs."""
+
+    def handover(self) -> None:
         # The successor repeats what the old connection delivered last; trade ids
         # are sequential per symbol, so drop the successor's trades up to those.
         self._dedupe = dict(self._last_trade)
 
-    # --- decoding --------------------------------------------------------------------------------
+    # --- decoding ----------------------------------------------------------------------------------
 
-    def _decode(self, conn: _Connection, msg: str | bytes, recv_ns: int) -> list[Event] | None:
-        frame = self._load_object(conn, msg)
+    def decode(self, link: Link, msg: str | bytes, recv_ns: int) -> list[Event] | None:
+        frame = load_object(self._port, link, msg)
         if frame is None:
             return None
         stream = frame.get("stream")
         if stream is not None:
             data = frame.get("data")
-            route = self._routes.get(stream)
+            # Any JSON value may come as a stream name; only a string can name a route.
+            route = self._routes.get(stream) if type(stream) is str else None
             if route is None or type(data) is not dict:
-                self._odd_stream(conn, stream, data, msg)
+                self._odd_stream(link, stream, data, msg)
                 return None
             out: list[Event] = []
             try:
                 route[0](route[1], route[2], data, recv_ns, out)
             except (KeyError, TypeError, ValueError, IndexError) as exc:
-                self._frame_error(conn, f"malformed {stream} payload", msg, exc)
+                self._port.frame_error(link, f"malformed {stream} payload", msg, exc)
                 return None
             return out
         if "id" in frame and ("result" in frame or "error" in frame or "code" in frame):
-            self._control_reply(conn, frame, msg)
+            self._control_reply(link, frame)
         elif frame.get("e") == "serverShutdown":
-            self._server_shutdown(conn)
+            link.request_planned("serverShutdown")
         elif "code" in frame and "msg" in frame:
-            self._report_error(conn, "venue error", f"Binance error {frame['code']}: {frame['msg']}")
+            self._port.error("venue error", f"Binance error {frame['code']}: {frame['msg']}", connection_id=link.id)
         else:
-            self._frame_error(conn, "unknown frame", msg)
+            self._port.frame_error(link, "unknown frame", msg)
         return None
 
-    def _odd_stream(self, conn: _Connection, stream: Any, data: Any, msg: str | bytes) -> None:
+    def _odd_stream(self, link: Link, stream: Any, data: Any, msg: str | bytes) -> None:
         if stream == "!serverShutdown" or (type(data) is dict and data.get("e") == "serverShutdown"):
-            self._server_shutdown(conn)
+            link.request_planned("serverShutdown")
             return
-        if type(stream) is str and "@" in stream and stream.split("@", 1)[0].upper() not in self._desired:
+        if type(stream) is str and "@" in stream and stream.split("@", 1)[0].upper() not in self._port.wanted:
             # Unsubscribed a moment ago; frames already on the wire still arrive.
-            self.late_frames += 1
+            self._port.late_frame()
             return
-        self._frame_error(conn, f"unknown stream {stream!r}" if type(data) is dict else "malformed envelope", msg)
+        self._port.frame_error(link, f"unknown stream {stream!r}" if type(data) is dict else "malformed envelope",
+                               msg)
 
-    def _server_shutdown(self, conn: _Connection) -> None:
-        self._request_planned(conn, "serverShutdown")
-
-    def _control_reply(self, conn: _Connection, frame: dict[str, Any], msg: str | bytes) -> None:
+    def _control_reply(self, link: Link, frame: dict[str, Any]) -> None:
         rid = frame.get("id")
         key = str(rid) if rid is not None else None
         err = frame.get("error")
         if err is None and "code" in frame:
             err = {"code": frame.get("code"), "msg": frame.get("msg")}
         if err is None:
-            self._on_reply(conn, key, True, "")
+            link.reply(key, True, "")
             return
         if type(err) is dict:
             text = f"Binance error {err.get('code')}: {err.get('msg')}"
         else:
             text = f"Binance error {err!r}"
-        self._on_reply(conn, key, False, text)
+        link.reply(key, False, text)
 
     # --- channel handlers: (symbol, stream, data, recv_ns, out) ------------------------------------
 
@@ -297,7 +294,7 @@ class Binance(Session):
         u = as_int(d["u"], "u")
         bid: Level = (float(d["b"]), float(d["B"]))
         ask: Level = (float(d["a"]), float(d["A"]))
-        st = self._books.get(sym)
+        st = self.books.get(sym)
         if st is None:
             if u <= self._tickers.get(sym, 0):
                 return
@@ -315,7 +312,7 @@ class Binance(Session):
             out.append(self._book_event(st, 0, recv_ns))
 
     def _book_event(self, st: _DepthState, exchange_ts_ns: int, recv_ns: int) -> Book:
-        depth = self.options.book_depth
+        depth = self._options.book_depth
         book = st.book
         bids, asks = book.top(depth)
         seq = book.seq
@@ -329,7 +326,7 @@ class Binance(Session):
         return Book(book.symbol, bids, asks, exchange_ts_ns, recv_ns, "binance", seq)
 
     def _on_depth(self, sym: str, stream: str, d: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
-        st = self._books[sym]
+        st = self.books[sym]
         first, last = as_int(d["U"], "U"), as_int(d["u"], "u")
         if first > last:
             raise ValueError(f"first update id U={first} is after the final one u={last}")
@@ -356,7 +353,8 @@ class Binance(Session):
             book.apply_delta(bids, asks, last)
         except FloxError as exc:
             # Half-applied: the book is no longer the venue's. Rebuild it.
-            self._report_error(self._conn, "bad depth level", f"{sym}: {exc}", symbol=sym)
+            self._port.error("bad depth level", f"{sym}: {exc}", connection_id=self._port.connection_id,
+                             symbol=sym)
             self._gap(sym, st, book.seq + 1, first)
             st.buffer = []
             if not st.fetching:
@@ -380,19 +378,17 @@ class Binance(Session):
         self._last_bar[stream] = start
         out.append(bar)
 
-    # --- depth sync ----------------------------------------------------------------------------------
+    # --- depth sync: steps 3-7 of "How to manage a local order book correctly" ---------------------
 
     def _gap(self, sym: str, st: _DepthState, expected: int, got: int) -> None:
-        self.gaps += 1
         st.synced = False
         st.after_gap = True
-        self._report("gap", symbol=sym, channel="depth", expected=expected, got=got,
-                     connection_id=self.connection_id)
+        self._port.gap(sym, "depth", expected, got)
 
     def _start_sync(self, sym: str, st: _DepthState) -> None:
-        assert self._nursery is not None
+        assert self._syncs is not None, "depth diffs arrive only while run() is running"
         st.fetching = True
-        self._nursery.start_soon(self._sync_book, sym, st)
+        self._syncs.start_soon(self._sync_book, sym, st)
 
     async def _sync_book(self, sym: str, st: _DepthState) -> None:
         try:
@@ -403,22 +399,21 @@ class Binance(Session):
             if not st.synced:
                 st.fetching = False
         if synced:
-            await self._flush()
+            await self._port.flush()
 
     async def _sync_loop(self, sym: str, st: _DepthState) -> bool:
         """Steps 3-7 of the documented procedure, repeated until the book is whole."""
-        opts = self.options
-        backoff = Backoff(opts.backoff_base, opts.backoff_cap, opts.backoff_jitter, self._rng)
-        while self._books.get(sym) is st and not st.synced:
+        backoff = self._port.backoff()
+        while self.books.get(sym) is st and not st.synced:
             try:
                 last_id, bids, asks = await self._fetch_snapshot(sym)
             except SnapshotError as exc:
                 delay = backoff.next_delay()
-                self._report_error(None, "depth snapshot failed", f"{exc}; retrying in {delay:.3g} s",
-                                   symbol=sym, retry_in=delay)
+                self._port.error("depth snapshot failed", f"{exc}; retrying in {delay:.3g} s",
+                                 symbol=sym, retry_in=delay)
                 await trio.sleep(delay)
                 continue
-            if self._books.get(sym) is not st:
+            if self.books.get(sym) is not st:
                 return False
             buf = st.buffer
             if buf and last_id < buf[0]["U"]:
@@ -431,8 +426,8 @@ class Binance(Session):
                     return True
             except FloxError as exc:  # a negative or NaN level in the snapshot itself
                 delay = backoff.next_delay()
-                self._report_error(None, "bad depth snapshot", f"{sym}: {exc}; retrying in {delay:.3g} s",
-                                   symbol=sym, retry_in=delay)
+                self._port.error("bad depth snapshot", f"{sym}: {exc}; retrying in {delay:.3g} s",
+                                 symbol=sym, retry_in=delay)
                 await trio.sleep(delay)
         return False
 
@@ -452,7 +447,8 @@ class Binance(Session):
             try:
                 book.apply_delta(levels(e["b"]), levels(e["a"]), e["u"])
             except (KeyError, TypeError, ValueError, FloxError) as exc:
-                self._report_error(self._conn, "malformed buffered depth diff", f"{sym}: {exc}", symbol=sym)
+                self._port.error("malformed buffered depth diff", f"{sym}: {exc}",
+                                 connection_id=self._port.connection_id, symbol=sym)
                 st.buffer = pending[i + 1:]
                 return False
         st.buffer = []
@@ -461,20 +457,19 @@ class Binance(Session):
         self.book_syncs += 1
         if st.after_gap:
             st.after_gap = False
-            self.resyncs += 1
-            self._report("resync", symbol=sym, channel="depth", seq=book.seq, connection_id=self.connection_id)
+            self._port.resynced(sym, "depth", book.seq)
         # Queued now, in production order with the reader's batches; flushed by the caller.
-        self._out.append([self._book_event(st, exchange_ts, time.time_ns())])
+        self._port.queue([self._book_event(st, exchange_ts, self._port.wall_ns())])
         return True
 
     async def _fetch_snapshot(self, sym: str) -> tuple[int, list[Level], list[Level]]:
-        assert self._http is not None
+        assert self._http is not None, "depth syncs run only while run() is running"
         where = f"GET {self.rest_url}/api/v3/depth?symbol={sym}"
-        timeout = self.options.request_timeout
+        timeout = self._options.request_timeout
         try:
             with trio.fail_after(timeout):
                 resp = await self._http.get("/api/v3/depth", params={"symbol": sym,
-                                                                     "limit": self.options.snapshot_limit})
+                                                                     "limit": self._options.snapshot_limit})
         except trio.TooSlowError:
             raise SnapshotError(f"{where} took longer than {timeout:g} s") from None
         except httpx.HTTPError as exc:
@@ -487,3 +482,46 @@ class Binance(Session):
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"{where} returned a malformed body ({exc}): {resp.text[:200]!r}") from exc
 
+
+class Binance(Session):
+    """Binance Spot public market data over combined streams.
+
+    ``Binance(symbols, *, ws_url="wss://stream.binance.com:9443",
+    rest_url="https://api.binance.com", channels=("trade", "bookTicker", "depth"),
+    **options)``. Channels: ``trade``, ``aggTrade``, ``bookTicker``, ``depth``
+    (= ``depth@100ms``), ``depth@1000ms``, ``kline_<interval>``. Options: see
+    ``SessionOptions`` (Binance adds ``snapshot_limit`` and ``time_unit``).
+    The wire format lives in ``BinanceVenue``; this class only composes it.
+    """
+
+    def __init__(
+        self,
+        symbols: Sequence[str] | str,
+        *,
+        ws_url: str = "wss://stream.binance.com:9443",
+        rest_url: str = "https://api.binance.com",
+        channels: Sequence[str] = ("trade", "bookTicker", "depth"),
+        **options: Any,
+    ) -> None:
+        opts = make_options("Binance", options, _DEFAULTS, venue_only=("snapshot_limit", "time_unit"))
+        venue = BinanceVenue(ws_url, rest_url, channels, opts)
+        super().__init__(symbols, venue, opts)
+        self._binance = venue
+
+    @property
+    def rest_url(self) -> str:
+        return self._binance.rest_url
+
+    @property
+    def book_syncs(self) -> int:
+        """Completed REST syncs of a depth book (initial ones included)."""
+        return self._binance.book_syncs
+
+    @property
+    def stale_snapshots(self) -> int:
+        """Snapshots refetched because they were older than the first buffered diff."""
+        return self._binance.stale_snapshots
+
+    def status(self) -> BinanceStatus:
+        return BinanceStatus(**self._status_fields(), book_syncs=self.book_syncs,
+                             stale_snapshots=self.stale_snapshots)

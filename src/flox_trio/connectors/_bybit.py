@@ -5,10 +5,12 @@ Wire format: Bybit ``docs/v5/websocket/public/{trade,orderbook,kline}.mdx`` and
 
 - ``publicTrade`` → one ``Trade`` per element of ``data`` (a frame may carry many;
   they are published as one batch). ``S`` is the taker side.
-- ``orderbook.N`` → a ``Book`` after every snapshot and delta. A snapshot (or
-  ``u == 1``, the venue restarting) resets the ``L2Book``; a delta must carry
-  ``u == last + 1``: a repeat is ignored, a jump is a gap, and the book topic is
-  unsubscribed and subscribed again so the venue sends a fresh snapshot.
+- ``orderbook.N`` → a ``Book`` after every snapshot and delta, stamped with
+  ``cts`` (the matching engine's time, the clock of trades' ``T``) or, when a
+  message has none, ``ts``. A snapshot (or ``u == 1``, the venue restarting)
+  resets the ``L2Book``; a delta must carry ``u == last + 1``: a repeat is
+  ignored, a jump is a gap, and the book topic is unsubscribed and subscribed
+  again so the venue sends a fresh snapshot.
 - ``kline.<interval>`` → a ``Bar`` when the candle is confirmed.
 
 The client pings with ``{"op": "ping"}`` every ``ping_interval`` (20 s as the
@@ -26,52 +28,45 @@ from typing import Any
 import orjson
 import trio
 
-from .._core._events import Bar, Event, Trade
+from .._core._events import Bar, Event, Side, Trade
 from .._core._market import L2Book
 from .._errors import ConfigError, FloxError
-from ._session import Session, StaleFeedError, _Connection, as_int, levels, make_options
+from ._options import SessionOptions, make_options
+from ._session import Session
+from ._venue import Link, SessionPort, WireOp, as_int, check_ws_url, levels, load_object
 
 _DEFAULTS: dict[str, Any] = {"ping_interval": 20.0, "pong_timeout": 10.0}
 _BOOK_DEPTHS = frozenset({1, 50, 200, 1000})
 _KLINE_INTERVALS = frozenset(["1", "3", "5", "15", "30", "60", "120", "240", "360", "720", "D", "W", "M"])
-_SIDES = {"Buy": "buy", "Sell": "sell"}
+_SIDES: dict[str, Side] = {"Buy": "buy", "Sell": "sell"}
 # Trade ids remembered per symbol to drop what a planned successor repeats.
 _RECENT_TRADES = 4096
 
+#: A topic's decoder: (symbol, topic, frame, recv_ns, out).
 Handler = Callable[[str, str, dict[str, Any], int, list[Event]], None]
 
 
 class _BookState:
-    __slots__ = ("after_gap", "book", "synced")
+    __slots__ = ("after_gap", "book", "successor", "synced")
 
     def __init__(self, symbol: str) -> None:
         self.book = L2Book(symbol, "bybit")
         self.synced = False
         self.after_gap = False
+        #: A planned successor took over and has not caught up with the book yet.
+        self.successor = False
 
 
-class Bybit(Session):
-    """Bybit v5 public streams.
+class BybitVenue:
+    """The Bybit v5 public wire format and its snapshot/delta book rules; a ``Venue`` for ``Session``."""
 
-    ``Bybit(symbols, *, ws_url="wss://stream.bybit.com/v5/public/spot",
-    channels=("publicTrade", "orderbook.50"), **options)``. Channels:
-    ``publicTrade``, ``orderbook.1|50|200|1000``, ``kline.<interval>``.
-    """
-
-    venue = "bybit"
+    name = "bybit"
     # "Spot can input up to 10 args for each subscription request".
     max_topics_per_request = 10
     max_topics_per_connection = 2000
 
-    def __init__(
-        self,
-        symbols: Sequence[str] | str,
-        *,
-        ws_url: str = "wss://stream.bybit.com/v5/public/spot",
-        channels: Sequence[str] = ("publicTrade", "orderbook.50"),
-        **options: Any,
-    ) -> None:
-        super().__init__(symbols, ws_url, make_options("Bybit", options, _DEFAULTS))
+    def __init__(self, ws_url: str, channels: Sequence[str], options: SessionOptions) -> None:
+        self.ws_url = check_ws_url("Bybit", ws_url)
         if isinstance(channels, str):
             channels = [channels]
         self.channels = tuple(channels)
@@ -81,12 +76,15 @@ class Bybit(Session):
         books = [int(p.split(".")[1]) for p, _ in self._prefixes if p.startswith("orderbook.")]
         if len(books) > 1:
             raise ConfigError(f"Bybit takes one orderbook depth per connector, got {books}")
+        self._options = options
         self._book_levels = books[0] if books else 0
+        self._depth = min(options.book_depth, self._book_levels)
         self._routes: dict[str, tuple[Handler, str, str]] = {}
-        self._books: dict[str, _BookState] = {}
+        self.books: dict[str, _BookState] = {}
         self._last_bar: dict[str, int] = {}
         self._recent: dict[str, tuple[deque[str], set[str]]] = {}
         self._dedupe_until = -1.0
+        self._port: SessionPort
 
     def _channel(self, name: str) -> tuple[str, Handler]:
         if name == "publicTrade":
@@ -101,95 +99,99 @@ class Bybit(Session):
             f"orderbook.200, orderbook.1000 or kline.<interval> ({' '.join(sorted(_KLINE_INTERVALS))})"
         )
 
-    # --- public helpers -------------------------------------------------------------------------
+    # --- Venue: the session's side ----------------------------------------------------------------
 
+    def bind(self, port: SessionPort) -> None:
+        self._port = port
 
-    # --- session hooks -------------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Nothing venue-wide: books sync from the stream itself."""
+        task_status.started()
 
-    def _topics(self, symbol: str) -> list[str]:
+    def topics(self, symbol: str) -> list[str]:
         return [f"{prefix}.{symbol}" for prefix, _ in self._prefixes]
 
-    def _resync_topics(self, symbol: str) -> list[str]:
+    def resync_topics(self, symbol: str) -> list[str]:
         return [f"orderbook.{self._book_levels}.{symbol}"] if self._book_levels else []
 
-    def _request_text(self, op: str, req_id: str, topics: Sequence[str]) -> str:
+    def connect_url(self, symbols: frozenset[str]) -> tuple[str, frozenset[str]]:
+        # Topics are only ever subscribed by request, so each one is confirmed or refused by name.
+        return self.ws_url, frozenset()
+
+    def request_text(self, op: WireOp, req_id: str, topics: Sequence[str]) -> str:
         return orjson.dumps({"req_id": req_id, "op": op, "args": list(topics)}).decode()
 
-    def _on_desired_changed(self, added: frozenset[str], removed: frozenset[str]) -> None:
+    def ping_text(self, n: int) -> str:
+        return orjson.dumps({"req_id": f"ping-{n}", "op": "ping"}).decode()
+
+    def subscribed(self, symbols: Sequence[str]) -> None:
+        """Nothing to remember: every connection subscribes by request."""
+
+    def symbols_changed(self, added: frozenset[str], removed: frozenset[str]) -> None:
         for s in added:
             for prefix, handler in self._prefixes:
                 topic = f"{prefix}.{s}"
                 self._routes[topic] = (handler, s, topic)
-            if self._book_levels and s not in self._books:
-                self._books[s] = _BookState(s)
+            if self._book_levels and s not in self.books:
+                self.books[s] = _BookState(s)
         for s in removed:
             for prefix, _ in self._prefixes:
                 self._routes.pop(f"{prefix}.{s}", None)
                 self._last_bar.pop(f"{prefix}.{s}", None)
-            self._books.pop(s, None)
+            self.books.pop(s, None)
             self._recent.pop(s, None)
 
-    def _on_handover(self) -> None:
-        # Bybit trade ids are not ordered (the docs show UUIDs), so a successor's
-        # repeats are recognised by id among the latest trades, for a while.
-        self._dedupe_until = trio.current_time() + 4 * self.options.handover_overlap + 5.0
-
-    def _on_connection_lost(self, conn: _Connection) -> None:
+    def connection_lost(self) -> None:
         # Subscribing again brings a snapshot; deltas before it cannot be placed.
-        for st in self._books.values():
+        for st in self.books.values():
             st.synced = False
 
-    async def _keepalive(self, conn: _Connection) -> None:
-        opts = self.options
-        if not opts.ping_interval:
-            return
-        wait = min(opts.pong_timeout, opts.ping_interval)
-        n = 0
-        while True:
-            await trio.sleep(opts.ping_interval - wait if n else opts.ping_interval)
-            n += 1
-            sent = conn.ping_sent_at = trio.current_time()
-            if not await self._send_text(conn, orjson.dumps({"req_id": f"ping-{n}", "op": "ping"}).decode()):
-                return
-            await trio.sleep(wait)
-            if conn.ping_sent_at == sent and not conn.busy:
-                self._stop_connection(conn, StaleFeedError(
-                    f"bybit: no pong within {wait:g} s on connection {conn.id}; reconnecting"))
-                return
+    def handover(self) -> None:
+        # Bybit trade ids are not ordered (the docs show UUIDs), so a successor's
+        # repeats are recognised by id among the latest trades, for a while.
+        self._dedupe_until = trio.current_time() + 4 * self._options.handover_overlap + 5.0
+        for st in self.books.values():
+            st.successor = True
 
-    # --- decoding ------------------------------------------------------------------------------------
+    # --- decoding ----------------------------------------------------------------------------------
 
-    def _decode(self, conn: _Connection, msg: str | bytes, recv_ns: int) -> list[Event] | None:
-        frame = self._load_object(conn, msg)
+    def decode(self, link: Link, msg: str | bytes, recv_ns: int) -> list[Event] | None:
+        frame = load_object(self._port, link, msg)
         if frame is None:
             return None
         topic = frame.get("topic")
         if topic is not None:
-            route = self._routes.get(topic)
+            # Any JSON value may come as a topic; only a string can name a route.
+            route = self._routes.get(topic) if type(topic) is str else None
             if route is None:
-                if type(topic) is str and topic.rpartition(".")[2] not in self._desired:
-                    self.late_frames += 1
+                if type(topic) is str and topic.rpartition(".")[2] not in self._port.wanted:
+                    self._port.late_frame()
                 else:
-                    self._frame_error(conn, f"unknown topic {topic!r}", msg)
+                    self._port.frame_error(link, f"unknown topic {topic!r}", msg)
                 return None
             out: list[Event] = []
             try:
                 route[0](route[1], route[2], frame, recv_ns, out)
             except (KeyError, TypeError, ValueError, IndexError) as exc:
-                self._frame_error(conn, f"malformed {topic} message", msg, exc)
+                self._port.frame_error(link, f"malformed {topic} message", msg, exc)
                 return None
             return out
         op = frame.get("op")
-        if op == "pong" or (op == "ping" and frame.get("ret_msg") == "pong") or frame.get("ret_msg") == "pong":
-            conn.ping_sent_at = None
-        elif op in ("subscribe", "unsubscribe"):
+        # Pongs differ per category: spot and linear answer {"op": "ping", "ret_msg": "pong"},
+        # option and spread {"op": "pong"}.
+        if op == "pong" or frame.get("ret_msg") == "pong":
+            link.pong()
+        elif op == "subscribe" or op == "unsubscribe":
             ok = frame.get("success") is True
             reason = frame.get("ret_msg") or ("" if ok else "no reason given")
-            self._on_reply(conn, frame.get("req_id") or None, ok, f"Bybit: {reason}", op_hint=op)
+            req_id = frame.get("req_id")
+            # Some categories answer with req_id "" (or none): matched by op then.
+            link.reply(req_id if type(req_id) is str and req_id else None, ok, f"Bybit: {reason}",
+                       op_hint="subscribe" if op == "subscribe" else "unsubscribe")
         elif frame.get("success") is False:
-            self._report_error(conn, "venue error reply", f"Bybit: {frame.get('ret_msg')}")
+            self._port.error("venue error reply", f"Bybit: {frame.get('ret_msg')}", connection_id=link.id)
         else:
-            self._frame_error(conn, "unknown frame", msg)
+            self._port.frame_error(link, "unknown frame", msg)
         return None
 
     # --- topic handlers: (symbol, topic, frame, recv_ns, out) ----------------------------------------
@@ -216,56 +218,68 @@ class Bybit(Session):
         out.extend(trades)
 
     def _on_book(self, sym: str, topic: str, frame: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
-        st = self._books[sym]
+        st = self.books[sym]
         data = frame["data"]
         kind = frame["type"]
         u = as_int(data["u"], "u")
-        ts = as_int(frame["ts"], "ts") * 1_000_000
+        # "cts: the timestamp from the matching engine when this orderbook data is produced.
+        # It can be correlated with T from public trade"; ts is when the message was sent.
+        cts = frame.get("cts")
+        ts = (as_int(frame["ts"], "ts") if cts is None else as_int(cts, "cts")) * 1_000_000
         bids, asks = levels(data["b"]), levels(data["a"])
         book = st.book
-        depth = min(self.options.book_depth, self._book_levels)
         if kind == "snapshot" or u == 1:
-            was_synced = st.synced
-            if was_synced and 1 < u <= book.seq:
-                # Not newer than the book: level 1 repeats an unchanged snapshot every 3 s,
-                # and a planned successor's first snapshot trails the old connection.
+            # "If you receive a new snapshot message, you will have to reset your local
+            # orderbook", and u == 1 "is a snapshot data due to the restart of the service".
+            if st.synced and u != 1 and (u == book.seq or (st.successor and u < book.seq)):
+                # Two kinds of snapshot are not applied, because neither is new:
+                # - level 1 pushes an unchanged book again after 3 s "and the field u will be
+                #   the same as that in the previous message": the book already is that one,
+                #   and publishing it again would repeat a Book event;
+                # - what a planned successor received before the switch trails what the old
+                #   connection delivered until then (its subscription snapshot and, at level 1,
+                #   every message after it): resetting to it would step the book back and
+                #   replay updates already published. It is skipped until it catches up.
+                if u == book.seq:
+                    st.successor = False
                 return
+            st.successor = False
+            restarted = st.synced and (u == 1 or u < book.seq)
             try:
                 book.apply_snapshot(bids, asks, u)
             except FloxError as exc:
                 self._bad_book(sym, st, exc)
                 return
             st.synced = True
-            if st.after_gap or (u == 1 and was_synced):  # u == 1: the venue restarted
+            if st.after_gap or restarted:
                 st.after_gap = False
-                self.resyncs += 1
-                self._report("resync", symbol=sym, channel=topic, seq=u, connection_id=self.connection_id)
-            out.append(book.to_event(exchange_ts_ns=ts, recv_ts_ns=recv_ns, depth=depth))
+                self._port.resynced(sym, topic, u)
+            out.append(book.to_event(exchange_ts_ns=ts, recv_ts_ns=recv_ns, depth=self._depth))
             return
         if kind != "delta":
             raise ValueError(f"unknown orderbook message type {kind!r}")
         if not st.synced or u <= book.seq:
             return  # before the snapshot, or a repeat
         if u != book.seq + 1:
-            self.gaps += 1
             st.synced = False
             st.after_gap = True
-            self._report("gap", symbol=sym, channel=topic, expected=book.seq + 1, got=u,
-                         connection_id=self.connection_id)
-            self._request_resync(sym)
+            self._port.gap(sym, topic, book.seq + 1, u)
+            self._port.request_resync(sym)
             return
         try:
             book.apply_delta(bids, asks, u)
         except FloxError as exc:
             self._bad_book(sym, st, exc)
             return
-        out.append(book.to_event(exchange_ts_ns=ts, recv_ts_ns=recv_ns, depth=depth))
+        st.successor = False  # a successor's deltas continue the book: it has caught up
+        out.append(book.to_event(exchange_ts_ns=ts, recv_ts_ns=recv_ns, depth=self._depth))
 
     def _bad_book(self, sym: str, st: _BookState, exc: FloxError) -> None:
-        self._report_error(self._conn, "bad orderbook level", f"{sym}: {exc}; resubscribing", symbol=sym)
+        self._port.error("bad orderbook level", f"{sym}: {exc}; resubscribing",
+                         connection_id=self._port.connection_id, symbol=sym)
         st.synced = False
         st.after_gap = True
-        self._request_resync(sym)
+        self._port.request_resync(sym)
 
     def _on_kline(self, sym: str, topic: str, frame: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
         for k in frame["data"]:
@@ -281,3 +295,24 @@ class Bybit(Session):
             out.append(Bar(sym, float(k["open"]), float(k["high"]), float(k["low"]), float(k["close"]),
                            float(k["volume"]), 0, start * 1_000_000, (end + 1) * 1_000_000,
                            (end + 1 - start) / 1000, "bybit"))
+
+
+class Bybit(Session):
+    """Bybit v5 public streams.
+
+    ``Bybit(symbols, *, ws_url="wss://stream.bybit.com/v5/public/spot",
+    channels=("publicTrade", "orderbook.50"), **options)``. Channels:
+    ``publicTrade``, ``orderbook.1|50|200|1000``, ``kline.<interval>``.
+    The wire format lives in ``BybitVenue``; this class only composes it.
+    """
+
+    def __init__(
+        self,
+        symbols: Sequence[str] | str,
+        *,
+        ws_url: str = "wss://stream.bybit.com/v5/public/spot",
+        channels: Sequence[str] = ("publicTrade", "orderbook.50"),
+        **options: Any,
+    ) -> None:
+        opts = make_options("Bybit", options, _DEFAULTS)
+        super().__init__(symbols, BybitVenue(ws_url, channels, opts), opts)

@@ -7,17 +7,24 @@
 
 Market data comes from a seeded generator (trades that eat the top of an L2
 book, makers that refill it, correct Binance ``U``/``u`` and Bybit ``u``
-sequencing) or from recorded frames (``await sim.play(venue, frames)``).
-Every connection counts what it really wrote, so tests can check that a
-client lost nothing the server sent.
+sequencing) or from recorded frames (``await sim.play(venue, frames)``, or a
+recording replayed by ``flox-trio sim --replay``). Every connection counts
+what it really wrote, so tests can check that a client lost nothing the
+server sent.
+
+Layout: ``_server`` composes the simulator (the market clock, routing frames
+to subscribers, the public API) from ``_transport`` (TCP, HTTP or WebSocket),
+``_connection`` (one client's sender, keepalive and limits), ``_binance`` and
+``_bybit`` (each venue's wire format and book mirror), ``_faults``,
+``_market`` (the generator) and ``_replay`` (recordings).
 """
 
 from ._cli import main as main
+from ._connection import SimConnection as SimConnection
+from ._faults import Faults as Faults
 from ._market import DEFAULT_SYMBOLS as DEFAULT_SYMBOLS
 from ._market import BookView as BookView
 from ._market import SymbolSpec as SymbolSpec
-from ._server import Faults as Faults
-from ._server import SimConnection as SimConnection
 from ._server import Simulator as Simulator
 from ._server import open_simulator as open_simulator
 from ._server import serve_simulator as serve_simulator

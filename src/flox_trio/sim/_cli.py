@@ -6,27 +6,31 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import orjson
 import trio
 
 from .._errors import ConfigError
+from ._replay import Recording, load_recording, replay
 from ._server import Simulator
+
+_SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT"
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="flox-trio sim",
-        description="Serve Binance Spot and Bybit v5 public market data (and the Binance REST depth "
-                    "snapshot) on one local port, from a seeded market generator or recorded frames.",
+        description="Serve Binance Spot and Bybit v5 public market data (and Binance REST: the depth "
+                    "snapshot, exchangeInfo) on one local port, from a seeded market generator or recorded "
+                    "frames.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     p.add_argument("--seed", type=int, default=0, help="market generator seed (default 0)")
     p.add_argument("--rate", type=float, default=10.0,
                    help="market steps (or replayed frames) per second; 0 = as fast as clients read")
-    p.add_argument("--symbols", default="BTCUSDT,ETHUSDT,SOLUSDT", help="comma-separated symbols")
+    p.add_argument("--symbols", help=f"comma-separated symbols (default {_SYMBOLS}; with --replay, the "
+                                     "recorded ones)")
     p.add_argument("--trades-per-tick", default="0,3", metavar="MIN,MAX",
                    help="taker trades per symbol per step (default 0,3)")
     p.add_argument("--no-book", action="store_true", help="trades only: no order book activity")
@@ -39,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ping-interval", type=float, default=20.0, help="Binance server pings, seconds (0 = off)")
     p.add_argument("--replay", type=Path, metavar="FILE",
                    help='JSON lines {"venue": "binance"|"bybit", "frame": ...} played at --rate instead of '
-                        "generating")
+                        'generating, once a client subscribes; {"venue": "binance", "rest": "/api/v3/depth?'
+                        'symbol=...", "response": ...} lines are the REST snapshots served')
     p.add_argument("--loop", action="store_true", help="with --replay: start over at the end")
     p.add_argument("--json", action="store_true", help="print the URLs as one JSON line when ready")
     p.add_argument("--log-level", default="warning", help="logging level (default warning)")
@@ -54,34 +59,13 @@ def _pair(text: str) -> tuple[int, int]:
         raise ConfigError(f"--trades-per-tick must look like 0,3, got {text!r}") from None
 
 
-def _load_replay(path: Path) -> list[tuple[str, Any]]:
-    frames: list[tuple[str, Any]] = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise ConfigError(f"cannot read --replay file {path}: {exc}") from exc
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = orjson.loads(line)
-            venue, frame = rec["venue"], rec["frame"]
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{path}:{n}: expected {{\"venue\": ..., \"frame\": ...}} ({exc})") from exc
-        if venue not in ("binance", "bybit"):
-            raise ConfigError(f"{path}:{n}: venue must be 'binance' or 'bybit', got {venue!r}")
-        frames.append((venue, frame))
-    if not frames:
-        raise ConfigError(f"--replay file {path} holds no frames")
-    return frames
-
-
-async def _run(args: argparse.Namespace, replay: list[tuple[str, Any]] | None) -> None:
+async def _run(args: argparse.Namespace, recording: Recording | None) -> None:
+    symbols = args.symbols or (",".join(recording.symbols) if recording and recording.symbols else _SYMBOLS)
     sim = Simulator(
         host=args.host, port=args.port, seed=args.seed,
-        rate=None if replay else args.rate,
-        symbols=[s.strip().upper() for s in args.symbols.split(",") if s.strip()],
-        generate=replay is None, trades_per_tick=_pair(args.trades_per_tick), book=not args.no_book,
+        rate=None if recording else args.rate,
+        symbols=[s.strip().upper() for s in symbols.split(",") if s.strip()],
+        generate=recording is None, trades_per_tick=_pair(args.trades_per_tick), book=not args.no_book,
         stamp=args.stamp, precise=args.precise, coalesce=not args.one_frame_per_write,
         ping_interval=args.ping_interval,
     )
@@ -96,14 +80,8 @@ async def _run(args: argparse.Namespace, replay: list[tuple[str, Any]] | None) -
                              f"  Binance WebSocket {sim.binance_ws_url}  REST {sim.binance_rest_url}\n"
                              f"  Bybit   WebSocket {sim.bybit_ws_url}\n")
         sys.stdout.flush()
-        if replay:
-            period = 1.0 / args.rate if args.rate > 0 else 0.0
-            while True:
-                for venue, frame in replay:
-                    await sim.play(venue, [frame])
-                    await trio.sleep(period)
-                if not args.loop:
-                    break
+        if recording:
+            await replay(sim, recording, rate=args.rate, loop=args.loop)
             await trio.sleep_forever()
 
 
@@ -116,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        replay = _load_replay(args.replay) if args.replay else None
-        trio.run(_run, args, replay)
+        recording = load_recording(args.replay) if args.replay else None
+        trio.run(_run, args, recording)
     except ConfigError as exc:
         sys.stderr.write(f"flox-trio sim: {exc}\n")
         return 2

@@ -1,9 +1,10 @@
 """The simulated market: a seeded random walk of trades and an L2 book per symbol.
 
 The generator works in integer ticks and lots so the book never accumulates
-float error; prices and quantities reach the wire as the fixed-decimal
-strings both venues use. Each venue keeps its own mirror of the book with its
-own sequence numbers (Binance update ids, Bybit ``u``/``seq``), because that is
+float error, and it knows nothing of the wire: each venue renders ticks and
+lots the way it does on the wire (``sim/_binance.py``, ``sim/_bybit.py``) and
+keeps its own mirror of the book, keyed by its own price strings, with its own
+sequence numbers (Binance update ids, Bybit ``u``/``seq``), because that is
 what a client syncs against and what tests compare a client's book with.
 """
 
@@ -12,8 +13,15 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable
+from decimal import Decimal
+from typing import Literal
 
 import attrs
+
+#: A book side on the wire of both venues: bids and asks.
+Side = Literal["b", "a"]
+#: One price level as the venues send it: [price, quantity].
+WireLevel = list[str]
 
 
 @attrs.frozen
@@ -45,8 +53,16 @@ def spec_for(symbol: str) -> SymbolSpec:
     return SymbolSpec(symbol, 100.0)
 
 
-def _decimals(step: float) -> int:
-    return max(0, -math.floor(math.log10(step) + 1e-9))
+def decimals(step: float) -> int:
+    """Decimal places that write ``step`` exactly (0.25 → 2, 1.0 → 0, 1e-05 → 5)."""
+    exponent = Decimal(repr(step)).normalize().as_tuple().exponent
+    assert isinstance(exponent, int), f"not a finite step: {step}"
+    return max(0, -exponent)
+
+
+def in_units(step: float, places: int) -> int:
+    """``step`` as a whole number of ``10**-places`` (0.01 at 8 places → 1_000_000)."""
+    return round(Decimal(repr(step)).scaleb(places))
 
 
 class SimBook:
@@ -62,25 +78,25 @@ class SimBook:
         #: Bybit cross sequence.
         self.seq = 0
 
-    def set(self, side: str, price: str, qty: str) -> None:
+    def set(self, side: Side, price: str, qty: str) -> None:
         levels = self.bids if side == "b" else self.asks
         if float(qty) == 0:
             levels.pop(price, None)
         else:
             levels[price] = qty
 
-    def apply(self, bids: Iterable[list[str]], asks: Iterable[list[str]]) -> None:
+    def apply(self, bids: Iterable[WireLevel], asks: Iterable[WireLevel]) -> None:
         for p, q in bids:
             self.set("b", p, q)
         for p, q in asks:
             self.set("a", p, q)
 
-    def reset(self, bids: Iterable[list[str]], asks: Iterable[list[str]]) -> None:
+    def reset(self, bids: Iterable[WireLevel], asks: Iterable[WireLevel]) -> None:
         self.bids.clear()
         self.asks.clear()
         self.apply(bids, asks)
 
-    def sides(self, limit: int | None = None) -> tuple[list[list[str]], list[list[str]]]:
+    def sides(self, limit: int | None = None) -> tuple[list[WireLevel], list[WireLevel]]:
         """Both sides as wire levels, best first."""
         bids = sorted(self.bids.items(), key=lambda kv: -float(kv[0]))[:limit]
         asks = sorted(self.asks.items(), key=lambda kv: float(kv[0]))[:limit]
@@ -110,14 +126,23 @@ def view(book: SimBook, seq: int) -> BookView:
                     tuple((float(p), float(q)) for p, q in asks))
 
 
+# Not frozen: one is built per generated trade, and a frozen attrs class takes three times as long.
 @attrs.define(eq=False)
 class SimTrade:
-    price: str
-    qty: str
+    """One taker trade, in ticks and lots, with the id each venue gives it."""
+
+    ticks: int
+    lots: int
     buyer_is_maker: bool
     binance_id: int
     bybit_id: str
     bybit_seq: int
+
+
+#: A level that changed in one step: (side, price in ticks, quantity in lots; 0 = removed).
+Change = tuple[Side, int, int]
+#: One side of the book in ticks and lots, best first.
+Levels = list[tuple[int, int]]
 
 
 class SymbolMarket:
@@ -126,8 +151,6 @@ class SymbolMarket:
     def __init__(self, spec: SymbolSpec, rng: random.Random) -> None:
         self.spec = spec
         self.rng = rng
-        self._pfmt = f"{{:.{_decimals(spec.tick)}f}}"
-        self._qfmt = f"{{:.{_decimals(spec.lot)}f}}"
         mid = self.mid = round(spec.price / spec.tick)
         self.bids: dict[int, int] = {}
         self.asks: dict[int, int] = {}
@@ -138,21 +161,9 @@ class SymbolMarket:
         self.next_bybit_id = 2_100_000_000_000_000_000 + rng.randrange(10**9)
         self.bybit_seq = rng.randrange(10**9, 10**10)
 
-    # --- formatting ------------------------------------------------------------------------
-
-    def price(self, ticks: int) -> str:
-        return self._pfmt.format(ticks * self.spec.tick)
-
-    def qty(self, lots: int) -> str:
-        return self._qfmt.format(lots * self.spec.lot)
-
-    def format_price(self, value: float) -> str:
-        return self._pfmt.format(value)
-
-    def wire_book(self) -> tuple[list[list[str]], list[list[str]]]:
-        bids = [[self.price(p), self.qty(q)] for p, q in sorted(self.bids.items(), reverse=True)]
-        asks = [[self.price(p), self.qty(q)] for p, q in sorted(self.asks.items())]
-        return bids, asks
+    def levels(self) -> tuple[Levels, Levels]:
+        """The whole book, best first."""
+        return sorted(self.bids.items(), reverse=True), sorted(self.asks.items())
 
     def top(self) -> tuple[int | None, int, int | None, int]:
         bb = max(self.bids) if self.bids else None
@@ -173,14 +184,13 @@ class SymbolMarket:
 
     # --- one step ------------------------------------------------------------------------------
 
-    def step(self, n_trades: int, book: bool = True) -> tuple[list[SimTrade], list[tuple[str, str, str]]]:
+    def step(self, n_trades: int, book: bool = True) -> tuple[list[SimTrade], list[Change]]:
         """Advance one tick: ``n_trades`` taker trades, then maker activity.
 
-        Returns the trades and the book changes as (side "b"/"a", price, qty)
-        with qty "0…" for a removed level, each price at most once.
+        Returns the trades and the book changes, each price at most once.
         """
         rng = self.rng
-        changed: dict[tuple[str, int], int] = {}
+        changed: dict[tuple[Side, int], int] = {}
         trades: list[SimTrade] = []
         if not book:
             return self._walk(n_trades), []
@@ -199,15 +209,12 @@ class SymbolMarket:
             changed[("a" if buy else "b", px)] = left
             self.next_bybit_id += 1
             self.bybit_seq += 1
-            trades.append(SimTrade(self.price(px), self.qty(lots), not buy, self.next_trade_id,
-                                   str(self.next_bybit_id), self.bybit_seq))
+            trades.append(SimTrade(px, lots, not buy, self.next_trade_id, str(self.next_bybit_id), self.bybit_seq))
             self.next_trade_id += 1
-        if book:
-            for _ in range(rng.randint(1, 3)):
-                self._maker(changed)
-            self._keep_depth(changed)
-        out = [(side, self.price(px), self.qty(lots)) for (side, px), lots in changed.items()]
-        return trades, out
+        for _ in range(rng.randint(1, 3)):
+            self._maker(changed)
+        self._keep_depth(changed)
+        return trades, [(side, px, lots) for (side, px), lots in changed.items()]
 
     def _walk(self, n_trades: int) -> list[SimTrade]:
         """Trades without a book (cheap, for throughput runs): the mid drifts a tick at a time."""
@@ -219,14 +226,14 @@ class SymbolMarket:
             buy = rng.random() < 0.5
             self.next_bybit_id += 1
             self.bybit_seq += 1
-            trades.append(SimTrade(self.price(self.mid + (1 if buy else -1)), self.qty(self._trade_lots()),
-                                   not buy, self.next_trade_id, str(self.next_bybit_id), self.bybit_seq))
+            trades.append(SimTrade(self.mid + (1 if buy else -1), self._trade_lots(), not buy, self.next_trade_id,
+                                   str(self.next_bybit_id), self.bybit_seq))
             self.next_trade_id += 1
         return trades
 
-    def _maker(self, changed: dict[tuple[str, int], int]) -> None:
+    def _maker(self, changed: dict[tuple[Side, int], int]) -> None:
         rng = self.rng
-        side = "b" if rng.random() < 0.5 else "a"
+        side: Side = "b" if rng.random() < 0.5 else "a"
         levels = self.bids if side == "b" else self.asks
         bb = max(self.bids) if self.bids else (min(self.asks) - 1 if self.asks else round(self.spec.price / self.spec.tick))
         ba = min(self.asks) if self.asks else bb + 1
@@ -248,9 +255,10 @@ class SymbolMarket:
             levels[px] = self._resting_lots()
         changed[(side, px)] = levels.get(px, 0)
 
-    def _keep_depth(self, changed: dict[tuple[str, int], int]) -> None:
+    def _keep_depth(self, changed: dict[tuple[Side, int], int]) -> None:
         n = self.spec.levels
-        for side, levels in (("b", self.bids), ("a", self.asks)):
+        sides: tuple[tuple[Side, dict[int, int]], ...] = (("b", self.bids), ("a", self.asks))
+        for side, levels in sides:
             while len(levels) > n:
                 px = min(levels) if side == "b" else max(levels)
                 del levels[px]
@@ -266,45 +274,36 @@ class SymbolMarket:
                 changed[(side, px)] = levels[px]
 
 
-# --- klines ------------------------------------------------------------------------------------
-
-BINANCE_INTERVALS: dict[str, int] = {
-    "1s": 1, "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
-    "4h": 14400, "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400, "3d": 259200, "1w": 604800,
-    "1M": 2592000,
-}
-BYBIT_INTERVALS: dict[str, int] = {
-    "1": 60, "3": 180, "5": 300, "15": 900, "30": 1800, "60": 3600, "120": 7200, "240": 14400,
-    "360": 21600, "720": 43200, "D": 86400, "W": 604800, "M": 2592000,
-}
-
-
 class Kline:
-    """One open candle, updated from trades, the way both venues publish it."""
+    """One open candle, updated from trades, the way both venues publish it.
+
+    Kept in ticks and lots (and tick x lot for turnover) so each venue renders
+    exact decimals however many trades it sums.
+    """
 
     __slots__ = ("close", "first_id", "high", "last_id", "low", "open", "quote", "start_ms", "taker_base",
                  "taker_quote", "trades", "volume", "width_ms")
 
-    def __init__(self, start_ms: int, width_ms: int, last_close: float) -> None:
+    def __init__(self, start_ms: int, width_ms: int, last_close: int) -> None:
         self.start_ms = start_ms
         self.width_ms = width_ms
         self.open = self.high = self.low = self.close = last_close
-        self.volume = self.quote = self.taker_base = self.taker_quote = 0.0
+        self.volume = self.quote = self.taker_base = self.taker_quote = 0
         self.trades = 0
         self.first_id = -1
         self.last_id = -1
 
-    def add(self, price: float, qty: float, trade_id: int, taker_buy: bool) -> None:
+    def add(self, ticks: int, lots: int, trade_id: int, taker_buy: bool) -> None:
         if self.trades == 0:
-            self.open = self.high = self.low = price
+            self.open = self.high = self.low = ticks
             self.first_id = trade_id
-        self.high = max(self.high, price)
-        self.low = min(self.low, price)
-        self.close = price
-        self.volume += qty
-        self.quote += price * qty
+        self.high = max(self.high, ticks)
+        self.low = min(self.low, ticks)
+        self.close = ticks
+        self.volume += lots
+        self.quote += ticks * lots
         if taker_buy:
-            self.taker_base += qty
-            self.taker_quote += price * qty
+            self.taker_base += lots
+            self.taker_quote += ticks * lots
         self.trades += 1
         self.last_id = trade_id

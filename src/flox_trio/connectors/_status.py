@@ -1,0 +1,63 @@
+"""What ``status()`` of a connector returns: frozen snapshots that round-trip through the project converter."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+from .._core._status import FeedStatus
+
+#: "idle" (nothing to subscribe), "connecting", "connected", "backoff" (waiting to reconnect), "stopped".
+SessionState = Literal["idle", "connecting", "connected", "backoff", "stopped"]
+
+
+@attrs.frozen
+class BookStatus:
+    """One maintained book."""
+
+    #: In step with the venue (False while it resyncs).
+    synced: bool
+    #: The venue's update id the book is at.
+    seq: int
+    #: Price levels held, (bids, asks).
+    levels: tuple[int, int]
+
+
+@attrs.frozen(kw_only=True)
+class SessionStatus(FeedStatus):
+    """A connector's session: its connection, subscriptions, books and counters."""
+
+    venue: str
+    url: str
+    channels: tuple[str, ...]
+    state: SessionState
+    #: The connection now serving data (the last one, between connections).
+    connection_id: int | None
+    #: WebSocket handshakes that succeeded, planned handovers included.
+    connect_count: int
+    #: What the session subscribes: its own symbols and what the slots watch.
+    symbols: tuple[str, ...]
+    #: What the venue confirmed on the connection serving data.
+    subscribed: tuple[str, ...]
+    #: Symbols the venue refused, with its last error (retried with backoff).
+    failing: dict[str, str]
+    books: dict[str, BookStatus]
+    #: Seconds since the last message, None before the first.
+    last_message_age: float | None
+    messages: int
+    gaps: int
+    resyncs: int
+    errors: int
+    late_frames: int
+    last_error: str | None
+
+
+@attrs.frozen(kw_only=True)
+class BinanceStatus(SessionStatus):
+    """Binance adds its REST depth-snapshot counters."""
+
+    #: Completed REST syncs of a depth book (initial ones included).
+    book_syncs: int
+    #: Snapshots fetched again because they were older than the first buffered diff.
+    stale_snapshots: int

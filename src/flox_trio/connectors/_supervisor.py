@@ -1,0 +1,377 @@
+"""Keeping a session connected: connect, read, watch, keep alive, hand over, back off, reconnect.
+
+Shape of one supervised session (all in the nursery the session's ``run()`` owns)::
+
+    Supervisor.run            connect → follow the connection → backoff → reconnect
+    └── _connection_task ×1-2 one per open WebSocket (two only during a planned handover)
+        ├── _reader           the only task that reads the socket; decodes and publishes
+        ├── _watchdog         no message for stale_timeout → stop the reader → reconnect
+        ├── LiveSubscriptions.serve   SUBSCRIBE / UNSUBSCRIBE so the live set follows the desired one
+        ├── _keepalive        venue pings (Bybit {"op":"ping"}, or protocol pings)
+        └── _age_timer        planned reconnect before the venue's connection lifetime ends
+
+Only the reader publishes for a connection, and a connection only ends while
+its reader waits for the network (see ``Connection``), so no batch is ever
+cancelled half-published because a connection went away.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import trio
+import trio_websocket
+from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
+
+from .._core._clock import TrioClock
+from .._core._ports import Clock
+from .._errors import ConnectorError
+from ._backoff import Backoff
+from ._connection import Connection, describe, first_leaf, redact, split_url
+from ._options import SessionOptions
+from ._publisher import Publisher
+from ._report import Reporter
+from ._status import SessionState
+from ._subscriptions import Subscriptions
+from ._venue import Venue
+
+log = logging.getLogger("flox_trio.connectors")
+
+
+class StaleFeedError(ConnectorError):
+    """The venue went quiet: no message (or no pong) within the watchdog timeout."""
+
+
+class HandshakeRefusedError(ConnectorError):
+    """The venue refused the WebSocket handshake with a status that retrying will not fix."""
+
+
+class RetriesExhaustedError(ConnectorError):
+    """``max_retries`` consecutive connection attempts failed."""
+
+
+# What ends one connection but not the session: the supervisor reconnects.
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    ConnectionClosed,
+    HandshakeError,
+    OSError,
+    trio.BrokenResourceError,
+    trio.TooSlowError,
+    StaleFeedError,
+)
+# Handshake statuses that mean "come back later", not "your URL is wrong".
+_RETRYABLE_STATUS = frozenset({408, 418, 425, 429})
+
+
+class Supervisor:
+    """One session's connections over time; the venue says what goes on the wire."""
+
+    def __init__(self, venue: Venue, subscriptions: Subscriptions, publisher: Publisher, reporter: Reporter,
+                 options: SessionOptions, backoff: Callable[[], Backoff]) -> None:
+        self._venue = venue
+        self._subs = subscriptions
+        self._publisher = publisher
+        self._reporter = reporter
+        self._options = options
+        self._backoff = backoff
+        self.state: SessionState = "idle"
+        #: Identity of the connection now serving data; changes on every new connection.
+        self.connection_id: int | None = None
+        #: WebSocket handshakes that succeeded (planned handovers included).
+        self.connect_count = 0
+        #: Messages read, all connections together.
+        self.messages = 0
+        #: Receive time (``clock.wall_ns()``) of the last message from the venue, any connection.
+        self.last_recv_ns: int | None = None
+        #: The connection serving data, None between connections.
+        self.serving: Connection | None = None
+        #: Replaced by the engine's clock when the session runs.
+        self.clock: Clock = TrioClock()
+
+    async def run(self, nursery: trio.Nursery, clock: Clock) -> None:
+        """Keep a connection serving the desired symbols until cancelled; raise only what retrying cannot fix."""
+        self.clock = clock
+        opts = self._options
+        backoff = self._backoff()
+        failures = 0
+        while True:
+            if not self._subs.desired:
+                self.state = "idle"
+                await self._subs.wait_desired()
+                continue
+            self.state = "connecting"
+            try:
+                conn = await self._open_connection(nursery, hold=False)
+            except (HandshakeError, OSError) as exc:
+                self._raise_if_fatal(exc)
+                failures += 1
+                if opts.max_retries is not None and failures > opts.max_retries:
+                    raise RetriesExhaustedError(
+                        f"{self._venue.name}: {failures} connection attempts to {self._venue.ws_url} failed in a "
+                        f"row (last: {describe(exc)}); check the URL and the network, or raise max_retries"
+                    ) from exc
+                delay = backoff.next_delay()
+                self._reporter.error("connect failed", describe(exc), url=self._venue.ws_url,
+                                     attempt=failures, retry_in=delay)
+                self.state = "backoff"
+                await trio.sleep(delay)
+                continue
+            self._activate(conn)
+            conn = await self._follow(nursery, conn)
+            planned = conn.planned is not None
+            if planned or conn.ended_at - conn.opened_at >= opts.healthy_after:
+                backoff.reset()
+                failures = 0
+            if planned:
+                self._deactivate(conn, f"planned: {conn.planned}", retry_in=0.0)
+                continue
+            failures += 1
+            delay = backoff.next_delay()
+            self._deactivate(conn, describe(conn.error) if conn.error else "closed", retry_in=delay)
+            self.state = "backoff"
+            await trio.sleep(delay)
+
+    def stopped(self) -> None:
+        self.state = "stopped"
+        self.serving = None
+
+    # --- from one connection to the next ----------------------------------------------------------
+
+    async def _follow(self, nursery: trio.Nursery, conn: Connection) -> Connection:
+        """Wait until ``conn`` ends, passing the baton to successors on planned reconnects."""
+        while True:
+            await conn.wake.wait()
+            if conn.planned is not None and not conn.ended.is_set():
+                successor = await self._handover(nursery, conn)
+                if successor is not None:
+                    conn = successor
+                    continue
+            await conn.ended.wait()
+            return conn
+
+    async def _handover(self, nursery: trio.Nursery, old: Connection) -> Connection | None:
+        """Make before break: open the successor, let the old connection finish, then switch."""
+        log.info("%s: planned reconnect of connection %d (%s)", self._venue.name, old.id, old.planned)
+        try:
+            new = await self._open_connection(nursery, hold=True)
+        except (HandshakeError, OSError) as exc:
+            self._raise_if_fatal(exc)
+            self._reporter.error("planned reconnect failed", describe(exc), connection_id=old.id)
+            return None
+        # Everything the venue sent on the old connection before the new one was
+        # subscribed arrives within about one round trip; after that the new
+        # connection carries the same data.
+        with trio.move_on_after(self._options.handover_overlap):
+            await old.ended.wait()
+        old.stop(None)
+        await old.ended.wait()
+        self._deactivate(old, f"planned: {old.planned}", retry_in=0.0, planned=True)
+        self._activate(new)
+        self._venue.handover()
+        held = new.held
+        assert held is not None
+        decode, emit = self._venue.decode, self._publisher.emit
+        while held:
+            msg, recv_ns = held.popleft()
+            events = decode(new, msg, recv_ns)
+            if events:
+                await emit(events)
+        new.held = None
+        return new
+
+    def _raise_if_fatal(self, exc: BaseException) -> None:
+        if isinstance(exc, ConnectionRejected) and 400 <= exc.status_code < 500 \
+                and exc.status_code not in _RETRYABLE_STATUS:
+            raise HandshakeRefusedError(
+                f"{self._venue.name} refused the WebSocket handshake at {self._venue.ws_url} with HTTP "
+                f"{exc.status_code}: the URL or the stream names are wrong; check ws_url and the channels"
+            ) from exc
+
+    def _activate(self, conn: Connection) -> None:
+        self.serving = conn
+        self.connection_id = conn.id
+        self.state = "connected"
+
+    def _deactivate(self, conn: Connection, reason: str, *, retry_in: float, planned: bool = False) -> None:
+        if self.serving is conn:
+            self.serving = None
+            if not planned:  # a successor that carries the same streams takes over otherwise
+                self._subs.connection_lost()
+                self._venue.connection_lost()
+        self._reporter.event("disconnect", connection_id=conn.id, reason=reason, code=conn.close_code,
+                             retry_in=retry_in, planned=planned or conn.planned is not None,
+                             lived=round(conn.lived(), 6))
+        log.info("%s connection %d closed (%s); reconnecting in %.3f s", self._venue.name, conn.id, reason, retry_in)
+
+    # --- one connection ----------------------------------------------------------------------------
+
+    async def _open_connection(self, nursery: trio.Nursery, *, hold: bool) -> Connection:
+        url, initial = self._venue.connect_url(self._subs.subscribable())
+        conn = Connection(url, initial, self._subs, hold=hold)
+        await nursery.start(self._connection_task, conn)
+        self.connect_count += 1
+        log.info("%s connection %d open: %s", self._venue.name, conn.id, redact(url))
+        self._reporter.event("connect", connection_id=conn.id, url=redact(url), connect_count=self.connect_count,
+                             planned=hold)
+        return conn
+
+    async def _connection_task(self, conn: Connection, *,
+                               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        opts = self._options
+        stream: trio.abc.Stream | None = None
+        try:
+            # Cancelled when the venue went silent: a close handshake it will not answer
+            # would only delay the reconnect by disconnect_timeout.
+            with conn.abort_scope:
+                # The TCP stream is ours, not trio-websocket's: its open_websocket() leaves
+                # the socket open after a rejected handshake or an abnormal closure (1006).
+                async with trio.open_nursery() as ws_nursery:
+                    host, port, resource, ssl_context = split_url(conn.url, opts.ssl_context)
+                    try:
+                        with trio.fail_after(opts.connect_timeout):
+                            if ssl_context is None:
+                                stream = await trio.open_tcp_stream(host, port)
+                            else:
+                                stream = await trio.open_ssl_over_tcp_stream(
+                                    host, port, ssl_context=ssl_context, https_compatible=True)
+                            ws = await trio_websocket.wrap_client_stream(
+                                ws_nursery, stream, host if port in (80, 443) else f"{host}:{port}", resource,
+                                message_queue_size=opts.message_queue_size,
+                                max_message_size=opts.max_message_size,
+                                receive_buffer_size=opts.receive_buffer_size)
+                    except trio.TooSlowError:
+                        raise trio_websocket.ConnectionTimeout(
+                            f"no WebSocket handshake with {host}:{port} within {opts.connect_timeout:g} s") from None
+                    except OSError as exc:
+                        raise HandshakeError(f"cannot connect to {host}:{port}: {exc}") from exc
+                    conn.ws = ws
+                    conn.opened_at = conn.idle_since = trio.current_time()
+                    conn.started = True
+                    self._subs.track(conn.subs)
+                    task_status.started()
+                    try:
+                        await self._serve(conn, ws)
+                    finally:
+                        with trio.move_on_after(opts.disconnect_timeout):
+                            await ws.aclose()
+                        ws_nursery.cancel_scope.cancel(reason="connection finished")
+        except* _TRANSIENT as group:
+            # Anything else (a bug, a cancellation) propagates; connection trouble ends
+            # this connection only.
+            failure = first_leaf(group)
+            if not conn.started:
+                raise failure  # nursery.start() hands it to the supervisor, unwrapped
+            conn.error = failure
+            if isinstance(failure, ConnectionClosed) and failure.reason is not None and conn.close_code is None:
+                conn.close_code, conn.close_reason = int(failure.reason.code), failure.reason.reason
+        finally:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            if conn.stop_reason is not None:
+                conn.error = conn.stop_reason
+            conn.ended_at = trio.current_time()
+            self._subs.untrack(conn.subs)
+            conn.ended.set()
+            conn.wake.set()
+
+    async def _serve(self, conn: Connection, ws: trio_websocket.WebSocketConnection) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watchdog, conn)
+            nursery.start_soon(conn.subs.serve, conn.send_text)
+            nursery.start_soon(self._keepalive, conn, ws)
+            if self._options.max_connection_age is not None:
+                nursery.start_soon(self._age_timer, conn, self._options.max_connection_age)
+            try:
+                await self._reader(conn, ws)
+            finally:
+                nursery.cancel_scope.cancel(reason="connection reader finished")
+
+    async def _reader(self, conn: Connection, ws: trio_websocket.WebSocketConnection) -> None:
+        # The hot path: one iteration per frame, so everything it calls is a local.
+        decode, emit, now, wall_ns = self._venue.decode, self._publisher.emit, trio.current_time, self.clock.wall_ns
+        get = ws.get_message
+        with trio.CancelScope() as scope:
+            conn.recv_scope = scope
+            while not conn.stopping:
+                conn.busy = False
+                try:
+                    msg = await get()
+                except ConnectionClosed as exc:
+                    if exc.reason is not None:
+                        conn.close_code, conn.close_reason = int(exc.reason.code), exc.reason.reason
+                    raise
+                # A stop may have been requested while this message was on its way to
+                # us; its cancellation would land in the publish below. Drop the message
+                # instead: the connection is going away, as if it had arrived a moment later.
+                if conn.stopping:
+                    break
+                conn.busy = True
+                recv_ns = self.last_recv_ns = wall_ns()
+                conn.messages += 1
+                self.messages += 1
+                if conn.held is not None:
+                    conn.held.append((msg, recv_ns))
+                else:
+                    events = decode(conn, msg, recv_ns)
+                    if events:
+                        await emit(events)
+                conn.idle_since = now()
+        conn.busy = False
+        if conn.stop_reason is not None:
+            conn.abort_scope.cancel(reason=str(conn.stop_reason))
+            raise conn.stop_reason
+
+    async def _watchdog(self, conn: Connection) -> None:
+        timeout = self._options.stale_timeout
+        while True:
+            await trio.sleep_until(conn.idle_since + timeout)
+            now = trio.current_time()
+            # Same expression as the deadline: `now - idle_since < timeout` can disagree
+            # with it by a rounding error and spin.
+            if now < conn.idle_since + timeout:
+                continue
+            if conn.busy or not conn.subs.live or conn.held is not None:
+                # Publishing under backpressure, nothing subscribed, or a successor
+                # parked during a handover: silence here is not staleness.
+                conn.idle_since = now
+                continue
+            conn.stop(StaleFeedError(
+                f"{self._venue.name}: no message for {timeout:g} s on connection {conn.id}; reconnecting"))
+            return
+
+    async def _keepalive(self, conn: Connection, ws: trio_websocket.WebSocketConnection) -> None:
+        """Ping every ``ping_interval``; a ping unanswered within ``pong_timeout`` ends the connection."""
+        opts = self._options
+        if not opts.ping_interval:
+            return
+        # A venue ping is answered by a message, which the reader may only see once the
+        # ping is sent; a protocol ping's answer is awaited in place.
+        wait = min(opts.pong_timeout, opts.ping_interval)
+        await trio.sleep(opts.ping_interval)
+        n = 0
+        while True:
+            n += 1
+            text = self._venue.ping_text(n)
+            if text is None:
+                with trio.move_on_after(opts.pong_timeout) as scope:
+                    try:
+                        await ws.ping()
+                    except ConnectionClosed:
+                        return  # the reader sees the close
+                answered, waited, pause = not scope.cancelled_caught, opts.pong_timeout, opts.ping_interval
+            else:
+                sent = conn.ping_sent_at = trio.current_time()
+                if not await conn.send_text(text):
+                    return
+                await trio.sleep(wait)
+                answered, waited, pause = conn.ping_sent_at != sent, wait, opts.ping_interval - wait
+            if not answered and not conn.busy:
+                conn.stop(StaleFeedError(
+                    f"{self._venue.name}: no pong within {waited:g} s on connection {conn.id}; reconnecting"))
+                return
+            await trio.sleep(pause)
+
+    async def _age_timer(self, conn: Connection, max_age: float) -> None:
+        await trio.sleep(max_age)
+        conn.request_planned(f"connection older than {max_age:g} s")
