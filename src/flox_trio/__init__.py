@@ -14,6 +14,7 @@ from ._core._clock import TrioClock as TrioClock
 from ._core._events import Bar as Bar
 from ._core._events import Book as Book
 from ._core._events import Fill as Fill
+from ._core._events import Gap as Gap
 from ._core._events import OrderUpdate as OrderUpdate
 from ._core._events import Trade as Trade
 from ._core._host import StrategyHost as StrategyHost

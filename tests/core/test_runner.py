@@ -198,3 +198,20 @@ async def test_latency_is_measured_on_the_engine_clock_for_stamped_feeds(
         st = runner.status()
     latency = st.slots[0].latency_us
     assert latency is not None and 0 <= latency < 1_000  # virtual time: the events were delivered at once
+
+
+async def test_a_gap_reaches_on_gap_in_order(journal: list[Any]) -> None:
+    seen: list[Any] = []
+
+    class Watch(Recorder):
+        def on_gap(self, ctx: flox.Context, gap: flox.Gap) -> None:
+            seen.append(("gap", gap.first_id, gap.last_id, gap.missing))
+
+        def on_trade(self, ctx: flox.Context, trade: flox.Trade) -> None:
+            seen.append(("trade", trade.trade_id))
+
+    trades = make_trades(4)
+    gap = flox.Gap("BTCUSDT", "trade_ids", 3, "2", "4", venue="binance")
+    async with flox.open_runner(flox.feeds.ListFeed([trades[0], trades[1], gap, trades[3]])) as runner:
+        runner.add_strategy(Watch(["BTCUSDT"], journal, "w"))
+    assert seen == [("trade", "0"), ("trade", "1"), ("gap", "2", "4", 3), ("trade", "3")]

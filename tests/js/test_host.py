@@ -266,3 +266,18 @@ async def test_files_written_outside_reach_on_trade_within_a_second(
         await runner.wait_idle()
         feed.close()
     assert script.eval("JSON.stringify(seen)") == "[null,null,3]"
+
+
+async def test_a_gap_reaches_on_gap_between_the_trades(script_file: Any, tmp_path: Path) -> None:
+    source = """
+var seen = [];
+flox.register({ symbols: [sym],
+  onTrade: function (ctx, t) { seen.push('t' + t.tradeId); },
+  onGap: function (ctx, g) { seen.push('gap ' + g.reason + ' ' + g.firstId + '..' + g.lastId + ' ' + g.missing); } });
+"""
+    script = load(script_file(source), state_dir=tmp_path / "state")
+    events = trades(4)
+    gap = flox.Gap("BTCUSDT", "trade_ids", 3, "2", "4")
+    await run_list(script.registered, [events[0], events[1], gap, events[3]])
+    assert script.eval("seen.join(',')") == f"t{events[0].trade_id},t{events[1].trade_id},gap trade_ids 2..4 3," \
+                                            f"t{events[3].trade_id}"

@@ -81,7 +81,9 @@ order_updates = st.builds(flox.OrderUpdate, order_id=text, symbol=text, side=sid
                           venue=text)
 fills = st.builds(flox.Fill, order_id=text, symbol=text, side=sides, price=decimals, qty=decimals,
                   fee=decimals, liquidity=liquidities, ts_ns=int64, trade_id=text, slot=int64, venue=text)
-events = st.one_of(trades, books, bars, order_updates, fills)
+gaps = st.builds(flox.Gap, symbol=text, reason=st.sampled_from(["trade_ids", "dropped"]), missing=int64,
+                 first_id=text, last_id=text, exchange_ts_ns=int64, recv_ts_ns=int64, venue=text)
+events = st.one_of(trades, books, bars, gaps, order_updates, fills)
 
 # Batches are mostly one type (as the engine publishes them) and sometimes mixed.
 batches = st.one_of(

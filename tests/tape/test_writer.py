@@ -88,7 +88,7 @@ def test_unrecordable_event_is_refused_and_the_tape_stays_whole(tmp_path: Path) 
             w.write_events(2, [flox.Trade("BAD\ud800", 1.0, 1.0, "buy")])
         with pytest.raises(flox.TapeError, match=r"cannot record events at seq 2 .*64"):
             w.write_events(2, [make_trades(1)[0], flox.Trade("X", 1.0, 1.0, "buy", exchange_ts_ns=2**64)])
-        with pytest.raises(flox.TapeError, match="only Trade, Book, Bar, OrderUpdate and Fill"):
+        with pytest.raises(flox.TapeError, match="only Trade, Book, Bar, Gap, OrderUpdate and Fill"):
             w.write_events(2, [make_trades(1)[0], "not an event"])  # type: ignore[list-item]
         with pytest.raises(flox.TapeError, match="seq must be an int"):
             w.write_error(seq="1", slot=0, message="x")  # type: ignore[arg-type]

@@ -71,6 +71,7 @@ OrderType: TypeAlias = Literal["market", "limit"]
 #: new (sent) → accepted → partially_filled → filled | canceled | rejected.
 OrderStatus: TypeAlias = Literal["new", "accepted", "partially_filled", "filled", "canceled", "rejected"]
 Liquidity: TypeAlias = Literal["maker", "taker"]
+GapReason: TypeAlias = Literal["trade_ids", "dropped"]
 
 SIDES: frozenset[str] = frozenset({"buy", "sell"})
 ORDER_TYPES: frozenset[str] = frozenset({"market", "limit"})
@@ -132,6 +133,25 @@ class Bar:
     venue: str = ""
 
 
+@attrs.frozen(slots=True)
+class Gap:
+    """Events the engine knows were missed for ``symbol`` before the next one it delivers.
+
+    ``reason`` says how it knows: "trade_ids" (the venue's consecutive trade ids
+    jumped: ``first_id``..``last_id`` never arrived) or "dropped" (a queue's
+    overflow policy dropped them). ``missing`` is how many, when known (-1 if not).
+    """
+
+    symbol: str
+    reason: GapReason
+    missing: int = -1
+    first_id: str = ""
+    last_id: str = ""
+    exchange_ts_ns: int = 0
+    recv_ts_ns: int = 0
+    venue: str = ""
+
+
 # --- orders --------------------------------------------------------------------
 
 
@@ -190,4 +210,4 @@ def event_time_ns(ev: object) -> int:
     return int(ts)
 
 
-Event: TypeAlias = Trade | Book | Bar | OrderUpdate | Fill
+Event: TypeAlias = Trade | Book | Bar | Gap | OrderUpdate | Fill

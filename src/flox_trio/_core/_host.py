@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import StrategyTypeError
-from ._events import Bar, Book, Fill, OrderUpdate, SymbolRef, Trade
+from ._events import Bar, Book, Fill, Gap, OrderUpdate, SymbolRef, Trade
 from ._ports import SlotPort
 from ._status import StrategyInfo
 from ._strategy import Strategy, strategy_symbols
@@ -100,7 +100,7 @@ def make_host(obj: Any) -> StrategyHost:
     )
 
 
-_CALLBACKS = ("on_start", "on_stop", "on_trade", "on_book", "on_bar", "on_order_update", "on_fill")
+_CALLBACKS = ("on_start", "on_stop", "on_trade", "on_book", "on_bar", "on_gap", "on_order_update", "on_fill")
 
 
 class PythonHost(StrategyHost):
@@ -231,7 +231,7 @@ class PythonHost(StrategyHost):
         return done
 
 
-_OTHER: dict[type, str] = {Bar: "on_bar", OrderUpdate: "on_order_update", Fill: "on_fill"}
+_OTHER: dict[type, str] = {Bar: "on_bar", Gap: "on_gap", OrderUpdate: "on_order_update", Fill: "on_fill"}
 
 
 def jsonable(value: Any) -> Any:

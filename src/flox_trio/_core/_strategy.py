@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .._errors import StrategyTypeError
-from ._events import Bar, Book, Fill, OrderUpdate, SymbolRef, Trade, parse_symbols
+from ._events import Bar, Book, Fill, Gap, OrderUpdate, SymbolRef, Trade, parse_symbols
 
 if TYPE_CHECKING:
     from ._orders import Order
@@ -42,6 +42,9 @@ class Strategy:
 
     def on_bar(self, ctx: Context, bar: Bar) -> Any:
         """A time bar closed."""
+
+    def on_gap(self, ctx: Context, gap: Gap) -> Any:
+        """Events of the symbol were missed (the venue's trade ids jumped, or an overflow policy dropped some)."""
 
     def on_order_update(self, ctx: Context, update: OrderUpdate) -> Any:
         """One of the slot's orders changed state."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from .._core._events import Bar, Book, Fill, OrderUpdate, Trade
+from .._core._events import Bar, Book, Fill, Gap, OrderUpdate, Trade
 
 _price = attrgetter("price")
 _qty = attrgetter("qty")
@@ -23,7 +23,7 @@ _rts = attrgetter("recv_ts_ns")
 _sym = attrgetter("symbol")
 _side = attrgetter("side")
 
-_KIND = {Trade: "t", Book: "b", Bar: "B", OrderUpdate: "u", Fill: "f"}
+_KIND = {Trade: "t", Book: "b", Bar: "B", Gap: "g", OrderUpdate: "u", Fill: "f"}
 
 #: (kinds, symbols, symbol chars, side chars, price, qty, id, exchange ts, receive ts, others)
 Encoded = tuple[str, str, str, str, str, str, str, str, str, str]
@@ -42,6 +42,9 @@ def _other(ev: Any) -> dict[str, Any]:
     if cls is Book:
         return {"symbol": ev.symbol, "bids": ev.bids, "asks": ev.asks, "exchangeTsNs": float(ev.exchange_ts_ns),
                 "recvTsNs": float(ev.recv_ts_ns), "seq": float(ev.seq)}
+    if cls is Gap:
+        return {"symbol": ev.symbol, "reason": ev.reason, "missing": ev.missing, "firstId": ev.first_id,
+                "lastId": ev.last_id, "exchangeTsNs": float(ev.exchange_ts_ns), "recvTsNs": float(ev.recv_ts_ns)}
     if cls is Bar:
         return {"symbol": ev.symbol, "open": ev.open, "high": ev.high, "low": ev.low, "close": ev.close,
                 "volume": ev.volume, "tradeCount": ev.trade_count, "startTsNs": float(ev.start_ts_ns),

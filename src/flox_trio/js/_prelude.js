@@ -61,7 +61,7 @@ var __flox = (function () {
 
   F.describe = function (obj) {
     var cbs = [];
-    ['onStart', 'onStop', 'onTrade', 'onBook', 'onBar', 'onOrderUpdate', 'onFill'].forEach(function (k) {
+    ['onStart', 'onStop', 'onTrade', 'onBook', 'onBar', 'onGap', 'onOrderUpdate', 'onFill'].forEach(function (k) {
       if (typeof obj[k] === 'function') cbs.push(k);
     });
     return { handle: F.keep(obj), symbols: obj.symbols, callbacks: cbs };
@@ -193,7 +193,7 @@ var __flox = (function () {
   };
   F.Trade = Trade;
 
-  // kinds: one char per event ('t' trade, 'b' book, 'B' bar, 'u' order update, 'f' fill),
+  // kinds: one char per event ('t' trade, 'b' book, 'B' bar, 'g' gap, 'u' order update, 'f' fill),
   // or '' when the batch is all trades.
   F.dispatch = function (h, slot, seq, state, start, budget, kinds, syms, sy, sd, px, qt, id, et, rt, others) {
     var s = F.objs.get(h);
@@ -203,7 +203,8 @@ var __flox = (function () {
     var symCtx = [];
     for (var j = 0; j < c.syms.length; j++) symCtx.push(ctxs[c.syms[j]]);
     var other = others ? JSON.parse(others) : null;
-    var onTrade = s.onTrade, onBook = s.onBook, onBar = s.onBar, onUpd = s.onOrderUpdate, onFill = s.onFill;
+    var onTrade = s.onTrade, onBook = s.onBook, onBar = s.onBar, onGap = s.onGap, onUpd = s.onOrderUpdate,
+        onFill = s.onFill;
     var n = kinds ? kinds.length : sd.length;
     var ti = 0, oi = 0, k = start;
     if (start > 0 && kinds) {  // resume mid-batch: count what was already consumed
@@ -229,6 +230,8 @@ var __flox = (function () {
           name = onBook && 'onBook';
         } else if (kind === 66) {
           name = onBar && 'onBar';
+        } else if (kind === 103) {
+          name = onGap && 'onGap';
         } else if (kind === 117) {
           name = onUpd && 'onOrderUpdate';
         } else {

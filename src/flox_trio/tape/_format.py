@@ -41,7 +41,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from .._core._events import Bar, Book, Fill, OrderUpdate, Trade
+from .._core._events import Bar, Book, Fill, Gap, OrderUpdate, Trade
 from .._errors import TapeError
 
 #: 2: swap records carry the session's market-event index and the slot's own count.
@@ -72,9 +72,9 @@ TAG_SLOT: Final = 3
 TAG_CONNECTOR: Final = 4
 TAG_ERROR: Final = 5
 
-EVENT_CLASSES: Final[tuple[type, ...]] = (Trade, Book, Bar, OrderUpdate, Fill)
+EVENT_CLASSES: Final[tuple[type, ...]] = (Trade, Book, Bar, OrderUpdate, Fill, Gap)
 EVENT_CODES: Final[dict[type, int]] = {cls: code for code, cls in enumerate(EVENT_CLASSES)}
-MARKET_CODES: Final = frozenset({EVENT_CODES[Trade], EVENT_CODES[Book], EVENT_CODES[Bar]})
+MARKET_CODES: Final = frozenset({EVENT_CODES[Trade], EVENT_CODES[Book], EVENT_CODES[Bar], EVENT_CODES[Gap]})
 
 # msgspec builds attrs instances without calling __init__ (frozen or not),
 # which is what makes reading back ~1 M events/s possible at all.
@@ -89,7 +89,7 @@ EVENT_DECODERS: Final[tuple[msgspec.msgpack.Decoder[Any], ...]] = tuple(
 class WireEvents(msgspec.Struct, array_like=True, tag=TAG_EVENTS, frozen=True):
     seq: int
     # A Literal, so an event code this version does not know fails the frame's decode.
-    runs: list[tuple[Literal[0, 1, 2, 3, 4], msgspec.Raw]]
+    runs: list[tuple[Literal[0, 1, 2, 3, 4, 5], msgspec.Raw]]
 
 
 class WireSwap(msgspec.Struct, array_like=True, tag=TAG_SWAP, frozen=True):

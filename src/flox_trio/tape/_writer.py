@@ -334,7 +334,7 @@ class TapeWriter:
         if code is None:
             raise TapeError(
                 f"cannot record a {cls.__module__}.{cls.__qualname__} on a tape: "
-                "only Trade, Book, Bar, OrderUpdate and Fill events are recorded"
+                "only Trade, Book, Bar, Gap, OrderUpdate and Fill events are recorded"
             )
         return code
 
