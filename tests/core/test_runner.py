@@ -110,6 +110,9 @@ async def test_overflow_policies_drop_and_count(policy: str) -> None:
             await gate.wait()
             seen.append(trade.trade_id)
 
+        def on_gap(self, ctx: flox.Context, gap: flox.Gap) -> None:
+            seen.append(f"gap {gap.reason} {gap.missing}")
+
     feed = flox.feeds.PushFeed(["BTCUSDT"])
     async with flox.open_runner(feed, overflow=policy, capacity=2) as runner:
         i = runner.add_strategy(Slow(["BTCUSDT"]))
@@ -119,12 +122,20 @@ async def test_overflow_policies_drop_and_count(policy: str) -> None:
         slot = runner.slots[i]
         assert slot.dropped == 3
         gate.set()
+        await runner.wait_idle()
+        # Nothing is lost silently: the next batch tells the strategy what was dropped before it.
+        await feed.push(make_trades(1, start=6))
         feed.close()
-    assert len(seen) == 3
+        await runner.wait_idle()
+        st = runner.status().slots[i]
+    assert st.dropped == 3 and st.dropped_by_symbol == {"BTCUSDT": 3}
+    trades = [s for s in seen if not s.startswith("gap")]
+    gaps = [s for s in seen if s.startswith("gap")]
+    assert sum(int(g.split()[-1]) for g in gaps) == 3 and seen[-1] == "6"
     if policy == "drop_newest":
-        assert seen == ["0", "1", "2"]
+        assert trades == ["0", "1", "2", "6"]
     else:
-        assert seen == ["0", "4", "5"]
+        assert trades == ["0", "4", "5", "6"]
 
 
 async def test_bad_runner_arguments() -> None:

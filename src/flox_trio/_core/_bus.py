@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ._events import Event
+from ._events import Event, Gap
 from ._states import Overflow
 
 
@@ -32,7 +32,8 @@ WAKE: list[Any] = []
 class SlotQueue:
     """One slot's bounded channel of batches under an overflow policy, with its counters."""
 
-    __slots__ = ("_progress", "_send", "consumed", "dropped", "enqueued", "overflow", "recv", "waiting")
+    __slots__ = ("_progress", "_send", "_unreported", "consumed", "dropped", "dropped_by_symbol", "enqueued",
+                 "overflow", "recv", "waiting")
 
     def __init__(self, capacity: int, overflow: Overflow, progress: Callable[[], None]) -> None:
         self._send, self.recv = trio.open_memory_channel[list[Any]](capacity)
@@ -41,6 +42,10 @@ class SlotQueue:
         self.enqueued = 0
         self.consumed = 0
         self.dropped = 0
+        #: What the overflow policy dropped, per symbol; never silent: see ``_unreported``.
+        self.dropped_by_symbol: dict[str, int] = {}
+        # Drops the slot was not told about yet: a Gap per symbol goes ahead of the next batch.
+        self._unreported: dict[str, int] = {}
         #: True while the slot's task waits for a batch: a wake-up then sends WAKE down
         #: the (empty, so never full) channel instead of cancelling the wait.
         self.waiting = False
@@ -51,6 +56,8 @@ class SlotQueue:
         return self.enqueued - self.consumed
 
     async def put_market(self, batch: list[Any]) -> None:
+        if self._unreported:
+            batch = self._with_gaps(batch)
         n = len(batch)
         self.enqueued += n
         try:
@@ -72,15 +79,28 @@ class SlotQueue:
                 # Order events are never dropped: requeue it and drop this batch instead.
                 self._send.send_nowait(oldest)
             elif oldest is not None:
-                self._dropped(len(oldest))
+                self._dropped(oldest)
                 self._send.send_nowait(batch)
                 return
-        self._dropped(n)
+        self._dropped(batch)
 
-    def _dropped(self, n: int) -> None:
-        self.dropped += n
-        self.consumed += n
+    def _dropped(self, batch: list[Any]) -> None:
+        self.consumed += len(batch)
+        for ev in batch:
+            sym = ev.symbol
+            if type(ev) is Gap and ev.reason == "dropped":
+                # A notice of earlier drops was dropped itself: it is told again with the next batch.
+                self._unreported[sym] = self._unreported.get(sym, 0) + max(ev.missing, 0)
+                continue
+            self.dropped += 1
+            self.dropped_by_symbol[sym] = self.dropped_by_symbol.get(sym, 0) + 1
+            self._unreported[sym] = self._unreported.get(sym, 0) + 1
         self._progress()
+
+    def _with_gaps(self, batch: list[Any]) -> list[Any]:
+        gaps = [Gap(sym, "dropped", n) for sym, n in self._unreported.items()]
+        self._unreported = {}
+        return [*gaps, *batch]
 
     async def put_orders(self, events: list[Event]) -> None:
         self.enqueued += len(events)

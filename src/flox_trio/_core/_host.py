@@ -186,6 +186,8 @@ class PythonHost(StrategyHost):
                     except Exception as exc:
                         slot.record_error(exc, ev)
             else:
+                if cls is Gap:
+                    slot.note_gap(ev)
                 fn = cb[_OTHER[cls]]
                 if fn is not None:
                     try:
@@ -216,6 +218,8 @@ class PythonHost(StrategyHost):
                     ctx.best_ask = ev.asks[0][0]
                 name = "on_book"
             else:
+                if cls is Gap:
+                    slot.note_gap(ev)
                 name = _OTHER[cls]
             fn = cb[name]
             if fn is not None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Generator, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._events import Event, Fill, OrderType, Side, SymbolRef
+from ._events import Event, Fill, Gap, OrderType, Side, SymbolRef
 from ._orders import Order, Position
 from ._status import ExecutorSettings, ExecutorStatus, FeedStatus, StrategyInfo, SwapReport
 
@@ -249,6 +249,9 @@ class SlotPort(Protocol):
     def record_error(self, exc: BaseException, event: Event | None = None, where: str = "") -> None: ...
 
     def quarantine(self, reason: str) -> None: ...
+
+    def note_gap(self, gap: Gap) -> None:
+        """The host delivered ``gap``: count what the venue says was missed."""
 
 
 class EngineHooks(Protocol):

@@ -420,6 +420,7 @@ class Runner:
                 index=s.index, state=s.state, language=s.language, strategy=info.name, spec=info.spec,
                 source_hash=s.source_hash[:12], symbols=tuple(str(x) for x in s.symbols),
                 params=info.params, dispatched=s.dispatched, queue_depth=s.queue_depth, dropped=s.dropped,
+                dropped_by_symbol=dict(s.queue.dropped_by_symbol), missed=dict(s.missed),
                 errors=s.errors, last_error=s.last_error, quarantine_reason=s.quarantine_reason,
                 swaps=s.swaps, latency_us=None if s.latency_ns is None else round(s.latency_ns / 1e3, 1),
                 last_swap=s.last_swap, open_orders=len(ex.open_orders(s.index)),

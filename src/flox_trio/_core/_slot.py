@@ -16,7 +16,7 @@ import trio
 
 from .._errors import OrderError, SwapError, describe_exception
 from ._bus import WAKE, OrderBatch, SlotQueue
-from ._events import ORDER_TYPES, SIDES, Event, OrderType, Side
+from ._events import ORDER_TYPES, SIDES, Event, Gap, OrderType, Side
 from ._host import StrategyHost
 from ._money import to_decimal
 from ._orders import Order
@@ -68,6 +68,8 @@ class Slot:
         self.errors = 0
         self._tenure_errors = 0
         self.last_error: str | None = None
+        #: Events the venue said were missed (trade-id gaps), per symbol.
+        self.missed: dict[str, int] = {}
         self.quarantine_reason: str | None = None
         self.swaps = 0
         self.last_swap: SwapReport | None = None
@@ -193,6 +195,10 @@ class Slot:
         self.interrupted = True
         log.warning("slot %d quarantined: %s", self.index, reason)
         self._engine.progress()
+
+    def note_gap(self, gap: Gap) -> None:
+        if gap.reason != "dropped":  # drops are counted by the queue already
+            self.missed[gap.symbol] = self.missed.get(gap.symbol, 0) + max(gap.missing, 0)
 
     # --- requests ----------------------------------------------------------------------
 

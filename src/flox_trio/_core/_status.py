@@ -96,7 +96,11 @@ class SlotStatus:
     params: dict[str, Any]
     dispatched: int
     queue_depth: int
+    #: Events the overflow policy dropped, in all and per symbol.
     dropped: int
+    dropped_by_symbol: dict[str, int]
+    #: Events the venue said were missed before they reached the engine (trade-id gaps), per symbol.
+    missed: dict[str, int]
     errors: int
     last_error: str | None
     quarantine_reason: str | None

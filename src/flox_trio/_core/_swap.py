@@ -15,7 +15,7 @@ import attrs
 import trio
 
 from .._errors import SwapError, describe_exception
-from ._events import Event, OrderType, Side, SymbolRef
+from ._events import Event, Gap, OrderType, Side, SymbolRef
 from ._host import StrategyHost
 from ._ports import Portfolio, SlotPort, StrategyRequests
 from ._states import RequestKind
@@ -99,6 +99,9 @@ class DrySlot:
         self.errors += 1
         log.warning("slot %d: the new strategy raised during warm-up on %r: %s", self.index, event,
                     describe_exception(exc))
+
+    def note_gap(self, gap: Gap) -> None:
+        pass
 
     def quarantine(self, reason: str) -> None:
         raise SwapError(f"slot {self.index}: the new strategy failed its warm-up: {reason}")

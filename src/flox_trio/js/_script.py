@@ -20,7 +20,7 @@ import orjson
 import quickjs
 
 from .._core._clock import real_seconds
-from .._core._events import Book, SymbolRef, Trade, parse_symbols
+from .._core._events import Book, Gap, SymbolRef, Trade, parse_symbols
 from .._core._host import StrategyHost
 from .._core._ports import SlotPort, StrategyRequests
 from .._errors import (
@@ -490,7 +490,9 @@ class JsHost(StrategyHost):
                 ctxs[sym].last_price = ev.price
                 pending.discard(sym)
         for ev in () if _all_trades(batch) else batch[start:done]:
-            if ev.__class__ is Book:
+            if ev.__class__ is Gap:
+                self.slot.note_gap(ev)
+            elif ev.__class__ is Book:
                 ctx = ctxs[ev.symbol]
                 if ev.bids:
                     ctx.best_bid = ev.bids[0][0]
