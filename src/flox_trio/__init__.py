@@ -36,6 +36,7 @@ from ._errors import FeedError as FeedError
 from ._errors import FloxError as FloxError
 from ._errors import JSError as JSError
 from ._errors import OrderError as OrderError
+from ._errors import RequestRefusedError as RequestRefusedError
 from ._errors import RunnerError as RunnerError
 from ._errors import SandboxError as SandboxError
 from ._errors import SlotError as SlotError

@@ -51,6 +51,10 @@ class SandboxError(JSError):
     """A script tried to leave its sandbox (for example a path out of its state directory)."""
 
 
+class RequestRefusedError(FloxError, PermissionError):
+    """A strategy asked for a swap or a new slot it is not allowed to make."""
+
+
 class OrderError(FloxError, ValueError):
     """An order intent is malformed (non-positive quantity, bad price, unknown order id)."""
 

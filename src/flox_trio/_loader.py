@@ -23,7 +23,7 @@ from typing import Any, Literal
 import attrs
 
 from ._core._events import parse_symbols
-from ._core._ports import StrategyRequests
+from ._core._runner import Runner
 from ._core._strategy import Strategy
 from ._errors import StrategyBuildError, StrategyLoadError, describe_exception
 from .js import JsStrategy, Script
@@ -80,7 +80,7 @@ def load_strategy(
     args: Sequence[Any] = (),
     *,
     state_dir: Path | None = None,
-    requests: StrategyRequests | None = None,
+    runner: Runner | None = None,
 ) -> Any:
     """Read ``spec``'s file afresh and build the strategy for ``symbols``.
 
@@ -94,7 +94,7 @@ def load_strategy(
     except (OSError, UnicodeError) as exc:
         raise StrategyLoadError(f"cannot read strategy file {spec.path}: {describe_exception(exc)}") from None
     return _build(spec.language, str(spec.path), spec.name, text, symbols, params or {}, args,
-                  state_dir=state_dir or spec.path.parent / "state", requests=requests)
+                  state_dir=state_dir or spec.path.parent / "state", runner=runner)
 
 
 def rebuild_strategy(language: str, spec: str, source: str, params: dict[str, Any], *, state_dir: Path) -> Any:
@@ -111,18 +111,18 @@ def rebuild_strategy(language: str, spec: str, source: str, params: dict[str, An
     if language == "python":
         if not name:
             raise StrategyLoadError(f"{spec}: the recorded spec does not name the strategy class")
-        return _build("python", path, name, source, symbols, params, (), state_dir=state_dir, requests=None)
+        return _build("python", path, name, source, symbols, params, (), state_dir=state_dir, runner=None)
     if language == "javascript":
         factory = params.get("factory")
         return _build("javascript", path or "<recorded>", factory if isinstance(factory, str) else None, source,
-                      symbols, {}, params.get("args") or (), state_dir=state_dir, requests=None)
+                      symbols, {}, params.get("args") or (), state_dir=state_dir, runner=None)
     raise StrategyLoadError(f"{spec}: unknown strategy language {language!r}")
 
 
 def _build(language: str, path: str, name: str | None, text: str, symbols: Sequence[str], params: dict[str, Any],
-           args: Sequence[Any], *, state_dir: Path, requests: StrategyRequests | None) -> Any:
+           args: Sequence[Any], *, state_dir: Path, runner: Runner | None) -> Any:
     if language == "javascript":
-        return _build_js(path, name, text, symbols, args, state_dir=state_dir, requests=requests)
+        return _build_js(path, name, text, symbols, args, state_dir=state_dir, runner=runner)
     assert name is not None
     cls = strategy_class(Path(path), name, text)
     try:
@@ -160,10 +160,11 @@ def strategy_class(path: Path, name: str, text: str | None = None) -> type[Strat
 
 
 def _build_js(path: str, name: str | None, text: str, symbols: Sequence[str], args: Sequence[Any], *,
-              state_dir: Path, requests: StrategyRequests | None) -> JsStrategy:
+              state_dir: Path, runner: Runner | None) -> JsStrategy:
     refs = parse_symbols(list(symbols))
     try:
-        script = Script(text, path=path, state_dir=state_dir, requests=requests, sym=refs[0].symbol)
+        # No grants: the script may swap only the slots its strategies come to occupy.
+        script = Script(text, path=path, state_dir=state_dir, runner=runner, sym=refs[0].symbol)
         strategy = script.call(name, *args) if name else script.registered
     except StrategyLoadError:
         raise

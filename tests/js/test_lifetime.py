@@ -28,13 +28,13 @@ flox.register(makeStrategy('kept'));
 async def test_strategies_dropped_in_python_are_released_in_js(script_file: Any, tmp_path: Path) -> None:
     script = load(script_file(MAKER), state_dir=tmp_path)
     kept = script.registered
-    before = script.memory()["memory_used_size"]
+    before = script.memory()["malloc_size"]
     for i in range(3000):
         script.call("makeStrategy", f"v{i}")
     gc.collect()
     script.call("makeStrategy", "last")  # releases happen at the start of the next call
     # 3000 strategies of ~2 KB each would be ~6 MB if the context kept them.
-    assert script.memory()["memory_used_size"] - before < 200_000
+    assert script.memory()["malloc_size"] - before < 200_000
     # A strategy Python still holds keeps working, and is not confused with a released one.
     async with flox.open_runner(flox.feeds.ListFeed(trades(3))) as runner:
         runner.add_strategy(kept)

@@ -144,3 +144,19 @@ async def test_cancel_of_a_refused_order_is_answered_not_raised(autojump_clock: 
 def test_risk_executor_needs_an_executor() -> None:
     with pytest.raises(flox.OrderError, match="wraps an Executor"):
         RiskExecutor(object())  # type: ignore[arg-type]
+
+
+async def test_what_risk_keeps_is_bounded_in_a_live_run(autojump_clock: Any) -> None:
+    """A refusal history and order-rate windows that grow with every order are a leak over a long run."""
+    risk = RiskExecutor(flox.PaperExecutor(latency=0.001), RiskLimits(per_slot=Limits(max_order_qty=1)), history=50)
+    feed = flox.feeds.PushFeed(["BTCUSDT"])
+    plan = {str(i): (lambda ctx: [ctx.market_buy(2), ctx.market_buy(0.001)]) for i in range(300)}
+    async with flox.open_runner(feed, risk) as runner:
+        runner.add_strategy(Scripted(plan=plan))
+        for i in range(300):
+            await feed.push([trade(str(i))])
+            await trio.sleep(0.5)
+        feed.close()
+    assert risk.refused == 300
+    assert len(risk._refused) == 50
+    assert len(risk._all_times) <= 3 and all(len(t) <= 3 for t in risk._slot_times.values())

@@ -19,7 +19,7 @@ from typing import Any
 
 from .._errors import StrategyTypeError
 from ._events import Bar, Book, Fill, Gap, OrderUpdate, SymbolRef, Trade
-from ._ports import SlotPort
+from ._ports import RequestPolicy, SlotPort
 from ._status import StrategyInfo
 from ._strategy import Strategy, strategy_symbols
 
@@ -46,6 +46,9 @@ class StrategyHost(abc.ABC):
     params: dict[str, Any]
     wants_bars: bool = False
     slot: SlotPort
+    #: Where the strategy came from, for the request policy: a loaded script, or
+    #: None for Python code (which runs with the engine's own rights anyway).
+    origin: RequestPolicy | None = None
 
     def attach(self, slot: SlotPort) -> None:
         """Called when the slot's pointer is set to this host."""

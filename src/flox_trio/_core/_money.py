@@ -43,6 +43,23 @@ def to_decimal(value: object, what: str = "value") -> Decimal:
     return result
 
 
+#: Bounds of an order's price and quantity: far beyond any real market, near enough that
+#: price * quantity * fee stays exact in the default decimal context (28 digits).
+MAX_AMOUNT = Decimal("1e15")
+MAX_DECIMALS = 18
+
+
+def order_amount(value: object, what: str) -> Decimal:
+    """A strategy's price or quantity: a finite number in (0, 1e15] with at most 18 decimals."""
+    result = to_decimal(value, what)
+    if not ZERO < result <= MAX_AMOUNT:
+        raise OrderError(f"order {what} must be > 0 and <= {MAX_AMOUNT:,.0f}, got {value!r}")
+    exponent = result.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_DECIMALS:
+        raise OrderError(f"order {what} {value!r} has more than {MAX_DECIMALS} decimals")
+    return result
+
+
 def price_decimal(price: float) -> Decimal:
     """The exact Decimal of a market price the engine holds as a float."""
     return Decimal(repr(price))

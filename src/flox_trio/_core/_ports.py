@@ -211,6 +211,18 @@ class SwapOutcome(Protocol):
     def __await__(self) -> Generator[Any, None, SwapReport]: ...
 
 
+class RequestPolicy(Protocol):
+    """What a strategy's origin (a loaded script) may ask for besides the slots it occupies.
+
+    ``grants``: further slots it may swap (None: any slot); ``max_new_slots``:
+    how many slots it may add, ``new_slots`` how many it did.
+    """
+
+    grants: frozenset[int] | None
+    max_new_slots: int
+    new_slots: int
+
+
 class StrategyRequests(Protocol):
     """What a strategy may ask of the engine (``ctx.runner``, the JavaScript ``runner`` global).
 
@@ -236,7 +248,10 @@ class SlotPort(Protocol):
     #: The next order number the slot mints ("<slot>-<n>").
     order_seq: int
     portfolio: Portfolio
-    requests: StrategyRequests
+
+    @property
+    def requests(self) -> StrategyRequests:
+        """Where the slot's current strategy asks for swaps and new slots."""
 
     @property
     def errors_left(self) -> int | None: ...
@@ -268,7 +283,8 @@ class EngineHooks(Protocol):
     def market_events(self) -> int:
         """Market events published so far."""
 
-    def requests_for(self, slot: int) -> StrategyRequests: ...
+    def requests_for(self, origin: RequestPolicy | None) -> StrategyRequests:
+        """The request API for strategies of ``origin`` (None: the operator's own Python code)."""
 
     def submit(self, order: Order) -> None: ...
 

@@ -23,14 +23,20 @@ from typing import Any
 
 import trio
 
-from .._errors import FloxError, RunnerError, SymbolMismatchError, UnknownSlotError
+from .._errors import (
+    FloxError,
+    RequestRefusedError,
+    RunnerError,
+    SymbolMismatchError,
+    UnknownSlotError,
+)
 from ._bus import Bus
 from ._clock import TrioClock
 from ._events import Event
 from ._host import StrategyHost, jsonable, make_host
 from ._market import BarAggregator
 from ._orders import Order
-from ._ports import Clock, Executor, Feed, Portfolio, Recorder
+from ._ports import Clock, Executor, Feed, Portfolio, Recorder, RequestPolicy
 from ._slot import Slot
 from ._states import RequestKind, parse_overflow
 from ._status import RunnerStatus, SlotStatus, StrategyInfo, SwapReport
@@ -262,9 +268,9 @@ class Runner:
                                  language=slot.language)
         log.info("slot %d removed", index)
 
-    def strategy_requests(self) -> SlotRequests:
-        """The narrow request API a strategy loaded outside a slot gets (a JS script's ``runner``)."""
-        return SlotRequests(self, None)
+    def strategy_requests(self, origin: RequestPolicy | None = None) -> SlotRequests:
+        """The narrow request API for strategies of ``origin`` (a JS script's ``runner`` global)."""
+        return SlotRequests(self, origin)
 
     async def wait_idle(self) -> None:
         """Wait until every event published so far has been dispatched.
@@ -458,8 +464,8 @@ class _Hooks:
     def market_events(self) -> int:
         return self._runner._market_seq
 
-    def requests_for(self, slot: int) -> SlotRequests:
-        return SlotRequests(self._runner, slot)
+    def requests_for(self, origin: RequestPolicy | None) -> SlotRequests:
+        return SlotRequests(self._runner, origin)
 
     def strategy_error(self, slot: int, message: str) -> None:
         self._runner._on_strategy_error(slot, message)
@@ -474,28 +480,48 @@ class _Hooks:
 class SlotRequests:
     """What a strategy may ask of the engine: swap a slot, or add one (``ctx.runner``, JS ``runner``).
 
-    ``owner`` is the slot the asking strategy sits in (None for a script not
-    yet in a slot). Every request goes through the runner's checks (the slot
-    exists and lives, the symbols match) and lands at an event boundary.
+    Every request goes through the runner's checks (the slot exists and
+    lives, the symbols match) and lands at an event boundary. Strategies of
+    an ``origin`` (a loaded script) may swap only the slots its strategies
+    occupy, plus what the operator granted, and add only so many slots;
+    Python strategies (origin None) are the operator's own code.
     """
 
-    __slots__ = ("_runner", "owner")
+    __slots__ = ("_runner", "origin")
 
-    def __init__(self, runner: Runner, owner: int | None) -> None:
+    def __init__(self, runner: Runner, origin: RequestPolicy | None) -> None:
         self._runner = runner
-        self.owner = owner
+        self.origin = origin
+
+    def owned(self) -> list[int]:
+        """The live slots this origin's strategies occupy."""
+        return [s.index for s in self._runner.slots if s.active and s.host.origin is self.origin]
 
     def request_replace(self, index: int, strategy: Any) -> SwapHandle:
+        origin = self.origin
+        if origin is not None and origin.grants is not None and index not in origin.grants:
+            owned = self.owned()
+            if index not in owned:
+                raise RequestRefusedError(
+                    f"{origin}: may swap only the slots its strategies occupy ({owned or 'none yet'}); "
+                    f"slot {index} is not one of them (the operator can grant more slots when loading the script)")
         return self._runner.replace_strategy(index, strategy)
 
     def replace_strategy(self, index: int, strategy: Any) -> SwapHandle:
-        return self._runner.replace_strategy(index, strategy)
+        return self.request_replace(index, strategy)
 
     def add_strategy(self, strategy: Any) -> int:
+        origin = self.origin
+        if origin is not None:
+            if origin.new_slots >= origin.max_new_slots:
+                raise RequestRefusedError(f"{origin}: may add at most {origin.max_new_slots} slots, and did")
+            index = self._runner.add_strategy(strategy)
+            origin.new_slots += 1
+            return index
         return self._runner.add_strategy(strategy)
 
     def __repr__(self) -> str:
-        return f"<SlotRequests owner={self.owner}>"
+        return f"<SlotRequests origin={self.origin!r}>"
 
 
 @asynccontextmanager

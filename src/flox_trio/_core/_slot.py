@@ -14,11 +14,11 @@ from typing import Any
 
 import trio
 
-from .._errors import OrderError, SwapError, describe_exception
+from .._errors import JSError, OrderError, SwapError, describe_exception
 from ._bus import WAKE, OrderBatch, SlotQueue
 from ._events import ORDER_TYPES, SIDES, Event, Gap, OrderType, Side
 from ._host import StrategyHost
-from ._money import to_decimal
+from ._money import order_amount
 from ._orders import Order
 from ._ports import EngineHooks, Portfolio, StrategyRequests
 from ._states import ACTIVE, Overflow, RequestKind, SlotState, transition
@@ -58,7 +58,6 @@ class Slot:
         self.watch = frozenset(r.symbol for r in host.symbols)
         self.venues: dict[str, str] = {r.symbol: r.venue for r in host.symbols if r.venue}
         self.portfolio: Portfolio = engine.portfolio
-        self.requests: StrategyRequests = engine.requests_for(index)
         self.ctxs: dict[str, Context] = {r.symbol: Context(self, r.symbol, r.venue) for r in host.symbols}
         self.max_errors = max_errors
         self.queue = SlotQueue(capacity, overflow, engine.progress)
@@ -111,6 +110,10 @@ class Slot:
         return self.state in ACTIVE
 
     @property
+    def requests(self) -> StrategyRequests:
+        return self._engine.requests_for(self._host.origin)
+
+    @property
     def wants_bars(self) -> bool:
         return self._host.wants_bars
 
@@ -151,14 +154,8 @@ class Slot:
             raise OrderError(f"order side must be 'buy' or 'sell', got {side!r}")
         if order_type not in ORDER_TYPES:
             raise OrderError(f"order type must be 'market' or 'limit', got {order_type!r}")
-        q = to_decimal(qty, "qty")
-        if q <= 0:
-            raise OrderError(f"order qty must be > 0, got {qty!r}")
-        p = None
-        if order_type == "limit":
-            p = to_decimal(price, "price")
-            if p <= 0:
-                raise OrderError(f"limit price must be > 0, got {price!r}")
+        q = order_amount(qty, "qty")
+        p = order_amount(price, "price") if order_type == "limit" else None
         if order_id is None:
             order_id = f"{self.index}-{self.order_seq}"
             self.order_seq += 1
@@ -180,8 +177,10 @@ class Slot:
         self._tenure_errors += 1
         self.last_error = describe_exception(exc)
         what = where or (f"on {type(event).__name__.lower()} {event!r}" if event is not None else "")
+        # A Python strategy's traceback points into its own code; a script's error carries its JS stack.
+        trace = exc if self._tenure_errors <= 3 and not isinstance(exc, JSError) else None
         log.error("slot %d (%s) raised %s: %s", self.index, self._host.describe(), what, self.last_error,
-                  exc_info=exc if self._tenure_errors <= 3 else None)
+                  exc_info=trace)
         self._engine.strategy_error(self.index, f"{what}: {self.last_error}" if what else self.last_error)
         if self.max_errors and self._tenure_errors >= self.max_errors and self.state is SlotState.RUNNING:
             self.quarantine(f"{self._tenure_errors} errors; last: {self.last_error}")

@@ -76,11 +76,15 @@ class DrySlot:
         self.index = slot.index
         self.symbols: tuple[SymbolRef, ...] = slot.symbols
         self.portfolio: Portfolio = slot.portfolio
-        self.requests: StrategyRequests = slot.requests
+        self._slot = slot
         self.ctxs = {sym: Context(self, sym, c.venue) for sym, c in slot.ctxs.items()}
         self.interrupted = False
         self.errors = 0
         self.order_seq = 1
+
+    @property
+    def requests(self) -> StrategyRequests:
+        return self._slot.requests
 
     @property
     def errors_left(self) -> int | None:

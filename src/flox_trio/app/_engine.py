@@ -116,7 +116,7 @@ class Engine:
 
     def build(self, binding: Binding) -> Any:
         return load_strategy(binding.spec, binding.symbols, binding.params, binding.args,
-                             state_dir=self.state_dir, requests=self.runner.strategy_requests())
+                             state_dir=self.state_dir, runner=self.runner)
 
     def on_control_change(self, index: int, request: dict[str, Any] | None) -> None:
         """Keep bindings in step with control-socket swaps, adds and removes."""

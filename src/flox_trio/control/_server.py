@@ -124,7 +124,7 @@ class ControlServer:
             raise RequestError(f"'args' must be a list, got {args!r}")
         spec = parse_spec(path, self.base_dir)
         strategy = load_strategy(spec, symbols, params, args, state_dir=self.state_dir,
-                                 requests=self.runner.strategy_requests())
+                                 runner=self.runner)
         return strategy, str(spec)
 
     async def _swap(self, request: dict[str, Any]) -> dict[str, Any]:

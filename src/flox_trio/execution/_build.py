@@ -20,5 +20,6 @@ def build_executor(settings: ExecutorSettings, *, ack_clock: PaperClock = "trio"
         return PaperExecutor(latency=settings.latency, taker_fee=settings.taker_fee,
                              maker_fee=settings.maker_fee, clock=ack_clock, history=history)
     if isinstance(settings, RiskSettings):
-        return RiskExecutor(build_executor(settings.inner, ack_clock=ack_clock, history=history), settings.limits)
+        return RiskExecutor(build_executor(settings.inner, ack_clock=ack_clock, history=history), settings.limits,
+                            history=history)
     raise ConfigError(f"cannot build an executor from {settings!r}: this flox-trio knows paper and risk executors")

@@ -100,7 +100,7 @@ converter.register_structure_hook(RiskLimits, lambda d, _: RiskLimits(
 class RiskExecutor(Executor):
     """An executor in front of another one that enforces ``RiskLimits`` and a kill switch."""
 
-    def __init__(self, inner: Executor, limits: RiskLimits | None = None) -> None:
+    def __init__(self, inner: Executor, limits: RiskLimits | None = None, *, history: int | None = 10_000) -> None:
         if not isinstance(inner, Executor):
             raise OrderError(f"RiskExecutor wraps an Executor, got {inner!r}")
         self.inner = inner
@@ -108,7 +108,11 @@ class RiskExecutor(Executor):
         self.halted = False
         self.halt_reason = ""
         self.refused = 0
+        # The refused orders, for orders() and for answering a cancel of one: the last
+        # `history` of them in a live run (replays keep all: their outputs are the whole run).
+        self.history = history
         self._refused: dict[str, Order] = {}
+        self._refused_order: deque[str] = deque()
         self._slot_times: dict[int, deque[float]] = {}
         self._all_times: deque[float] = deque()
 
@@ -152,8 +156,10 @@ class RiskExecutor(Executor):
             self._refuse(order, reason)
             return
         now = self._clock.now()
-        self._slot_times.setdefault(order.slot, deque()).append(now)
-        self._all_times.append(now)
+        for times in (self._slot_times.setdefault(order.slot, deque()), self._all_times):
+            times.append(now)
+            while times[0] <= now - RATE_WINDOW_S:  # only the last second counts
+                times.popleft()
         self.inner.submit(order)
 
     def cancel(self, slot: int, order_id: str) -> None:
@@ -208,6 +214,10 @@ class RiskExecutor(Executor):
         order.reason = reason
         order.created_ts_ns = self._clock.wall_ns()
         self._refused[order.order_id] = order
+        if self.history is not None:
+            self._refused_order.append(order.order_id)
+            while len(self._refused_order) > self.history:
+                self._refused.pop(self._refused_order.popleft(), None)
         log.warning("slot %d order %s refused: %s", order.slot, order.order_id, reason)
         self._emit(order.slot, _update(order, reason, order.created_ts_ns))
 

@@ -4,7 +4,14 @@
 // here calls out: events arrive as call arguments (columnar strings, decoded
 // lazily), and order intents, logs, file writes, runner requests and errors
 // leave as the JSON return value of each call.
-var __flox = (function () {
+//
+// Nothing here is reachable from a script: the state lives in this closure,
+// the JSON functions are captured before any script runs, and the globals a
+// script sees (flox, runner, console, require, sym) are plain configurable
+// properties, so a script may declare its own `const sym` (or shadow any of
+// them) without a clash. The host still trusts nothing a call returns.
+(function (global) {
+  var stringify = JSON.stringify, parse = JSON.parse;
   // objs: handle -> strategy object for every strategy Python holds; ids: the reverse.
   var F = { objs: new Map(), ids: new Map(), next: 1, registered: null, files: {}, ctxs: {}, seq: 1,
             stop: false, slot: -1, cur: -1, out: null };
@@ -20,9 +27,20 @@ var __flox = (function () {
     var o = F.out;
     o.n = n;
     if (value !== undefined) o.value = value;
-    var s = JSON.stringify(o);
+    var s = stringify(o);
     F.reset();
     return s;
+  };
+
+  // What promise jobs (the continuations of async callbacks) produced since the
+  // last call: the host runs the job queue right after each call and collects this.
+  F.collect = function () { return F.finish(-1); };
+
+  // An async callback's rejection is that callback's error, reported like a throw.
+  F.settle = function (k, r) {
+    if (r !== null && typeof r === 'object' && typeof r.then === 'function') {
+      r.then(undefined, function (e) { F.error(k, e); });
+    }
   };
 
   F.keep = function (obj) {
@@ -41,7 +59,7 @@ var __flox = (function () {
   // Python no longer holds these handles: forget the objects, or a script that
   // swaps in a fresh object every N trades (ab_switch.js) fills its memory limit.
   F.release = function (handles) {
-    var hs = JSON.parse(handles);
+    var hs = parse(handles);
     for (var i = 0; i < hs.length; i++) {
       var obj = F.objs.get(hs[i]);
       if (obj !== undefined) {
@@ -70,7 +88,7 @@ var __flox = (function () {
   F.fmt = function (v) {
     if (typeof v === 'string') return v;
     if (v instanceof Error) return String(v);
-    try { return JSON.stringify(v); } catch (e) { return String(v); }
+    try { return stringify(v); } catch (e) { return String(v); }
   };
 
   // Out of memory, interrupted (time limit) and stack overflow abort the whole
@@ -103,7 +121,7 @@ var __flox = (function () {
     return out.join('/');
   };
   F.sync = function (changes) {
-    var c = JSON.parse(changes);
+    var c = parse(changes);
     for (var k in c) {
       if (c[k] === null) delete F.files[k]; else F.files[k] = c[k];
     }
@@ -159,7 +177,7 @@ var __flox = (function () {
 
   F.ctxsFor = function (slot, state) {
     var m = F.ctxs[slot] || (F.ctxs[slot] = {});
-    var st = JSON.parse(state);
+    var st = parse(state);
     for (var sym in st) {
       var c = m[sym] || (m[sym] = new Ctx(slot, sym)), v = st[sym];
       c.position = v[0];
@@ -176,16 +194,16 @@ var __flox = (function () {
     this.pxs = px; this.qts = qt; this.ids = id; this.ets = et; this.rts = rt;
     this.px = null; this.qt = null; this.id = null; this.et = null; this.rt = null;
   }
-  Cols.prototype.price = function (i) { return (this.px || (this.px = JSON.parse(this.pxs)))[i]; };
+  Cols.prototype.price = function (i) { return (this.px || (this.px = parse(this.pxs)))[i]; };
   function Trade(c, i) { this._c = c; this._i = i; }
   Object.defineProperties(Trade.prototype, {
     price: { get: function () { return this._c.price(this._i); }, enumerable: true },
-    qty: { get: function () { var c = this._c; return (c.qt || (c.qt = JSON.parse(c.qts)))[this._i]; }, enumerable: true },
+    qty: { get: function () { var c = this._c; return (c.qt || (c.qt = parse(c.qts)))[this._i]; }, enumerable: true },
     side: { get: function () { return this._c.sd.charCodeAt(this._i) === 98 ? 'buy' : 'sell'; }, enumerable: true },
     symbol: { get: function () { return this._c.syms[this._c.sy.charCodeAt(this._i) - 48]; }, enumerable: true },
-    tradeId: { get: function () { var c = this._c; return (c.id || (c.id = JSON.parse(c.ids)))[this._i]; }, enumerable: true },
-    exchangeTsNs: { get: function () { var c = this._c; return (c.et || (c.et = JSON.parse(c.ets)))[this._i]; }, enumerable: true },
-    recvTsNs: { get: function () { var c = this._c; return (c.rt || (c.rt = JSON.parse(c.rts)))[this._i]; }, enumerable: true },
+    tradeId: { get: function () { var c = this._c; return (c.id || (c.id = parse(c.ids)))[this._i]; }, enumerable: true },
+    exchangeTsNs: { get: function () { var c = this._c; return (c.et || (c.et = parse(c.ets)))[this._i]; }, enumerable: true },
+    recvTsNs: { get: function () { var c = this._c; return (c.rt || (c.rt = parse(c.rts)))[this._i]; }, enumerable: true },
   });
   Trade.prototype.toJSON = function () {
     return { symbol: this.symbol, price: this.price, qty: this.qty, side: this.side, tradeId: this.tradeId,
@@ -199,10 +217,10 @@ var __flox = (function () {
     var s = F.objs.get(h);
     F.slot = slot; F.seq = seq;
     var ctxs = F.ctxsFor(slot, state);
-    var c = new Cols(JSON.parse(syms), sy, sd, px, qt, id, et, rt);
+    var c = new Cols(parse(syms), sy, sd, px, qt, id, et, rt);
     var symCtx = [];
     for (var j = 0; j < c.syms.length; j++) symCtx.push(ctxs[c.syms[j]]);
-    var other = others ? JSON.parse(others) : null;
+    var other = others ? parse(others) : null;
     var onTrade = s.onTrade, onBook = s.onBook, onBar = s.onBar, onGap = s.onGap, onUpd = s.onOrderUpdate,
         onFill = s.onFill;
     var n = kinds ? kinds.length : sd.length;
@@ -219,7 +237,7 @@ var __flox = (function () {
         var ctx = symCtx[sy.charCodeAt(ti) - 48];
         ctx._lc = c; ctx._li = ti;
         if (onTrade) {
-          try { s.onTrade(ctx, new Trade(c, ti)); } catch (e) { if (F.fatal(e)) throw e; F.error(k, e); }
+          try { F.settle(k, s.onTrade(ctx, new Trade(c, ti))); } catch (e) { if (F.fatal(e)) throw e; F.error(k, e); }
         }
         ti++;
       } else {
@@ -240,7 +258,7 @@ var __flox = (function () {
           name = onFill && 'onFill';
         }
         if (name) {
-          try { s[name](cx, ev); } catch (e) { if (F.fatal(e)) throw e; F.error(k, e); }
+          try { F.settle(k, s[name](cx, ev)); } catch (e) { if (F.fatal(e)) throw e; F.error(k, e); }
         }
       }
       if (F.stop || F.out.errors.length >= budget) return F.finish(k + 1);
@@ -271,7 +289,7 @@ var __flox = (function () {
     // Called as a method, not through Function.prototype.call: an out-of-memory
     // error unwinding through that native frame has crashed QuickJS.
     if (typeof s[name] === 'function') {
-      try { s[name](); } catch (e) { if (F.fatal(e)) throw e; F.error(-1, e); }
+      try { F.settle(-1, s[name]()); } catch (e) { if (F.fatal(e)) throw e; F.error(-1, e); }
     }
     return F.finish(0);
   };
@@ -279,7 +297,7 @@ var __flox = (function () {
   F.factory = function (name, args) {
     var fn = globalThis[name];
     if (typeof fn !== 'function') throw new TypeError("the script defines no global function '" + name + "'");
-    var obj = fn.apply(null, JSON.parse(args));  // user code runs here only at load/factory time
+    var obj = fn.apply(null, parse(args));  // user code runs here only at load/factory time
     return F.finish(0, F.describe(obj));
   };
 
@@ -287,28 +305,39 @@ var __flox = (function () {
     return F.finish(0, F.registered === null ? null : F.describe(F.registered));
   };
 
-  return F;
-})();
+  // A strategy object's property as JSON (inspection from Python and tests).
+  F.inspect = function (h, name) {
+    var obj = F.objs.get(h);
+    return stringify(obj === undefined ? null : obj[name]);
+  };
 
-var flox = {
-  register: function (strategy) { __flox.registered = strategy; },
-};
-var runner = {
-  replaceStrategy: function (index, strategy) {
-    __flox.out.requests.push(['replace', index, __flox.describe(strategy)]);
-    if (index === __flox.slot) __flox.stop = true;  // takes effect at the next event boundary
-  },
-  addStrategy: function (strategy) {
-    __flox.out.requests.push(['add', -1, __flox.describe(strategy)]);
-  },
-};
-var console = (function () {
-  function logger(level) {
-    return function () {
-      __flox.out.logs.push([level, Array.prototype.map.call(arguments, __flox.fmt).join(' ')]);
-    };
+  function put(name, value) {
+    Object.defineProperty(global, name, { value: value, writable: true, configurable: true, enumerable: false });
   }
-  return { log: logger('info'), info: logger('info'), debug: logger('debug'), warn: logger('warning'),
-           error: logger('error') };
-})();
-var require = __flox.require;
+  put('flox', { register: function (strategy) { F.registered = strategy; } });
+  put('runner', {
+    replaceStrategy: function (index, strategy) {
+      F.out.requests.push(['replace', index, F.describe(strategy)]);
+      if (index === F.slot) F.stop = true;  // takes effect at the next event boundary
+    },
+    addStrategy: function (strategy) {
+      F.out.requests.push(['add', -1, F.describe(strategy)]);
+    },
+  });
+  put('console', (function () {
+    function logger(level) {
+      return function () {
+        F.out.logs.push([level, Array.prototype.map.call(arguments, F.fmt).join(' ')]);
+      };
+    }
+    return { log: logger('info'), info: logger('info'), debug: logger('debug'), warn: logger('warning'),
+             error: logger('error') };
+  })());
+  put('require', F.require);
+  F.setSym = function (s) { put('sym', s); };
+
+  // The host's entry points, handed over once and then removed from the global scope.
+  put('__flox_entry', { call: F.call, factory: F.factory, registeredInfo: F.registeredInfo, sync: F.sync,
+                        release: F.release, salvage: F.salvage, collect: F.collect, inspect: F.inspect,
+                        setSym: F.setSym });
+})(globalThis);

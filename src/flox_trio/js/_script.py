@@ -1,8 +1,13 @@
-"""Loading JavaScript strategies: one fresh QuickJS context per script, and its host.
+"""Loading JavaScript strategies: one fresh QuickJS context per script, on a thread of its own, and its host.
 
-Everything runs on the Trio thread (a QuickJS context must only be used from
-the thread that created it) and crosses into JS once per call: per batch of
-events, per lifecycle callback, per factory call.
+A script's context lives on its own thread (``_worker``): the engine waits
+for a call without blocking, so whatever a script does, the other slots, the
+control socket and the signal handlers go on. Each call crosses into JS once
+(per batch of events, per lifecycle callback, per factory call), runs the
+promise jobs the call queued (async callbacks), and comes back as one JSON
+text that ``_boundary`` decodes against a schema. The state directory is
+``_sandbox``'s. Whatever goes wrong in a script ends as a ``JSError`` on its
+slot: the slot is quarantined, the engine lives.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ import logging
 import os
 import re
 import weakref
+from collections.abc import Collection
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 import quickjs
@@ -23,6 +29,7 @@ from .._core._clock import real_seconds
 from .._core._events import Book, Gap, SymbolRef, Trade, parse_symbols
 from .._core._host import StrategyHost
 from .._core._ports import SlotPort, StrategyRequests
+from .._core._swap import DrySlot
 from .._errors import (
     FloxError,
     JSError,
@@ -31,7 +38,10 @@ from .._errors import (
     StrategyTypeError,
     describe_exception,
 )
+from ._boundary import Described, Output, decode_output, decode_value, described, printable
 from ._codec import codec
+from ._sandbox import StateDir
+from ._worker import JsThread, Stuck
 
 if TYPE_CHECKING:
     from .._core._runner import Runner
@@ -43,19 +53,34 @@ _PRELUDE = resources.files(__package__).joinpath("_prelude.js").read_text()
 #: A context with a typical strategy uses ~0.3 MB; the spec's budget is 5 MB per JS slot.
 DEFAULT_TIME_LIMIT = 0.25  # seconds of CPU per call (one batch, one callback)
 DEFAULT_MEMORY_LIMIT = 5 * 1024 * 1024
-#: QuickJS's own allocation cap, as a multiple of ``memory_limit``. The limit
-#: itself is checked after every call (a context over it is retired); the hard
-#: cap sits far above it because this QuickJS build can crash while unwinding an
-#: out-of-memory error through several JS frames, so a runaway script should
-#: meet the time limit, or our check, long before it meets the allocator's wall.
-HARD_MEMORY_FACTOR = 32
+#: QuickJS's own allocation cap, as a multiple of ``memory_limit``: our check after
+#: every call retires a context over ``memory_limit``; the cap gives the garbage
+#: collector room to finish the call that crossed it.
+HARD_MEMORY_FACTOR = 2
 DEFAULT_STACK_LIMIT = 256 * 1024
-#: The state directory is mirrored into the context; keep the mirror well inside the memory limit.
-MAX_STATE_BYTES = 1024 * 1024
+#: Slots a script may add with ``runner.addStrategy`` unless the operator allows more.
+DEFAULT_MAX_NEW_SLOTS = 4
+#: Promise jobs one call may queue (async callbacks' continuations); beyond it the script is runaway.
+MAX_JOBS = 100_000
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_ENTRIES = ("call", "factory", "registeredInfo", "sync", "release", "salvage", "collect", "inspect", "setSym")
+
+
+class Abandoned(JSError):
+    """A call into the script did not complete; ``salvage`` is what it produced before it stopped."""
+
+    def __init__(self, message: str, salvage: Output | None) -> None:
+        super().__init__(message)
+        self.salvage = salvage
 
 
 class Script:
-    """A loaded script: its QuickJS context, its state directory and the strategies it made."""
+    """A loaded script: its QuickJS context (on its own thread), its state directory, its strategies.
+
+    ``may_swap`` are slots the script's ``runner.replaceStrategy`` may swap
+    besides the ones its strategies occupy ("any": every slot);
+    ``max_new_slots`` caps its ``runner.addStrategy``.
+    """
 
     def __init__(
         self,
@@ -63,82 +88,180 @@ class Script:
         *,
         path: str,
         state_dir: str | os.PathLike[str] = "state",
-        requests: StrategyRequests | None = None,
+        runner: Runner | None = None,
         sym: str = "BTCUSDT",
         time_limit: float = DEFAULT_TIME_LIMIT,
         memory_limit: int = DEFAULT_MEMORY_LIMIT,
         stack_limit: int = DEFAULT_STACK_LIMIT,
+        may_swap: Collection[int] | Literal["any"] = (),
+        max_new_slots: int = DEFAULT_MAX_NEW_SLOTS,
     ) -> None:
         self.path = path
         self.source = source
-        self.source_hash = hashlib.sha256(source.encode()).hexdigest()
-        self.state_dir = Path(state_dir)
-        #: Where the script's ``runner.replaceStrategy`` / ``addStrategy`` go (None: not bound yet).
-        self.requests = requests
+        self.source_hash = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
+        self.files = StateDir(Path(state_dir), path)
         self.time_limit = time_limit
         self.memory_limit = memory_limit
-        self._stamps: dict[str, tuple[float, int]] = {}
+        #: The longest a call may take before it is abandoned (the time limit is CPU time).
+        self.deadline = max(1.0, 4 * time_limit)
+        # RequestPolicy: what the operator allows this script beyond its own slots.
+        self.grants: frozenset[int] | None = None if may_swap == "any" else frozenset(may_swap)
+        self.max_new_slots = max_new_slots
+        self.new_slots = 0
+        #: Where the script's ``runner.replaceStrategy`` / ``addStrategy`` go.
+        self.requests: StrategyRequests | None = runner.strategy_requests(self) if runner is not None else None
+        # Runner requests are held until one of the script's strategies is in a slot:
+        # only then does the script own something, and a refused load asked for nothing.
+        self._in_slot = False
+        self._pending: list[tuple[str, int, Described]] = []
         self._synced_at = 0.0
-        #: Set when the context ran out of memory: it is never called again (reload the script).
+        #: Set when the script is retired (out of memory, stuck): it is never called again.
         self.dead: str | None = None
-        self._pending: list[list[Any]] = []  # runner requests made before a runner was bound
         # How many JsStrategy objects hold each JS handle; handles nobody holds
         # any more are released in JS at the start of the next call.
         self._holds: dict[int, int] = {}
         self._unheld: set[int] = set()
-        self.ctx = quickjs.Context()
-        self.ctx.set_memory_limit(memory_limit * HARD_MEMORY_FACTOR)
-        self.ctx.set_max_stack_size(stack_limit)
+        self._thread = JsThread(f"flox-js {Path(path).name}")
+        weakref.finalize(self, self._thread.close)
+        self._ctx: quickjs.Context | None = None
+        self._fn: dict[str, Any] = {}
+        changes = self._changes_json()
         try:
-            # Padded so that prelude frames in a stack trace have line numbers no
-            # script has: QuickJS names every evaluated source "<input>".
-            self.ctx.eval("\n" * _PRELUDE_LINE_OFFSET + _PRELUDE)
-            self.ctx.eval(f"var sym = {orjson.dumps(sym).decode()};")
-        except quickjs.JSException as exc:  # pragma: no cover - the prelude is ours
-            raise JSError(f"the flox-trio JS prelude failed: {exc}") from exc
-        self._fn = {name: self.ctx.eval(f"__flox.{name}") for name in
-                    ("call", "factory", "registeredInfo", "sync", "release", "salvage")}
-        self.sync_files()
-        self.ctx.set_time_limit(time_limit)
-        try:
-            self.ctx.eval(source)
+            self._thread.run_sync(lambda: self._open(source, sym, stack_limit, changes), self.deadline + 5)
+        except Stuck:
+            self.dead = "loading it did not finish"
+            raise StrategyLoadError(f"{path}: loading the script did not finish within {self.deadline:g} s") from None
         except quickjs.JSException as exc:
             raise StrategyLoadError(f"{path}: {_js_message(exc, path)}") from None
-        except quickjs.StackOverflow as exc:  # pragma: no cover - subclass of JSException
-            raise StrategyLoadError(f"{path}: stack overflow while loading: {exc}") from None
-        self._after(self._call("registeredInfo"), None)
+        self._after(self._invoke_sync("registeredInfo"), None)
 
-    # --- calls into JS -------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"script {self.path}"
 
-    def _call(self, name: str, *args: Any) -> dict[str, Any]:
-        if self.dead is not None:
-            raise JSError(f"{self.path}: this script's context is retired ({self.dead}); load the script again")
-        if self._unheld:
-            handles, self._unheld = sorted(self._unheld), set()
-            self._fn["release"](orjson.dumps(handles).decode())
+    # --- on the script's thread ----------------------------------------------------------------
+
+    def _open(self, source: str, sym: str, stack_limit: int, changes: str | None) -> None:
+        ctx = self._ctx = quickjs.Context()
+        ctx.set_memory_limit(self.memory_limit * HARD_MEMORY_FACTOR)
+        ctx.set_max_stack_size(stack_limit)
+        # Padded so that prelude frames in a stack trace have line numbers no
+        # script has: QuickJS names every evaluated source "<input>".
+        ctx.eval("\n" * _PRELUDE_LINE_OFFSET + _PRELUDE)
+        self._fn = {name: ctx.eval(f"__flox_entry.{name}") for name in _ENTRIES}
+        ctx.eval("delete globalThis.__flox_entry")
+        self._fn["setSym"](sym)
+        if changes:
+            self._fn["sync"](changes)
+        ctx.set_time_limit(self.time_limit)
+        ctx.eval(source)
+        self._run_jobs()
+
+    def _run(self, name: str, args: tuple[Any, ...], release: str | None, changes: str | None
+             ) -> tuple[Any, BaseException | None, Any, Any, int]:
+        """One call and the promise jobs it queued: (result, error, salvage, jobs' result, memory in use)."""
+        ctx, fn = self._ctx, self._fn
+        assert ctx is not None
+        if release:
+            fn["release"](release)
+        if changes:
+            fn["sync"](changes)
+        raw: Any = None
+        error: BaseException | None = None
+        salvage: Any = None
+        jobs: Any = None
         try:
-            raw = self._fn[name](*args)
+            raw = fn[name](*args)
+            jobs = self._run_jobs()
         except quickjs.JSException as exc:
-            # QuickJS reports running out of memory only as the text of a JSException.
-            if "out of memory" in str(exc):
-                self.dead = f"ran out of memory (cap {self.memory_limit * HARD_MEMORY_FACTOR} bytes)"
-            raise
-        finally:
-            self._check_memory()
-        result: dict[str, Any] = orjson.loads(raw)
-        return result
+            error = exc
+            try:
+                salvage = fn["salvage"]()
+            except quickjs.JSException:
+                salvage = None
+        used = int(ctx.memory()["malloc_size"])
+        return raw, error, salvage, jobs, used
 
-    def salvage(self) -> dict[str, Any] | None:
-        """What an abandoned call had collected, and ``n``: the index after the event it was on.
+    def _run_jobs(self) -> Any:
+        """Run the promise jobs queued so far (async callbacks), within a budget; their output, if any."""
+        ctx = self._ctx
+        assert ctx is not None
+        ran = 0
+        started = real_seconds()
+        while ctx.execute_pending_job():
+            ran += 1
+            if ran >= MAX_JOBS or real_seconds() - started > self.time_limit:
+                raise quickjs.JSException(f"InternalError: the call left more than {ran} promise jobs running "
+                                          f"(a promise loop?)")
+        return self._fn["collect"]() if ran else None
 
-        None when nothing can be recovered (the context has no memory left).
-        """
-        try:
-            raw = self._fn["salvage"]()
-        except quickjs.JSException:
+    # --- calls, from the Trio thread ------------------------------------------------------------
+
+    def _prepare(self) -> str | None:
+        """Refuse a retired script; the handles to release in JS with this call."""
+        if self.dead is not None:
+            raise JSError(f"{self.path}: this script is retired ({self.dead}); load the script again")
+        if not self._unheld:
             return None
-        result: dict[str, Any] = orjson.loads(raw)
-        return result
+        handles, self._unheld = sorted(self._unheld), set()
+        return orjson.dumps(handles).decode()
+
+    def _finish(self, result: tuple[Any, BaseException | None, Any, Any, int], what: str) -> Output:
+        raw, error, salvage, jobs, used = result
+        if used > self.memory_limit and self.dead is None:
+            self.dead = f"out of memory: it used {used} bytes, over its limit of {self.memory_limit}"
+            log.error("%s: %s; its strategies are quarantined", self.path, self.dead)
+        if error is not None:
+            message = _js_message(error, self.path)
+            leftover = None
+            if salvage is not None:
+                try:
+                    leftover = decode_output(salvage, self.path)
+                except JSError:
+                    leftover = None
+            if self.dead is not None and self.dead not in message:
+                message = f"{message}; {self.dead}"
+            raise Abandoned(f"{self.path}: {what} was stopped: {message}", leftover)
+        out = decode_output(raw, self.path)
+        if jobs is not None:
+            later = decode_output(jobs, self.path)
+            out.logs.extend(later.logs)
+            out.intents.extend(later.intents)
+            out.requests.extend(later.requests)
+            out.writes.extend(later.writes)
+            out.errors.extend(later.errors)
+        return out
+
+    def _retire_stuck(self, what: str) -> Abandoned:
+        self.dead = f"{what} did not return within {self.deadline:g} s"
+        log.error("%s: %s; its strategies are quarantined", self.path, self.dead)
+        return Abandoned(f"{self.path}: {self.dead}", None)
+
+    def _invoke_sync(self, name: str, *args: Any) -> Output:
+        release = self._prepare()
+        try:
+            result = self._thread.run_sync(lambda: self._run(name, args, release, None), self.deadline)
+        except Stuck:
+            raise self._retire_stuck(name) from None
+        return self._finish(result, name)
+
+    async def invoke(self, name: str, *args: Any, sync_files: bool = False) -> Output:
+        """Call an entry point of the prelude on the script's thread, waiting for it without blocking."""
+        release = self._prepare()
+        changes = self._changes_json() if sync_files else None
+        try:
+            result = await self._thread.run(lambda: self._run(name, args, release, changes), self.deadline)
+        except Stuck:
+            raise self._retire_stuck(name) from None
+        return self._finish(result, name)
+
+    def _changes_json(self) -> str | None:
+        self._synced_at = real_seconds()
+        changes = self.files.changes()
+        return orjson.dumps(changes).decode() if changes else None
+
+    def files_due(self, every: float = 1.0) -> bool:
+        """Whether the state directory's mirror should be refreshed (at most once per ``every`` s)."""
+        return real_seconds() - self._synced_at >= every
 
     def _hold(self, handle: int) -> None:
         self._holds[handle] = self._holds.get(handle, 0) + 1
@@ -153,121 +276,94 @@ class Script:
             self._holds.pop(handle, None)
             self._unheld.add(handle)
 
-    def _check_memory(self) -> None:
-        used = self.ctx.memory()["memory_used_size"]
-        if used > self.memory_limit and self.dead is None:
-            self.dead = f"out of memory: it used {used} bytes, over its limit of {self.memory_limit}"
-            log.error("%s: %s; its strategies are quarantined", self.path, self.dead)
+    # --- what a call returned ----------------------------------------------------------------------
 
-    def _after(self, out: dict[str, Any], slot: SlotPort | None) -> None:
-        """Apply what a call returned: file writes, logs, runner requests."""
-        for rel, text in out.get("writes", ()):
-            self._write(rel, text)
-        for level, text in out.get("logs", ()):
-            log.log(logging.getLevelName(level.upper()), "[%s] %s", Path(self.path).name, text)
-        for req in out.get("requests", ()):
-            self._request(req, slot)
+    def _after(self, out: Output, slot: SlotPort | None) -> None:
+        """Apply file writes, logs and runner requests. Raises ``SandboxError`` for a refused write."""
+        for rel, text in out.writes:
+            self.files.write(rel, text)
+        name = Path(self.path).name
+        for level, text in out.logs:
+            log.log(_LOG_LEVELS[level], "[%s] %s", name, printable(text))
+        for req in out.requests:
+            self._request(req.op, req.index, req.strategy, slot)
 
-    def _request(self, req: list[Any], slot: SlotPort | None) -> None:
-        if self.requests is None:
-            self._pending.append(req)
+    def _granted(self, op: str, index: int) -> bool:
+        return self.grants is None or (op == "replace" and index in self.grants)
+
+    def _request(self, op: str, index: int, info: Described, slot: SlotPort | None) -> None:
+        if self.requests is None or not (self._in_slot or self._granted(op, index)):
+            self._pending.append((op, index, info))
             return
-        op, index, info = req
         try:
             strategy = JsStrategy(self, info)
             if op == "replace":
-                self.requests.request_replace(int(index), strategy)
+                self.requests.request_replace(index, strategy)
             else:
                 self.requests.add_strategy(strategy)
         except FloxError as exc:
             # A refused request is the script's error, never the engine's.
+            where = f"in runner.{'replaceStrategy' if op == 'replace' else 'addStrategy'}"
             if slot is not None:
-                slot.record_error(exc, where=f"in runner.{'replaceStrategy' if op == 'replace' else 'addStrategy'}")
+                slot.record_error(exc, where=where)
             else:
-                log.error("%s: runner request refused: %s", self.path, describe_exception(exc))
+                log.error("%s: %s refused: %s", self.path, where, describe_exception(exc))
 
-    def bind(self, requests: StrategyRequests) -> None:
-        """Bind the script's ``runner`` global; requests made before are performed now."""
+    def entered_slot(self, requests: StrategyRequests) -> None:
+        """One of the script's strategies is in a slot: its held requests are made now."""
         if self.requests is None:
             self.requests = requests
+        if not self._in_slot:
+            self._in_slot = True
             pending, self._pending = self._pending, []
-            for req in pending:
-                self._request(req, None)
-
-    # --- the state directory -------------------------------------------------------------
-
-    def maybe_sync_files(self, every: float = 1.0) -> None:
-        """``sync_files`` at most once per ``every`` seconds: cheap enough for the batch path."""
-        now = real_seconds()
-        if now - self._synced_at >= every:
-            self.sync_files()
-
-    def sync_files(self) -> None:
-        """Mirror what changed in the state directory into the context (before lifecycle calls)."""
-        self._synced_at = real_seconds()
-        changes: dict[str, str | None] = {}
-        seen = set()
-        total = 0
-        if self.state_dir.is_dir():
-            for p in self.state_dir.rglob("*"):
-                if not p.is_file():
-                    continue
-                rel = p.relative_to(self.state_dir).as_posix()
-                st = p.stat()
-                total += st.st_size
-                seen.add(rel)
-                stamp = (st.st_mtime, st.st_size)
-                if self._stamps.get(rel) != stamp:
-                    if total > MAX_STATE_BYTES:
-                        raise SandboxError(f"{self.path}: the state directory {self.state_dir} holds more than "
-                                           f"{MAX_STATE_BYTES} bytes; strategies keep small snapshots there")
-                    changes[rel] = p.read_text(errors="replace")
-                    self._stamps[rel] = stamp
-        for rel in set(self._stamps) - seen:
-            changes[rel] = None
-            del self._stamps[rel]
-        if changes:
-            self._fn["sync"](orjson.dumps(changes).decode())
-
-    def _write(self, rel: str, text: str) -> None:
-        root = self.state_dir.resolve()
-        target = (root / rel).resolve()
-        if not target.is_relative_to(root):  # the JS side refuses this already; never trust one layer
-            raise SandboxError(f"{self.path}: write to {rel!r} leaves the state directory {root}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-        st = target.stat()
-        self._stamps[rel] = (st.st_mtime, st.st_size)
+            for op, index, info in pending:
+                self._request(op, index, info, None)
 
     # --- strategies ----------------------------------------------------------------------------
 
     @property
     def registered(self) -> JsStrategy:
         """The strategy the script passed to ``flox.register()``."""
-        info = self._call("registeredInfo").get("value")
-        if info is None:
+        value = self._invoke_sync("registeredInfo").value
+        if value is None:
             raise StrategyLoadError(f"{self.path}: the script never called flox.register(strategy)")
-        return JsStrategy(self, info, spec=f"{self.path}:register")
+        return JsStrategy(self, described(value, self.path), spec=f"{self.path}:register")
 
     def call(self, name: str, *args: Any) -> JsStrategy:
         """Call a global factory (``makeStrategy('v2')``) and return the strategy it builds."""
         try:
-            out = self._call("factory", name, orjson.dumps(list(args)).decode())
-        except quickjs.JSException as exc:
-            leftover = self.salvage()
-            if leftover is not None:
-                self._after(leftover, None)
-            raise StrategyLoadError(f"{self.path}: {name}(...) threw: {_js_message(exc, self.path)}") from None
+            out = self._invoke_sync("factory", name, orjson.dumps(list(args)).decode())
+        except Abandoned as exc:
+            if exc.salvage is not None:
+                self._after(exc.salvage, None)
+            raise StrategyLoadError(f"{self.path}: {name}(...) threw: {exc}") from None
         self._after(out, None)
-        return JsStrategy(self, out["value"], spec=f"{self.path}:{name}", params={"factory": name, "args": list(args)})
+        return JsStrategy(self, described(out.value, self.path), spec=f"{self.path}:{name}",
+                          params={"factory": name, "args": list(args)})
+
+    def inspect(self, handle: int, name: str) -> Any:
+        def run() -> Any:
+            return self._fn["inspect"](handle, name)
+
+        raw = self._thread.run_sync(run, self.deadline)
+        return None if raw is None else decode_value(raw, self.path)
 
     def eval(self, code: str) -> Any:
-        """Evaluate an expression in the script's context (inspection and tests)."""
-        return self.ctx.eval(code)
+        """Evaluate an expression in the script's context (inspection and tests); objects come back as JSON."""
+        def run() -> Any:
+            assert self._ctx is not None
+            value = self._ctx.eval(code)
+            return orjson.loads(value.json()) if isinstance(value, quickjs.Object) else value
+
+        return self._thread.run_sync(run, self.deadline)
 
     def memory(self) -> dict[str, int]:
-        mem: dict[str, int] = self.ctx.memory()
-        return mem
+        def run() -> dict[str, int]:
+            assert self._ctx is not None
+            mem: dict[str, int] = self._ctx.memory()
+            return mem
+
+        return self._thread.run_sync(run, self.deadline)
 
 
 def load(
@@ -279,24 +375,31 @@ def load(
     time_limit: float = DEFAULT_TIME_LIMIT,
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
     stack_limit: int = DEFAULT_STACK_LIMIT,
+    may_swap: Collection[int] | Literal["any"] | None = None,
+    max_new_slots: int = DEFAULT_MAX_NEW_SLOTS,
 ) -> Script:
     """Evaluate a strategy script in a fresh QuickJS context.
 
     ``state_dir`` is the only place the script's ``require('fs')`` reaches
     (``/tmp/x.json`` there is ``STATE_DIR/tmp/x.json``). ``runner`` binds the
-    script's ``runner`` global now, so a top-level ``runner.replaceStrategy``
-    acts as the script loads; ``sym`` is the script's ``sym`` global (default:
-    the first symbol of the runner's slot 0, else "BTCUSDT").
+    script's ``runner`` global. A script may swap the slots its strategies
+    occupy and the ones in ``may_swap``; by default a script you load with
+    ``runner=`` yourself may swap any slot (``"any"``), as the seed's example
+    does from its top level. A script without that grant (the control socket
+    and configs load them so) has its requests held until one of its
+    strategies is in a slot, then checked. ``sym`` is the script's ``sym``
+    global (default: the first symbol of the runner's slot 0, else "BTCUSDT").
     """
     p = Path(path)
     try:
-        source = p.read_text()
-    except OSError as exc:
-        raise StrategyLoadError(f"cannot read JavaScript strategy {p}: {exc.strerror}") from None
-    return Script(source, path=str(p), state_dir=state_dir,
-                  requests=runner.strategy_requests() if runner is not None else None,
+        source = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as exc:
+        raise StrategyLoadError(f"cannot read JavaScript strategy {p}: {describe_exception(exc)}") from None
+    if may_swap is None:
+        may_swap = "any" if runner is not None else ()
+    return Script(source, path=str(p), state_dir=state_dir, runner=runner,
                   sym=sym if sym is not None else _default_symbol(runner), time_limit=time_limit,
-                  memory_limit=memory_limit, stack_limit=stack_limit)
+                  memory_limit=memory_limit, stack_limit=stack_limit, may_swap=may_swap, max_new_slots=max_new_slots)
 
 
 def _all_trades(batch: list[Any]) -> bool:
@@ -325,32 +428,31 @@ def _js_message(exc: BaseException | str, path: str) -> str:
         line = int(m.group(1))
         return f"flox-prelude.js:{line - _PRELUDE_LINE_OFFSET}" if line > _PRELUDE_LINE_OFFSET else f"{path}:{line}"
 
-    return _LINE.sub(where, str(exc)).replace("<input>", path).replace("\n", " | ")
+    text = exc if isinstance(exc, str) else describe_exception(exc).partition(": ")[2]
+    return printable(_LINE.sub(where, text).replace("<input>", path).replace("\n", " | "))
 
 
 class JsStrategy:
     """A JavaScript strategy object, usable anywhere a Python strategy is."""
 
-    def __init__(self, script: Script, info: dict[str, Any], *, spec: str | None = None,
+    def __init__(self, script: Script, info: Described, *, spec: str | None = None,
                  params: dict[str, Any] | None = None) -> None:
-        if not isinstance(info, dict) or "handle" not in info:
-            raise StrategyTypeError(f"{script.path}: that is not a strategy object")
         self.script = script
-        self.handle = int(info["handle"])
+        self.handle = info.handle
         script._hold(self.handle)
         weakref.finalize(self, script._unhold, self.handle)
         try:
-            self.symbols = [str(s) for s in parse_symbols(info.get("symbols"))]
+            self.symbols = [str(s) for s in parse_symbols(info.symbols)]
         except Exception as exc:
-            raise StrategyTypeError(f"{script.path}: the strategy's symbols are unusable: {exc}") from None
-        self.callbacks = frozenset(info.get("callbacks", ()))
+            raise StrategyTypeError(f"{script.path}: the strategy's symbols are unusable: "
+                                    f"{describe_exception(exc)}") from None
+        self.callbacks = frozenset(info.callbacks)
         self.spec = spec or f"{script.path}:#{self.handle}"
         self.params = dict(params or {})
 
     def get(self, name: str) -> Any:
         """A property of the JS strategy object, as JSON-decoded Python (for inspection and tests)."""
-        raw = self.script.ctx.eval(f"JSON.stringify(__flox.objs.get({self.handle})[{orjson.dumps(name).decode()}])")
-        return None if raw is None else orjson.loads(raw)
+        return self.script.inspect(self.handle, name)
 
     def __flox_host__(self) -> JsHost:
         return JsHost(self)
@@ -360,13 +462,14 @@ class JsStrategy:
 
 
 class JsHost(StrategyHost):
-    """Hosts a JavaScript strategy: one QuickJS call per batch."""
+    """Hosts a JavaScript strategy: one QuickJS call per batch, on the script's thread."""
 
     language = "javascript"
 
     def __init__(self, strategy: JsStrategy) -> None:
         self.strategy = strategy
         self.script = strategy.script
+        self.origin = strategy.script
         self.symbols: tuple[SymbolRef, ...] = parse_symbols(strategy.symbols)
         self.source_hash = self.script.source_hash
         self.spec = strategy.spec
@@ -384,7 +487,8 @@ class JsHost(StrategyHost):
 
     def attach(self, slot: SlotPort) -> None:
         super().attach(slot)
-        self.script.bind(slot.requests)
+        if not isinstance(slot, DrySlot):  # a warm-up puts the strategy in no slot
+            self.script.entered_slot(slot.requests)
 
     def _state(self) -> str:
         slot = self.slot
@@ -399,19 +503,17 @@ class JsHost(StrategyHost):
         if name not in self.strategy.callbacks:
             return
         script = self.script
-        script.sync_files()
         slot = self.slot
         try:
-            out = script._call("call", _pack("l", self.strategy.handle, name, slot.index, slot.order_seq,
-                                             self._state()))
-        except quickjs.JSException as exc:
-            leftover = script.salvage()
-            if leftover is not None:
-                self._apply(leftover, None)
-            raise JSError(f"{script.path}: {name} was stopped: {_js_message(exc, script.path)}") from None
+            out = await script.invoke("call", _pack("l", self.strategy.handle, name, slot.index, slot.order_seq,
+                                                    self._state()), sync_files=True)
+        except Abandoned as exc:
+            if exc.salvage is not None:
+                self._apply(exc.salvage, None)
+            raise JSError(str(exc)) from None
         self._apply(out, None)
-        if out["errors"]:
-            _, msg, stack = out["errors"][0]
+        if out.errors:
+            _, msg, stack = out.errors[0]
             raise JSError(f"{script.path}: {name} threw {_js_message(msg, script.path)}"
                           f"{' | ' + _js_message(stack, script.path) if stack else ''}")
 
@@ -424,57 +526,71 @@ class JsHost(StrategyHost):
     async def dispatch(self, batch: list[Any], start: int) -> int:
         slot = self.slot
         script = self.script
-        script.maybe_sync_files()  # files changed on disk by others reach onTrade within a second
-        left = getattr(slot, "errors_left", None)
+        left = slot.errors_left
         budget = 1 << 30 if left is None else max(1, left)
         try:
-            out = script._call("call", _pack("d", self.strategy.handle, slot.index, slot.order_seq,
-                                             self._state(), start, budget, *codec.encode(batch)))
-        except quickjs.JSException as exc:
+            # Files changed on disk by others reach onTrade within a second.
+            out = await script.invoke("call", _pack("d", self.strategy.handle, slot.index, slot.order_seq,
+                                                    self._state(), start, budget, *codec.encode(batch)),
+                                      sync_files=script.files_due())
+        except Abandoned as exc:
             # The call was abandoned in the middle of an event: the events before
             # it were delivered and what they produced (orders already given ids)
             # still counts; the rest of the batch never reached the strategy.
-            message = _js_message(exc, script.path)
-            if script.dead is not None and script.dead not in message:
-                message = f"{message}; {script.dead}"
-            leftover = script.salvage()
-            done = len(batch) if leftover is None else min(len(batch), max(start + 1, int(leftover["n"])))
+            leftover = exc.salvage
+            done = len(batch)
+            if leftover is not None and start < leftover.n <= len(batch):
+                done = leftover.n
+            elif leftover is not None:
+                done = min(len(batch), start + 1)
             if leftover is not None:
-                self._apply(leftover, batch)
-                self._update_ctx(batch, start, done)
-            err = JSError(f"{script.path}: stopped while delivering event {done - 1 - start} of a batch of "
-                          f"{len(batch) - start}: {message}")
-            slot.record_error(err, batch[done - 1])
-            slot.quarantine(f"runaway script {script.path}: {message}")
-            return done
-        except JSError as exc:  # the script's context was retired before: nothing was delivered
-            slot.record_error(exc, batch[start] if start < len(batch) else None)
+                self._guarded(leftover, batch, start, done)
+            slot.record_error(JSError(f"{exc} (in event {done - 1 - start} of a batch of {len(batch) - start})"),
+                              batch[done - 1])
             slot.quarantine(f"runaway script {script.path}: {exc}")
-            return start
-        done = int(out["n"])
-        self._apply(out, batch)
-        self._update_ctx(batch, start, done)
+            return done
+        except (JSError, SandboxError) as exc:  # retired before, a refused file, or a malformed result
+            slot.record_error(exc, batch[start] if start < len(batch) else None)
+            slot.quarantine(f"script {script.path}: {describe_exception(exc)}")
+            return len(batch)
+        done = out.n
+        if not start < done <= len(batch):
+            err = JSError(f"{script.path}: the call reported {done} events delivered of a batch of {len(batch)} "
+                          f"starting at {start}")
+            slot.record_error(err, batch[start])
+            slot.quarantine(f"script {script.path}: {err}")
+            return len(batch)
+        self._guarded(out, batch, start, done)
         if script.dead is not None:
             slot.quarantine(f"runaway script {script.path}: {script.dead}")
         return done
 
-    def _apply(self, out: dict[str, Any], batch: list[Any] | None) -> None:
+    def _guarded(self, out: Output, batch: list[Any], start: int, done: int) -> None:
+        try:
+            self._apply(out, batch)
+        except (JSError, SandboxError) as exc:
+            self.slot.record_error(exc, batch[done - 1])
+            self.slot.quarantine(f"script {self.script.path}: {describe_exception(exc)}")
+        self._update_ctx(batch, start, done)
+
+    def _apply(self, out: Output, batch: list[Any] | None) -> None:
         slot = self.slot
         self.script._after(out, slot)
-        for oid, sym, side, kind, qty, price in out["intents"]:
+        for intent in out.intents:
             try:
-                if kind == "cancel":
-                    slot.cancel_order(oid)
+                if intent.kind == "cancel":
+                    slot.cancel_order(intent.order_id)
                 else:
-                    slot.submit_order(sym, side, kind, qty, price, order_id=oid)
+                    slot.submit_order(intent.symbol, intent.side, intent.kind, intent.qty,  # type: ignore[arg-type]
+                                      intent.price, order_id=intent.order_id)
             except Exception as exc:
                 slot.record_error(exc, None, where=f"in an order intent from {self.script.path}")
         if batch is not None:
-            for k, msg, stack in out["errors"]:
+            for k, msg, stack in out.errors:
                 where = f"{_js_message(msg, self.script.path)}"
                 if stack:
                     where += f" | {_js_message(stack, self.script.path)}"
-                slot.record_error(JSError(f"{self.script.path}: {where}"), batch[k])
+                slot.record_error(JSError(f"{self.script.path}: {where}"), batch[k] if 0 <= k < len(batch) else None)
 
     def _update_ctx(self, batch: list[Any], start: int, done: int) -> None:
         # Keep the Python ctx (what the executor prices against) in step with what JS saw.

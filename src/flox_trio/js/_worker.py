@@ -1,0 +1,112 @@
+"""The thread a script's QuickJS context lives on.
+
+A context must only be used from the thread that created it, and a call into
+it can hold that thread for as long as the script manages to (the time limit
+stops most runaways at once, but an out-of-memory error caught in a loop can
+keep the allocator busy for seconds). So each script gets a thread of its
+own and the Trio thread only waits for it: the engine, the other slots, the
+control socket and the signal handlers go on meanwhile. A call that does not
+come back within its deadline is abandoned: the script is retired and its
+thread left to finish on its own (a daemon: it never holds up the process's exit).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import trio
+from trio.testing import MockClock
+
+T = TypeVar("T")
+
+#: QuickJS recursion uses the C stack: give the thread room beyond the context's stack limit.
+_THREAD_STACK = 16 * 1024 * 1024
+
+
+class Stuck(Exception):
+    """The script's thread did not come back within the deadline."""
+
+
+class JsThread:
+    """One daemon thread that runs the jobs given to it, in order."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Callable[[tuple[bool, Any]], None]] | None] = (
+            queue.SimpleQueue())
+        old = threading.stack_size()
+        try:
+            threading.stack_size(_THREAD_STACK)
+            self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+            self._thread.start()
+        finally:
+            threading.stack_size(old)
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, done = job
+            try:
+                result: tuple[bool, Any] = (True, fn())
+            except BaseException as exc:  # handed to the caller, whatever it is
+                result = (False, exc)
+            done(result)
+
+    def run_sync(self, fn: Callable[[], T], timeout: float) -> T:
+        """Run ``fn`` on the thread and wait for it (load time, factory calls, inspection)."""
+        box: list[tuple[bool, Any]] = []
+        finished = threading.Event()
+
+        def done(result: tuple[bool, Any]) -> None:
+            box.append(result)
+            finished.set()
+
+        self._jobs.put((fn, done))
+        if not finished.wait(timeout):
+            raise Stuck(f"no answer within {timeout:g} s")
+        value: T = _unbox(box[0])
+        return value
+
+    async def run(self, fn: Callable[[], T], timeout: float) -> T:
+        """Run ``fn`` on the thread while the Trio thread waits for it without blocking.
+
+        Under a virtual clock (tests, replays) the Trio thread waits for the call
+        instead: script time is not virtual time, and an idle loop would let the
+        clock jump ahead of the script.
+        """
+        if isinstance(trio.lowlevel.current_clock(), MockClock):
+            # No checkpoint after it either: a cancellation there would lose a result
+            # (order intents already given ids) that the script has produced.
+            return self.run_sync(fn, timeout)
+        token = trio.lowlevel.current_trio_token()
+        box: list[tuple[bool, Any]] = []
+        finished = trio.Event()
+
+        def done(result: tuple[bool, Any]) -> None:
+            box.append(result)
+            try:
+                token.run_sync_soon(finished.set)
+            except trio.RunFinishedError:
+                pass  # the engine is gone; nobody waits for this any more
+
+        self._jobs.put((fn, done))
+        with trio.move_on_after(timeout):
+            await finished.wait()
+        if not box:
+            raise Stuck(f"no answer within {timeout:g} s")
+        value: T = _unbox(box[0])
+        return value
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+
+def _unbox(result: tuple[bool, Any]) -> Any:
+    ok, value = result
+    if ok:
+        return value
+    raise value
