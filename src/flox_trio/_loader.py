@@ -12,6 +12,7 @@ QuickJS context.
 
 from __future__ import annotations
 
+import ast
 import itertools
 import sys
 import traceback
@@ -111,7 +112,8 @@ def rebuild_strategy(language: str, spec: str, source: str, params: dict[str, An
     if language == "python":
         if not name:
             raise StrategyLoadError(f"{spec}: the recorded spec does not name the strategy class")
-        return _build("python", path, name, source, symbols, params, (), state_dir=state_dir, runner=None)
+        return _build("python", path, name, definitions_only(source), symbols, params, (), state_dir=state_dir,
+                      runner=None)
     if language == "javascript":
         factory = params.get("factory")
         return _build("javascript", path or "<recorded>", factory if isinstance(factory, str) else None, source,
@@ -175,6 +177,42 @@ def _build_js(path: str, name: str | None, text: str, symbols: Sequence[str], ar
     if got != want:
         raise StrategyLoadError(f"{path}: the script's strategy watches {sorted(got)}, the slot {sorted(want)}")
     return strategy
+
+
+def definitions_only(source: str) -> str:
+    """A recorded module without what it does when run as a program: the definitions a replay needs.
+
+    A strategy recorded from a script (the README's example) comes with the
+    script's top level, ``trio.run(main)`` included; rebuilding the strategy
+    must not run the session again. Top-level expression statements (calls)
+    and ``if __name__ == "__main__":`` blocks are left out; imports,
+    definitions and assignments stay.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source  # compiling it reports the error with its line
+    kept = [node for node in tree.body if not _runs_something(node)]
+    if len(kept) == len(tree.body):
+        return source
+    # Line numbers stay those of the recording, so tracebacks point at the right lines.
+    lines = source.splitlines(keepends=True)
+    out = ["\n"] * len(lines)
+    for node in kept:
+        end = node.end_lineno or node.lineno
+        start = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", ()))])
+        out[start - 1:end] = lines[start - 1:end]
+    return "".join(out)
+
+
+def _runs_something(node: ast.stmt) -> bool:
+    if isinstance(node, ast.Expr):
+        return not isinstance(node.value, ast.Constant)  # a docstring stays
+    if isinstance(node, ast.If):
+        test = node.test
+        return (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "__name__"
+                and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators))
+    return False
 
 
 def _where(exc: BaseException, path: str) -> str:

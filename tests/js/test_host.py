@@ -281,3 +281,18 @@ flox.register({ symbols: [sym],
     await run_list(script.registered, [events[0], events[1], gap, events[3]])
     assert script.eval("seen.join(',')") == f"t{events[0].trade_id},t{events[1].trade_id},gap trade_ids 2..4 3," \
                                             f"t{events[3].trade_id}"
+
+
+@pytest.mark.parametrize("name", ["sym", "flox", "runner", "console", "require"])
+@pytest.mark.parametrize("kind", ["const", "let", "var", "function"])
+def test_a_script_may_declare_any_host_global_itself(script_file: Any, tmp_path: Path, name: str,
+                                                     kind: str) -> None:
+    """The host's globals are configurable properties: a script's own top-level declaration wins."""
+    decl = f"function {name}() {{ return 'mine'; }}" if kind == "function" else f"{kind} {name} = 'mine';"
+    script = load(script_file(decl + "\nvar seen = typeof " + name + ";\n"), state_dir=tmp_path)
+    assert script.eval("seen") == ("function" if kind == "function" else "string")
+
+
+def test_the_seed_style_script_declaring_sym_loads(script_file: Any, tmp_path: Path) -> None:
+    source = "const sym = 'ETHUSDT';\nflox.register({ symbols: [sym], onTrade: function () {} });\n"
+    assert load(script_file(source), state_dir=tmp_path).registered.symbols == ["ETHUSDT"]

@@ -96,3 +96,42 @@ def test_replay_outputs_match_the_live_run_exactly_without_timing_effects(tmp_pa
 
     live_outputs = trio.run(live, clock=trio.testing.MockClock(autojump_threshold=0))
     assert live_outputs == replay_tape(tape).outputs
+
+
+SCRIPT = """
+import trio
+import flox_trio as flox
+
+
+class Ema(flox.Strategy):
+    def __init__(self, symbols, fast=12):
+        super().__init__(symbols, fast=fast)
+
+    def on_trade(self, ctx, trade):
+        if trade.trade_id == "3":
+            ctx.market_buy(0.01)
+
+
+async def main():
+    events = [flox.Trade("BTCUSDT", 100.0, 1.0, "buy", str(i), 1, 2) for i in range(10)]
+    async with flox.open_runner(flox.feeds.ListFeed(events), tape=TAPE) as runner:
+        runner.add_strategy(Ema(["BTCUSDT"]))
+
+trio.run(main)
+if __name__ == "__main__":
+    raise SystemExit("never when rebuilt")
+"""
+
+
+def test_a_strategy_recorded_from_a_script_replays_without_running_the_script(tmp_path: Path) -> None:
+    """The recorded source is the whole script, trio.run(main) at its top level included."""
+    import subprocess
+    import sys
+
+    tape = tmp_path / "script.tape"
+    script = tmp_path / "session.py"
+    script.write_text(f"TAPE = {str(tape)!r}\n" + SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "never when rebuilt" in done.stderr  # it ran as a program
+    result = replay_tape(tape)
+    assert [o["qty"] for o in result.outputs["orders"]] == ["0.01"]
