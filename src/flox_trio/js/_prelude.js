@@ -174,6 +174,10 @@
   Ctx.prototype.limitBuy = function (price, qty) { return intent(this, 'buy', 'limit', qty, price); };
   Ctx.prototype.limitSell = function (price, qty) { return intent(this, 'sell', 'limit', qty, price); };
   Ctx.prototype.cancel = function (id) { F.out.intents.push([String(id), this.symbol, 'cancel', 'cancel', 0, null]); };
+  // The open orders as of the start of the call; orders placed during it are not among them.
+  Ctx.prototype.cancelAll = function () {
+    for (var i = 0; i < this.openOrders.length; i++) this.cancel(this.openOrders[i]);
+  };
 
   F.ctxsFor = function (slot, state) {
     var m = F.ctxs[slot] || (F.ctxs[slot] = {});
