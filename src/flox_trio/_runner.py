@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from ._core._convert import to_jsonable
 from ._core._events import Event
 from ._core._ports import Clock, Executor, Feed, Recorder
-from ._core._runner import Runner, open_core_runner
+from ._core._runner import QuarantineOrders, Runner, open_core_runner
 from ._errors import RunnerError
 from .execution import PaperExecutor
 from .feeds import ListFeed
@@ -36,6 +36,7 @@ async def open_runner(
     shutdown_timeout: float = 10.0,
     lockstep: bool = False,
     clock: Clock | None = None,
+    quarantine_orders: QuarantineOrders = "cancel",
 ) -> AsyncIterator[Runner]:
     """Run the engine for the duration of the ``async with`` body.
 
@@ -50,6 +51,8 @@ async def open_runner(
     "drop_oldest" (counted in ``slot.dropped``; order events are never dropped).
     ``lockstep`` publishes a batch only once every slot has handled the
     previous one: slower, but deterministic (replays use it).
+    ``quarantine_orders`` is what happens to a quarantined slot's open orders:
+    "cancel" (nobody is left to manage them) or "keep".
     """
     if isinstance(feed, list | tuple):
         the_feed: Feed = ListFeed(feed)
@@ -75,7 +78,7 @@ async def open_runner(
         async with open_core_runner(
             the_feed, ex, recorder=recorder, drain=drain, shutdown_timeout=shutdown_timeout,
             max_errors=max_errors, overflow=overflow, capacity=capacity, bar_intervals=bar_intervals,
-            lockstep=lockstep, clock=clock,
+            lockstep=lockstep, clock=clock, quarantine_orders=quarantine_orders,
         ) as runner:
             yield runner
     finally:

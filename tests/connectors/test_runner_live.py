@@ -64,3 +64,19 @@ async def test_slots_drive_the_connector(venue: str, autojump_clock: trio.testin
         assert {b.symbol for b in btc.books} == {"BTCUSDT"}
         assert all(b.bids[0][0] < b.asks[0][0] for b in btc.books if b.bids and b.asks)
         assert btc.stopped and eth.stopped
+
+
+async def test_a_slot_whose_symbol_the_venue_refuses_says_so(autojump_clock: trio.testing.MockClock) -> None:
+    async with simulator(rate=10) as sim:
+        feed = Binance(["BTCUSDT"], ws_url=sim.binance_ws_url, rest_url=sim.binance_rest_url, **FAST)
+        btc = Collect(["BTCUSDT"])
+        async with flox.open_runner(feed) as runner:
+            runner.add_strategy(btc)
+            await wait_until(lambda: len(btc.trades) >= 3)
+            sim.faults.reject_subscribe("binance", times=1000, msg="Invalid symbol.")
+            runner.add_strategy(Collect(["ETHUSDT"]))
+            await wait_until(lambda: "ETHUSDT" in feed.failing)
+            status = runner.status()
+    assert status.slots[0].note is None
+    note = status.slots[1].note or ""
+    assert note.startswith("no data: subscribe refused by venue (ETHUSDT:") and "Invalid symbol." in note

@@ -9,6 +9,7 @@ to one without it changing under it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Literal, TypeAlias
 
@@ -43,6 +44,16 @@ def parse_symbol(text: str) -> SymbolRef:
     if not symbol or (sep and not venue.strip()):
         raise FloxError(f"bad symbol {text!r}: write it as 'BTCUSDT' or 'binance:BTCUSDT'")
     return SymbolRef(symbol, venue.strip().lower())
+
+
+#: Quote currencies by how a symbol ends, longest first ("BTCUSDT" is quoted in USDT).
+_QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USD", "EUR", "TRY", "BTC", "ETH", "BNB")
+
+
+def quote_currency(symbols: Iterable[str]) -> str:
+    """The currency PnL is in: the symbols' common quote, else "quote"."""
+    found = {next((q for q in _QUOTES if parse_symbol(s).symbol.endswith(q)), "quote") for s in symbols}
+    return found.pop() if len(found) == 1 else "quote"
 
 
 def parse_symbols(symbols: object) -> tuple[SymbolRef, ...]:

@@ -295,6 +295,9 @@ class EngineHooks(Protocol):
 
     def strategy_error(self, slot: int, message: str) -> None: ...
 
+    def quarantined(self, slot: int, reason: str) -> None:
+        """The slot stopped receiving events: its open orders and position are the engine's to settle."""
+
     def swapped(self, slot: int, report: SwapReport, old: StrategyInfo, new: StrategyInfo) -> None: ...
 
     def recent_events(self, watch: frozenset[str], warmup: int | float) -> list[Event]:

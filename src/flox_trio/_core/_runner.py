@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
@@ -44,6 +44,8 @@ from ._swap import Request, SwapHandle
 
 log = logging.getLogger("flox_trio.runner")
 
+QuarantineOrders = Literal["cancel", "keep"]
+
 
 class Runner:
     """The engine. Get one with ``async with flox.open_runner(feed) as runner``."""
@@ -61,6 +63,7 @@ class Runner:
         warmup_batches: int = 4096,
         lockstep: bool = False,
         clock: Clock | None = None,
+        quarantine_orders: QuarantineOrders = "cancel",
     ) -> None:
         if not isinstance(feed, Feed):
             raise RunnerError(
@@ -78,6 +81,10 @@ class Runner:
         self.bar_intervals = tuple(bar_intervals)
         BarAggregator(self.bar_intervals)  # refuse bad intervals now, not at the first bar
         self.lockstep = lockstep
+        if quarantine_orders not in ("cancel", "keep"):
+            raise RunnerError(f"quarantine_orders must be 'cancel' or 'keep', got {quarantine_orders!r}")
+        #: What happens to a quarantined slot's open orders: nobody is left to manage them.
+        self.quarantine_orders = quarantine_orders
         #: The engine's one clock: Trio time for scheduling, ``wall_ns()`` for timestamps.
         self.clock: Clock = clock if clock is not None else TrioClock()
         #: Where everything is recorded (a TapeWriter), or None.
@@ -385,6 +392,23 @@ class Runner:
         if self.tape is not None:
             self.tape.write_error(seq=self._seq, slot=slot, message=message)
 
+    def _on_quarantine(self, index: int, reason: str) -> None:
+        ex = self.executor
+        orders = ex.open_orders(index)
+        canceled = 0
+        if self.quarantine_orders == "cancel":
+            for order in orders:
+                try:
+                    ex.cancel(index, order.order_id)
+                    canceled += 1
+                except FloxError as exc:  # final meanwhile: nothing to cancel
+                    log.info("slot %d: could not cancel %s: %s", index, order.order_id, exc)
+        held = {sym: ex.position(index, sym).qty for sym in self._slots[index].ctxs}
+        held = {sym: q for sym, q in held.items() if q}
+        log.warning("slot %d quarantined with %s and %d open orders (%s); swap in a strategy to manage them",
+                    index, ", ".join(f"position {q} {sym}" for sym, q in held.items()) or "no position",
+                    len(orders), f"{canceled} being canceled" if self.quarantine_orders == "cancel" else "kept")
+
     def _on_swap(self, slot: int, report: SwapReport, old: StrategyInfo, new: StrategyInfo) -> None:
         self._rebuild_watch()
         log.info("slot %d: swapped %s %s -> %s %s at event %d (%.3f ms)", slot, old.language, old.spec,
@@ -418,8 +442,12 @@ class Runner:
     def status(self) -> RunnerStatus:
         """A snapshot of the engine for ``flox-trio status`` and dashboards."""
         ex = self.executor
+        feed = self.feed.status()
+        # Connectors report the symbols the venue refused; a slot watching one hears nothing.
+        failing: dict[str, str] = getattr(feed, "failing", None) or {}
         slots = []
         for s in self._slots:
+            refused = [f"{sym}: {failing[sym]}" for sym in sorted(s.watch) if sym in failing]
             positions = {sym: ex.position(s.index, sym) for sym in s.ctxs}
             info = s.host.info
             slots.append(SlotStatus(
@@ -434,9 +462,10 @@ class Runner:
                 realized_pnl=sum((p.realized_pnl for p in positions.values()), Decimal(0)),
                 unrealized_pnl=sum((p.unrealized_pnl(ex.mark_price(s.index, k)) for k, p in positions.items()),
                                    Decimal(0)),
+                note=f"no data: subscribe refused by venue ({'; '.join(refused)})" if refused else None,
             ))
         return RunnerStatus(
-            published=self._seq, market_events=self._market_seq, feed=self.feed.status(),
+            published=self._seq, market_events=self._market_seq, feed=feed,
             executor=ex.status(), slots=tuple(slots), connector_events=dict(self.connector_events),
             strategy_errors=self.strategy_errors,
         )
@@ -469,6 +498,9 @@ class _Hooks:
 
     def strategy_error(self, slot: int, message: str) -> None:
         self._runner._on_strategy_error(slot, message)
+
+    def quarantined(self, slot: int, reason: str) -> None:
+        self._runner._on_quarantine(slot, reason)
 
     def swapped(self, slot: int, report: SwapReport, old: StrategyInfo, new: StrategyInfo) -> None:
         self._runner._on_swap(slot, report, old, new)

@@ -22,7 +22,7 @@ from ._money import order_amount
 from ._orders import Order
 from ._ports import EngineHooks, Portfolio, StrategyRequests
 from ._states import ACTIVE, Overflow, RequestKind, SlotState, transition
-from ._status import SwapReport
+from ._status import SwapReport, change_label
 from ._strategy import Context
 from ._swap import Request, warm_up
 
@@ -193,6 +193,7 @@ class Slot:
         self.quarantine_reason = reason
         self.interrupted = True
         log.warning("slot %d quarantined: %s", self.index, reason)
+        self._engine.quarantined(self.index, reason)
         self._engine.progress()
 
     def note_gap(self, gap: Gap) -> None:
@@ -359,6 +360,8 @@ class Slot:
         report = SwapReport(
             self.index, self.dispatched, self.market_dispatched, engine.published, engine.market_events,
             old.source_hash, new.source_hash, old.language, new.language, trio.current_time() - t0, stop_error,
+            change_label(old.info.name, old.info.params, new.info.name, new.info.params, old.source_hash,
+                         new.source_hash),
         )
         self.last_swap = report
         req.report = report

@@ -82,6 +82,33 @@ class SwapReport:
     new_language: str
     pause_s: float
     stop_error: str | None = None
+    #: What changed, for people: "EmaStrategy fast=5→8 slow=12→21".
+    label: str = ""
+
+
+def change_label(old_name: str, old_params: dict[str, Any], new_name: str, new_params: dict[str, Any],
+                 old_hash: str = "", new_hash: str = "") -> str:
+    """What a swap changed, in a few words: the strategy's name, its changed parameters, or its code."""
+    if old_name != new_name:
+        return f"{old_name} → {new_name}"
+    changed = [f"{k}={_short(old_params.get(k, _MISSING))}→{_short(new_params.get(k, _MISSING))}"
+               for k in sorted(set(old_params) | set(new_params), key=str)
+               if k != "symbols" and old_params.get(k, _MISSING) != new_params.get(k, _MISSING)]
+    if changed:
+        return f"{new_name} {' '.join(changed)}"
+    if old_hash != new_hash:
+        return f"{new_name} new code {old_hash[:8]}→{new_hash[:8]}"
+    return f"{new_name} (same code and parameters)"
+
+
+_MISSING = object()
+
+
+def _short(value: Any) -> str:
+    if value is _MISSING:
+        return "∅"
+    text = str(value)
+    return text if len(text) <= 24 else text[:23] + "…"
 
 
 @attrs.frozen
@@ -113,6 +140,8 @@ class SlotStatus:
     position: dict[str, Decimal]
     realized_pnl: Decimal
     unrealized_pnl: Decimal
+    #: Why the slot receives nothing though it runs, e.g. "no data: subscribe refused by venue (...)".
+    note: str | None = None
 
     @property
     def quarantined(self) -> bool:

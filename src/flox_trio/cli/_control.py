@@ -15,11 +15,14 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .._core._convert import converter, to_jsonable
+from .._core._events import quote_currency
 from .._core._status import RunnerStatus, SlotStatus
 from .._loader import split_spec
 from ..control import call
+from ..execution import RiskStatus
 
 DEFAULT_RUN_DIR = Path(".flox-run")
 
@@ -57,22 +60,49 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def slots_table(slots: Sequence[SlotStatus]) -> Table:
-    """One row per slot: what runs there and how it is doing."""
-    t = Table(title="slots")
-    for col in ("slot", "state", "strategy", "lang", "source", "events", "queue", "errors",
-                "quarant.", "swaps", "last swap@", "open", "position", "PnL"):
-        t.add_column(col, no_wrap=True,
-                     justify="right" if col in ("slot", "events", "queue", "errors", "swaps", "open", "PnL")
-                     else "left")
+#: Columns of the slots table, narrowest first: a narrow terminal gets fewer columns, never cut ones.
+_COLUMNS: tuple[tuple[str, int], ...] = (
+    ("slot", 0), ("state", 0), ("strategy", 0), ("events", 0), ("position", 0), ("PnL", 0), ("err", 0),
+    ("open", 90), ("lang", 100), ("swaps", 100), ("queue", 110), ("dropped", 120), ("missed", 120),
+    ("latency", 130), ("source", 140),
+)
+_RIGHT = {"slot", "events", "PnL", "err", "open", "swaps", "queue", "dropped", "missed", "latency"}
+
+
+def _cells(s: SlotStatus, currency: str) -> dict[str, str]:
+    return {
+        "slot": str(s.index), "state": s.state.value, "strategy": s.strategy, "events": str(s.dispatched),
+        "position": " ".join(f"{q} {sym}" for sym, q in s.position.items() if q) or "0",
+        "PnL": f"{s.realized_pnl + s.unrealized_pnl:,.4f} {currency}", "err": str(s.errors),
+        "open": str(s.open_orders), "lang": {"python": "py", "javascript": "js"}.get(s.language, s.language),
+        "swaps": str(s.swaps), "queue": str(s.queue_depth), "dropped": str(s.dropped),
+        "missed": str(sum(s.missed.values())), "source": s.source_hash[:8],
+        "latency": "-" if s.latency_us is None else f"{s.latency_us:,.0f} us",
+    }
+
+
+def slots_table(slots: Sequence[SlotStatus], width: int = 200) -> Table:
+    """One row per slot: what runs there and how it is doing; the columns that fit in ``width``."""
+    currency = quote_currency(sym for s in slots for sym in s.symbols) if slots else "quote"
+    columns = [name for name, needs in _COLUMNS if width >= needs]
+    t = Table(title="slots", expand=False, pad_edge=False)
+    for col in columns:
+        t.add_column(col, no_wrap=True, justify="right" if col in _RIGHT else "left")
     for s in slots:
-        t.add_row(
-            str(s.index), s.state.value, s.strategy, {"python": "py", "javascript": "js"}.get(s.language, s.language),
-            s.source_hash[:8], str(s.dispatched), str(s.queue_depth), str(s.errors),
-            "yes" if s.quarantined else "no", str(s.swaps), _fmt(s.last_swap.at_event if s.last_swap else None),
-            str(s.open_orders), _fmt(s.position), f"{s.realized_pnl + s.unrealized_pnl:.4f}",
-        )
+        cells = _cells(s, currency)
+        t.add_row(*(cells[c] for c in columns), style="red" if s.quarantined else None)
     return t
+
+
+def slot_notes(slots: Sequence[SlotStatus]) -> list[str]:
+    """Why a slot is not trading, one line each: quarantine reasons and venue refusals."""
+    notes = []
+    for s in slots:
+        if s.quarantined:
+            notes.append(f"slot {s.index} quarantined: {s.quarantine_reason or s.last_error}")
+        if s.note:
+            notes.append(f"slot {s.index} {s.note}")
+    return notes
 
 
 def console() -> Console:
@@ -89,13 +119,46 @@ def kv_table(title: str, data: dict[str, Any]) -> Table:
     return t
 
 
-def render_status(status: RunnerStatus) -> list[Table]:
-    """The tables ``flox-trio status`` prints: slots, feed/connector, executor."""
+def render_status(status: RunnerStatus, width: int = 200) -> list[Table | Text]:
+    """What ``flox-trio status`` prints: the slots, why any is not trading, the feed, the executor."""
     feed = to_jsonable(status.feed)
     feed["engine published"] = status.published
     if status.connector_events:
         feed["connector events"] = status.connector_events
-    return [slots_table(status.slots), kv_table("feed", feed), kv_table("executor", to_jsonable(status.executor))]
+    notes = [Text(line, style="red") for line in slot_notes(status.slots)]
+    return [halt_banner(status), slots_table(status.slots, width), *notes, kv_table("feed", feed),
+            kv_table("executor", to_jsonable(status.executor))]
+
+
+def feed_line(status: RunnerStatus) -> Text:
+    """The feed in one line (a connector's session, or a list's progress)."""
+    feed = status.feed
+    parts = [feed.feed]
+    state = getattr(feed, "state", None)
+    if state is not None:
+        parts.append(f"{state}, connection {getattr(feed, 'connection_id', None)} "
+                     f"({getattr(feed, 'connect_count', 0)} connects)")
+    for name in ("messages", "gaps", "resyncs", "errors"):
+        value = getattr(feed, name, None)
+        if isinstance(value, int):
+            parts.append(f"{value} {name}")
+    parts.append(f"{feed.published} published")
+    return Text("feed: " + ", ".join(parts))
+
+
+def live_view(status: RunnerStatus, logs: Sequence[str], width: int) -> list[Table | Text]:
+    """``flox-trio run --live``: what fits a terminal, 80 columns included."""
+    notes = [Text(line, style="red", overflow="ellipsis", no_wrap=True) for line in slot_notes(status.slots)]
+    tail = [Text(line, overflow="ellipsis", no_wrap=True, style="dim") for line in logs]
+    return [halt_banner(status), slots_table(status.slots, width), *notes, feed_line(status), *tail]
+
+
+def halt_banner(status: RunnerStatus) -> Text:
+    ex = status.executor
+    if isinstance(ex, RiskStatus) and ex.halted:
+        return Text(f"TRADING HALTED: {ex.halt_reason}; `flox-trio resume` to trade again", style="bold white on red")
+    return Text(f"{status.published} events, {status.market_events} market events; trading on "
+                f"{status.executor.executor}")
 
 
 def read_status(data: Any) -> RunnerStatus:
@@ -147,8 +210,8 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         out.print_json(data=reply["status"], default=str)
         return 0
-    for table in render_status(read_status(reply["status"])):
-        out.print(table)
+    for part in render_status(read_status(reply["status"]), out.width):
+        out.print(part)
     return 0
 
 

@@ -48,11 +48,8 @@ def print_demo(console: Console, result: DemoResult) -> None:
                   str(s.new_seen), f"{s.pnl:.4f}")
     console.print(t)
     for report in result.reports:
-        console.print(
-            f"slot {report.slot}: swapped {report.old_language} {report.old_hash[:8]} → "
-            f"{report.new_language} {report.new_hash[:8]} at event {report.at_event}, "
-            f"pause {report.pause_s * 1e3:.3f} ms"
-        )
+        console.print(f"slot {report.slot}: swapped {report.label} ({report.new_language}) at event "
+                      f"{report.at_event}, pause {report.pause_s * 1e3:.3f} ms")
     if result.open_at_swap:
         console.print(f"orders open or in flight at the swap: {', '.join(result.open_at_swap)}; afterwards, under "
                       f"the new strategy: {', '.join(f'{k} {v}' for k, v in result.fate.items())}")

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import signal
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -45,20 +46,37 @@ def configure_logging(config: Config, verbose: int = 0) -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
-async def _show_live(engine: Engine, period: float = 1.0) -> None:
-    """Redraw the status tables in the terminal while the engine runs."""
+class LogTail(logging.Handler):
+    """The last few log lines, for the live view (refusals and quarantines must show somewhere)."""
+
+    def __init__(self, lines: int = 6) -> None:
+        super().__init__()
+        self.lines: deque[str] = deque(maxlen=lines)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record).replace("\n", " | "))
+        except Exception:  # a log line must never break the view
+            self.handleError(record)
+
+
+async def _show_live(engine: Engine, tail: LogTail, period: float = 1.0) -> None:
+    """Redraw the status in the terminal while the engine runs, with the last log lines under it."""
     from rich.console import Group
     from rich.live import Live
 
-    from ._control import console, render_status
+    from ._control import console, live_view
 
-    with Live(console=console(), refresh_per_second=4, transient=False) as live:
+    out = console()
+    with Live(console=out, refresh_per_second=4, transient=False) as live:
         while True:
-            live.update(Group(*render_status(engine.runner.status())))
+            live.update(Group(*live_view(engine.runner.status(), list(tail.lines), out.width)))
             await trio.sleep(period)
 
 
-async def run_until_signal(config: Config, reload: bool, live: bool = False) -> EngineSummary:
+async def run_until_signal(config: Config, reload: bool, live: bool = False,
+                           tail: LogTail | None = None) -> EngineSummary:
     """Run the engine until SIGINT or SIGTERM; return its summary."""
     # The signal receiver outlives the engine: Ctrl-C at any moment is a clean stop.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -72,7 +90,7 @@ async def run_until_signal(config: Config, reload: bool, live: bool = False) -> 
 
             nursery.start_soon(on_signal)
             if live:
-                nursery.start_soon(_show_live, engine)
+                nursery.start_soon(_show_live, engine, tail or LogTail())
             await engine.stopped()
             summary = engine.summary()
             nursery.cancel_scope.cancel(reason="engine stopping")
@@ -84,7 +102,12 @@ def run_command(args: argparse.Namespace) -> int:
     if args.log_format is not None:  # the command line wins over the config file
         config = attrs.evolve(config, log=attrs.evolve(config.log, format=args.log_format))
     configure_logging(config, getattr(args, "verbose", 0))
-    summary = trio.run(run_until_signal, config, bool(args.reload), bool(args.live))
+    tail = None
+    if args.live:
+        # The live view owns the terminal: log lines go under it, not across it.
+        tail = LogTail()
+        logging.getLogger().handlers[:] = [tail]
+    summary = trio.run(run_until_signal, config, bool(args.reload), bool(args.live), tail)
     from ._control import console
 
     print_summary(console(), summary)

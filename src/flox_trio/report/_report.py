@@ -16,24 +16,33 @@ from typing import Any
 
 import attrs
 
-from .._core._events import Bar, Book, Fill, Trade
+from .._core._events import Bar, Book, Fill, Gap, Trade, quote_currency
+from .._core._status import change_label
 from ..execution import Position
-
 
 @attrs.frozen
 class Report:
-    """Time series per slot (seconds since the first event) and the swap moments."""
+    """Time series (seconds since the first event) per slot and symbol, and the swap moments."""
 
     t: list[float]
     equity: dict[int, list[float]]
     position: dict[int, list[float]]
+    price: dict[str, list[float | None]]
     swaps: list[dict[str, Any]]
+    #: slot -> the strategy it started with ("EmaStrategy").
+    names: dict[int, str]
+    currency: str
     totals: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
         return {"t": self.t, "equity": {str(k): v for k, v in self.equity.items()},
-                "position": {str(k): v for k, v in self.position.items()},
-                "swaps": self.swaps, "totals": self.totals}
+                "position": {str(k): v for k, v in self.position.items()}, "price": self.price,
+                "swaps": self.swaps, "names": {str(k): v for k, v in self.names.items()},
+                "currency": self.currency, "totals": self.totals}
+
+
+def _name(spec: str | None) -> str:
+    return (spec or "?").rpartition(":")[2] or "?"
 
 
 def build_report(tape: str | Path, *, points: int = 2000) -> Report:
@@ -41,21 +50,28 @@ def build_report(tape: str | Path, *, points: int = 2000) -> Report:
 
     info = tape_info(tape)
     reader = TapeReader(tape)
-    slots = sorted({r.slot for r in info.slots})
+    adds = [r for r in info.slots if r.action == "add"]
+    slots = sorted({r.slot for r in adds})
+    names = {r.slot: _name(r.spec) for r in adds}
     positions: dict[tuple[int, str], Position] = {}
     marks: dict[str, Decimal] = {}
     swap_at: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for rec in info.swaps:
+        old, new = rec.params.get("old", {}), rec.params.get("new", {})
+        label = change_label(_name(rec.old_spec), old, _name(rec.new_spec), new, rec.old_hash, rec.new_hash)
         # The session's market-event count, not the slot's own: with several symbols
         # the slot sees only some of the events the report walks.
         swap_at[rec.at_market_event].append({"slot": rec.slot, "at_market_event": rec.at_market_event,
-                                 "from": f"{rec.old_language} {rec.old_hash[:8]}",
-                                 "to": f"{rec.new_language} {rec.new_hash[:8]}"})
-    total_market = sum(v for k, v in info.event_types.items() if k in ("Trade", "Book", "Bar"))
+                                             "label": label, "from": f"{rec.old_language} {rec.old_hash[:8]}",
+                                             "to": f"{rec.new_language} {rec.new_hash[:8]}"})
+    total_market = sum(v for k, v in info.event_types.items() if k in ("Trade", "Book", "Bar", "Gap"))
     every = max(1, total_market // points)
+    symbols = sorted(info.symbols)
     t: list[float] = []
     equity: dict[int, list[float]] = {s: [] for s in slots}
     position: dict[int, list[float]] = {s: [] for s in slots}
+    price: dict[str, list[float | None]] = {s: [] for s in symbols}
+    last: dict[str, float] = {}
     swaps: list[dict[str, Any]] = []
     t0: int | None = None
     market = 0
@@ -73,6 +89,8 @@ def build_report(tape: str | Path, *, points: int = 2000) -> Report:
                     qty += p.qty
             equity[s].append(float(eq))
             position[s].append(float(qty))
+        for sym in symbols:
+            price[sym].append(last.get(sym))
 
     for batch in reader.iter_batches():
         for ev in batch.events:
@@ -82,13 +100,14 @@ def build_report(tape: str | Path, *, points: int = 2000) -> Report:
                 pos.apply_fill(ev.side, ev.price, ev.qty, ev.fee)
                 fills += 1
                 continue
-            if isinstance(ev, Trade | Book | Bar):
+            if isinstance(ev, Trade | Book | Bar | Gap):
                 ts = ev.end_ts_ns if isinstance(ev, Bar) else (ev.exchange_ts_ns or ev.recv_ts_ns)
                 if ts:
                     t0 = ts if t0 is None else t0
                     now = (ts - t0) / 1e9
                 if isinstance(ev, Trade):
                     marks[ev.symbol] = Decimal(repr(ev.price))
+                    last[ev.symbol] = ev.price
                 elif isinstance(ev, Book) and ev.bids and ev.asks:
                     marks[ev.symbol] = Decimal(repr((ev.bids[0][0] + ev.asks[0][0]) / 2))
                 for sw in swap_at.get(market, ()):
@@ -98,7 +117,7 @@ def build_report(tape: str | Path, *, points: int = 2000) -> Report:
                     sample()
     sample()
     final = {str(s): equity[s][-1] if equity[s] else 0.0 for s in slots}
-    return Report(t, equity, position, swaps,
+    return Report(t, equity, position, price, swaps, names, quote_currency(symbols),
                   {"market_events": market, "fills": fills, "final_equity": final,
                    "duration_s": now, "slots": slots})
 
@@ -116,26 +135,43 @@ def write_report(tape: str | Path, out_dir: str | Path) -> tuple[Path, Path]:
     json_path, png_path = out / "report.json", out / "report.png"
     json_path.write_text(json.dumps(report.to_json(), indent=1))
 
-    fig, (ax_eq, ax_pos) = plt.subplots(2, 1, sharex=True, figsize=(10, 6.5), height_ratios=(2, 1))
+    # Swaps are numbered on the plot and spelled out under it: legible at any count.
+    listed = report.swaps[:40]
+    rows = len(listed) + (1 if len(report.swaps) > len(listed) else 0)
+    fig = plt.figure(figsize=(11, 8 + 0.17 * rows))
+    grid = fig.add_gridspec(4 if rows else 3, 1, height_ratios=(1.2, 2, 1, 0.2 + 0.17 * rows)[:4 if rows else 3])
+    ax_px = fig.add_subplot(grid[0])
+    ax_eq = fig.add_subplot(grid[1], sharex=ax_px)
+    ax_pos = fig.add_subplot(grid[2], sharex=ax_px)
+    for sym, series in report.price.items():
+        ax_px.plot(report.t, [float("nan") if p is None else p for p in series], linewidth=1.0, label=sym)
     for s in report.equity:
-        ax_eq.plot(report.t, report.equity[s], label=f"slot {s}", linewidth=1.2)
-        ax_pos.step(report.t, report.position[s], where="post", label=f"slot {s}", linewidth=1.0)
-    for k, sw in enumerate(report.swaps):
-        for ax in (ax_eq, ax_pos):
-            ax.axvline(sw["t"], color="crimson", linestyle="--", linewidth=1,
-                       label="swap" if (k == 0 and ax is ax_eq) else None)
-        # Swaps at the same moment (several slots at once) stack instead of overprinting.
-        ax_eq.annotate(f"swap slot {sw['slot']}: {sw['from']} → {sw['to']}", (sw["t"], 0),
-                       xycoords=("data", "axes fraction"), xytext=(4, 6 + 12 * k), textcoords="offset points",
-                       fontsize=8, color="crimson")
-    ax_eq.set_ylabel("equity (realized + unrealized PnL)")
+        label = f"slot {s}: {report.names.get(s, '?')}"
+        ax_eq.plot(report.t, report.equity[s], label=label, linewidth=1.2)
+        ax_pos.step(report.t, report.position[s], where="post", label=label, linewidth=1.0)
+    for k, sw in enumerate(report.swaps, start=1):
+        for ax in (ax_px, ax_eq, ax_pos):
+            ax.axvline(sw["t"], color="crimson", linestyle="--", linewidth=0.8, alpha=0.7)
+        if k <= len(listed):
+            ax_px.annotate(str(k), (sw["t"], 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
+                           textcoords="offset points", ha="center", va="bottom", fontsize=7, color="crimson")
+    ax_px.set_ylabel(f"price ({report.currency})")
+    ax_eq.set_ylabel(f"PnL ({report.currency})\nrealized + unrealized")
     ax_pos.set_ylabel("position")
     ax_pos.set_xlabel("seconds since the first event")
-    ax_eq.set_title(f"flox-trio run: {report.totals['market_events']} market events, "
-                    f"{report.totals['fills']} fills, {len(report.swaps)} swaps")
-    ax_eq.legend(loc="upper left", fontsize=8)
-    ax_eq.grid(alpha=0.3)
-    ax_pos.grid(alpha=0.3)
+    ax_px.set_title(f"flox-trio run: {report.totals['market_events']} market events, "
+                    f"{report.totals['fills']} fills, {len(report.swaps)} swaps", pad=14)
+    for ax in (ax_px, ax_eq, ax_pos):
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=7)
+    if rows:
+        ax_list = fig.add_subplot(grid[3])
+        ax_list.axis("off")
+        lines = [f"{k:>2}. {sw['t']:8.1f} s  slot {sw['slot']}: {sw['label']}" for k, sw in enumerate(listed, 1)]
+        if len(report.swaps) > len(listed):
+            lines.append(f"    ... and {len(report.swaps) - len(listed)} more swaps (report.json lists them all)")
+        ax_list.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=7.5,
+                     color="crimson", transform=ax_list.transAxes)
     fig.tight_layout()
     fig.savefig(png_path, dpi=110)
     plt.close(fig)
