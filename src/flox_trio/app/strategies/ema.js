@@ -13,11 +13,14 @@ function ema(prices, period) {
   return value;
 }
 
-function makeStrategy(label, fast, slow, qty, snapshot) {
+// cooldown: seconds (of the trades' own time) between two orders.
+function makeStrategy(label, fast, slow, qty, snapshot, cooldown) {
   fast = fast || 12;
   slow = slow || 26;
-  qty = qty || 1;
+  qty = qty || 0.01;
   snapshot = snapshot || '/ema_state.json';
+  const cooldownNs = (cooldown || 0) * 1e9;
+  let lastOrderNs = -Infinity;
   const s = { symbols: [sym], label: label, prices: [], signal: 0, tradesSeen: 0, pending: null };
   s.onStart = () => {
     if (fs.existsSync(snapshot)) {
@@ -41,8 +44,10 @@ function makeStrategy(label, fast, slow, qty, snapshot) {
     s.signal = want;
     // One decision in flight at a time, including orders a predecessor left open.
     if (s.pending !== null || ctx.openOrders.length) return;
-    if (want === 1 && ctx.position <= 0) s.pending = ctx.marketBuy(qty);
-    else if (want === 0 && ctx.position > 0) s.pending = ctx.marketSell(ctx.position);
+    const now = t.exchangeTsNs || t.recvTsNs;
+    if (now - lastOrderNs < cooldownNs) return;
+    if (want === 1 && ctx.position <= 0) { s.pending = ctx.marketBuy(qty); lastOrderNs = now; }
+    else if (want === 0 && ctx.position > 0) { s.pending = ctx.marketSell(ctx.position); lastOrderNs = now; }
   };
   return s;
 }

@@ -28,14 +28,21 @@ def ema(prices: list[float], period: int) -> float | None:
 
 
 class EmaStrategy(flox.Strategy):
-    """Long ``qty`` when the fast EMA is above the slow one, flat otherwise."""
+    """Long ``qty`` when the fast EMA is above the slow one, flat otherwise.
 
-    def __init__(self, symbols: Any, fast: int = 12, slow: int = 26, qty: float = 1.0,
-                 snapshot: str | Path = SNAPSHOT, history: int = 500, **params: Any) -> None:
+    ``cooldown``: seconds (of the trades' own time) between two orders, so a
+    crossover that flickers does not trade on every trade.
+    """
+
+    def __init__(self, symbols: Any, fast: int = 12, slow: int = 26, qty: float = 0.01,
+                 snapshot: str | Path = SNAPSHOT, history: int = 500, cooldown: float = 0.0,
+                 **params: Any) -> None:
         # Every constructor argument goes to params: the tape records them, and a
         # replay rebuilds the strategy from them.
         super().__init__(symbols, fast=fast, slow=slow, qty=qty, snapshot=str(snapshot), history=history,
-                         **params)
+                         cooldown=cooldown, **params)
+        self.cooldown_ns = int(cooldown * 1e9)
+        self.last_order_ns = -(1 << 62)
         if not 0 < fast < slow:
             raise flox.FloxError(f"EmaStrategy needs 0 < fast < slow, got fast={fast} slow={slow}")
         self.fast, self.slow, self.qty = fast, slow, qty
@@ -66,7 +73,12 @@ class EmaStrategy(flox.Strategy):
         self.signal = want
         if ctx.open_orders:
             return  # one decision in flight at a time
+        now = trade.exchange_ts_ns or trade.recv_ts_ns
+        if now - self.last_order_ns < self.cooldown_ns:
+            return
         if want == 1 and ctx.position <= 0:
             ctx.market_buy(self.qty)
+            self.last_order_ns = now
         elif want == 0 and ctx.position > 0:
             ctx.market_sell(ctx.position)
+            self.last_order_ns = now
