@@ -212,6 +212,10 @@ class Script:
             log.error("%s: %s; its strategies are quarantined", self.path, self.dead)
         if error is not None:
             message = _js_message(error, self.path)
+            if message.split(" | ")[0].strip() == "null" and self.dead is None:
+                # QuickJS throws null, with no stack, when an allocation fails.
+                self.dead = f"ran out of memory (limit {self.memory_limit * HARD_MEMORY_FACTOR} bytes)"
+                log.error("%s: %s; its strategies are quarantined", self.path, self.dead)
             leftover = None
             if salvage is not None:
                 try:
