@@ -71,33 +71,46 @@ class JsThread:
         value: T = _unbox(box[0])
         return value
 
-    async def run(self, fn: Callable[[], T], timeout: float) -> T:
-        """Run ``fn`` on the thread while the Trio thread waits for it without blocking.
+    async def run(self, fn: Callable[[], T], timeout: float, *, patience: float = 0.02) -> T:
+        """Run ``fn`` on the thread; the Trio thread waits for it without holding up the engine.
+
+        Most calls take a few milliseconds: the Trio thread waits for them in
+        place (``patience``), which costs one thread switch and no trip through
+        the event loop. A call that takes longer is waited for asynchronously,
+        so the engine, the control socket and the signal handlers go on.
 
         Under a virtual clock (tests, replays) the Trio thread waits for the call
-        instead: script time is not virtual time, and an idle loop would let the
-        clock jump ahead of the script.
+        in place whatever it takes: script time is not virtual time, and an idle
+        loop would let the clock jump ahead of the script.
         """
-        if isinstance(trio.lowlevel.current_clock(), MockClock):
-            # No checkpoint after it either: a cancellation there would lose a result
-            # (order intents already given ids) that the script has produced.
-            return self.run_sync(fn, timeout)
-        token = trio.lowlevel.current_trio_token()
         box: list[tuple[bool, Any]] = []
-        finished = trio.Event()
+        finished = threading.Event()
+        woken: list[trio.Event] = []
+        token = trio.lowlevel.current_trio_token()
 
         def done(result: tuple[bool, Any]) -> None:
             box.append(result)
-            try:
-                token.run_sync_soon(finished.set)
-            except trio.RunFinishedError:
-                pass  # the engine is gone; nobody waits for this any more
+            finished.set()
+            if woken:  # the caller went back to the event loop: wake it there
+                try:
+                    token.run_sync_soon(woken[0].set)
+                except trio.RunFinishedError:
+                    pass  # the engine is gone; nobody waits for this any more
 
         self._jobs.put((fn, done))
-        with trio.move_on_after(timeout):
-            await finished.wait()
-        if not box:
-            raise Stuck(f"no answer within {timeout:g} s")
+        virtual = isinstance(trio.lowlevel.current_clock(), MockClock)
+        # No checkpoint after an in-place wait: a cancellation there would lose a
+        # result (order intents already given ids) that the script has produced.
+        if not finished.wait(timeout if virtual else patience):
+            if virtual:
+                raise Stuck(f"no answer within {timeout:g} s")
+            event = trio.Event()
+            woken.append(event)
+            if not finished.is_set():  # done() may have run before `woken` was filled
+                with trio.move_on_after(timeout - patience):
+                    await event.wait()
+            if not box:
+                raise Stuck(f"no answer within {timeout:g} s")
         value: T = _unbox(box[0])
         return value
 
