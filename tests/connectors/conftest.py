@@ -205,6 +205,8 @@ class RecordingPort:
         self.resync_requests: list[str] = []
         self.late_frames = 0
         self.queued: list[list[Any]] = []
+        self.refusals: list[tuple[str, str | bytes]] = []
+        self.trade_gaps: list[tuple[str, str, int, int]] = []
 
     def wall_ns(self) -> int:
         return self.now_ns
@@ -226,6 +228,12 @@ class RecordingPort:
 
     def late_frame(self) -> None:
         self.late_frames += 1
+
+    def refused(self, link: Any, msg: str | bytes, refusal: Any) -> None:
+        self.refusals.append((refusal.reason, msg))
+
+    def trade_gap(self, symbol: str, channel: str, expected: int, got: int) -> None:
+        self.trade_gaps.append((symbol, channel, expected, got))
 
     def request_resync(self, symbol: str) -> None:
         self.resync_requests.append(symbol)

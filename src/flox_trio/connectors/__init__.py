@@ -2,17 +2,29 @@
 
 Each connector is a feed (``flox.open_runner(flox.connectors.Binance(["BTCUSDT"]))``)
 that keeps one WebSocket session alive: reconnect with capped exponential
-backoff and jitter, re-subscription, a stale-feed watchdog, venue pings,
-sequence-gap detection with book resync, and live SUBSCRIBE/UNSUBSCRIBE as
-the slots' symbols change. Point ``ws_url`` / ``rest_url`` at
-``flox_trio.sim`` to run against the local simulator.
+backoff and jitter, re-subscription, a stale-feed watchdog that pings a quiet
+line before it calls it dead, venue pings, sequence-gap detection with book
+resync, and live SUBSCRIBE/UNSUBSCRIBE as the slots' symbols change. Point
+``ws_url`` / ``rest_url`` at ``flox_trio.sim`` to run against the local
+simulator.
+
+Nothing the venue sends can stop the engine, and nothing is lost silently:
+values no market could mean (NaN, inf, <= 0, beyond 1e15) are refused and
+counted per reason; a jump in Binance's consecutive trade ids, on one
+connection or across a reconnect, reaches the strategies as a ``flox.Gap``;
+strategies slower than the market never stop the socket being read, and
+what the bounded backlog (``max_backlog``) cannot hold is dropped oldest
+first, counted per symbol and told as a ``Gap``; Binance REST snapshots stay
+within a request-weight budget and honour Retry-After. ``status()`` shows all
+of it (``refused``, ``missed``, ``dropped``, ``backlog``, ``backlog_age``,
+Binance's ``resyncs_waiting``, ``rest_weight_used``, ``rate_limited``).
 
 Layout: ``_session.py`` composes a venue (``_binance.py``, ``_bybit.py``: the
 wire formats, behind the ``Venue`` protocol of ``_venue.py``) with the parts
 every venue shares: ``_supervisor.py`` (connections, backoff, watchdog,
 keepalive, planned handover), ``_subscriptions.py`` (desired vs live
 subscriptions, retries, resync requests) and ``_publisher.py`` (batches in
-production order).
+production order, from a task of their own).
 """
 
 from ._backoff import Backoff as Backoff

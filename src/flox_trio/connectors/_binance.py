@@ -6,7 +6,9 @@ local order book correctly") and ``rest-api.md`` (``GET /api/v3/depth``).
 What a strategy receives:
 
 - ``trade`` / ``aggTrade`` → ``Trade`` (``side`` is the taker's: ``m`` true means
-  the buyer was the maker, so the taker sold).
+  the buyer was the maker, so the taker sold). Their ids (``t``, ``a``) are
+  consecutive per stream: a jump, on one connection or across a reconnect, is a
+  ``Gap(symbol, "trade_ids", ...)`` published just before the trade after it.
 - ``depth`` (``<symbol>@depth@100ms``) → a ``Book`` after every applied diff, from
   an ``L2Book`` synced to the REST snapshot with the documented ``U``/``u`` rules;
   a missing diff is a gap: the book is rebuilt from a new snapshot.
@@ -18,6 +20,15 @@ What a strategy receives:
   0 on books it produced. The maintained ``L2Book`` itself only ever holds what
   the depth stream said, so it can be compared with the venue's.
 - ``kline_<interval>`` → a ``Bar`` when the kline closes (``x`` true).
+
+Every price and quantity is checked on the way in (``_venue.levels``,
+``trade_values``): a frame with a value no market could mean is refused and
+counted, and a depth book that refused a level is resynced.
+
+REST depth snapshots spend request weight (``GET /api/v3/depth``: 5, 25, 50 or
+250 for limits up to 100, 500, 1000, 5000) from a per-minute budget
+(``rest_weight_budget``, well under the venue's 6000 per IP), one sync per
+symbol at a time; a 429 or 418 answer holds every request for its Retry-After.
 
 Symbols a SUBSCRIBE confirmed go into the URL of later connections
 (``/stream?streams=...``); new ones are subscribed live, so a symbol the venue
@@ -35,13 +46,26 @@ import httpx
 import orjson
 import trio
 
-from .._core._events import Bar, Book, Event, Level, Trade
+from .._core._events import Bar, Book, Event, Gap, Level, Trade
 from .._core._market import L2Book
 from .._errors import ConfigError, ConnectorError, FloxError
+from ._budget import WeightBudget
 from ._options import SessionOptions, make_options
 from ._session import Session
 from ._status import BinanceStatus
-from ._venue import Link, SessionPort, WireOp, as_int, check_ws_url, levels, load_object
+from ._venue import (
+    MAX_VALUE,
+    Link,
+    RefusedValue,
+    SessionPort,
+    WireOp,
+    as_int,
+    bar_values,
+    check_ws_url,
+    levels,
+    load_object,
+    trade_values,
+)
 
 _DEFAULTS: dict[str, Any] = {
     # 5 incoming messages per second per connection, pongs included: stay under it.
@@ -54,6 +78,8 @@ _DEFAULTS: dict[str, Any] = {
 _KLINE_INTERVALS = frozenset(["1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"])
 # Buffered diffs while a snapshot is on its way; beyond this the oldest go (the sync refetches).
 _MAX_BUFFER = 10_000
+# Waited after a 429 or 418 that names no Retry-After: the venue's whole counting window.
+_DEFAULT_RETRY_AFTER = 60.0
 
 #: A channel's decoder: (symbol, stream, payload, recv_ns, out).
 Handler = Callable[[str, str, dict[str, Any], int, list[Event]], None]
@@ -61,6 +87,19 @@ Handler = Callable[[str, str, dict[str, Any], int, list[Event]], None]
 
 class SnapshotError(ConnectorError):
     """The REST depth snapshot could not be fetched or read (it is retried with backoff)."""
+
+
+class _RateLimited(SnapshotError):
+    """The venue answered 429 (too much weight) or 418 (banned for going on): wait ``retry_after``."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def depth_weight(limit: int) -> int:
+    """The request weight of ``GET /api/v3/depth`` with ``limit`` levels (``rest-api.md``)."""
+    return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
 
 
 class _DepthState:
@@ -100,17 +139,31 @@ class BinanceVenue:
         self._routes: dict[str, tuple[Handler, str, str]] = {}
         self.books: dict[str, _DepthState] = {}
         self._tickers: dict[str, int] = {}
-        self._last_trade: dict[str, int] = {}
-        self._dedupe: dict[str, int] = {}
+        # The last trade id published per trade stream ("btcusdt@trade"): the next must be one more.
+        self._last_id: dict[str, int] = {}
+        # Streams whose repeats of a planned predecessor's trades are still being dropped.
+        self._dedupe: set[str] = set()
         self._last_bar: dict[str, int] = {}
         self._confirmed: set[str] = set()
         self._http: httpx.AsyncClient | None = None
         self._syncs: trio.Nursery | None = None
         self._port: SessionPort
+        self._budget = WeightBudget(options.rest_weight_budget)
         #: Completed REST syncs of a depth book (initial ones included).
         self.book_syncs = 0
         #: Snapshots refetched because they were older than the first buffered diff.
         self.stale_snapshots = 0
+        #: REST answers 429 or 418.
+        self.rate_limited = 0
+
+    @property
+    def resyncs_waiting(self) -> int:
+        """Book syncs waiting for REST weight budget (or a Retry-After) right now."""
+        return self._budget.waiting
+
+    @property
+    def rest_weight_used(self) -> int:
+        return self._budget.used()
 
     def _channel(self, name: str) -> tuple[str, Handler]:
         if name in ("trade", "aggTrade"):
@@ -200,18 +253,22 @@ class BinanceVenue:
             for stream, _ in self._streams:
                 self._routes.pop(f"{low}@{stream}", None)
                 self._last_bar.pop(f"{low}@{stream}", None)
+                self._last_id.pop(f"{low}@{stream}", None)
+                self._dedupe.discard(f"{low}@{stream}")
             self.books.pop(s, None)
             self._tickers.pop(s, None)
-            self._last_trade.pop(s, None)
-            self._dedupe.pop(s, None)
 
     def connection_lost(self) -> None:
-        """Nothing to reset: diffs missed meanwhile show as a gap on the next connection, which resyncs."""
+        """Nothing to reset: what went by meanwhile shows as a gap on the next connection.
+
+        Diffs missed resync the book; trade ids missed are a ``Gap`` before the
+        new connection's first trade, since the last ids are kept.
+        """
 
     def handover(self) -> None:
         # The successor repeats what the old connection delivered last; trade ids
-        # are sequential per symbol, so drop the successor's trades up to those.
-        self._dedupe = dict(self._last_trade)
+        # are consecutive per stream, so its trades up to those are dropped.
+        self._dedupe = set(self._last_id)
 
     # --- decoding ----------------------------------------------------------------------------------
 
@@ -230,6 +287,9 @@ class BinanceVenue:
             out: list[Event] = []
             try:
                 route[0](route[1], route[2], data, recv_ns, out)
+            except RefusedValue as exc:
+                self._port.refused(link, msg, exc)
+                return None
             except (KeyError, TypeError, ValueError, IndexError) as exc:
                 self._port.frame_error(link, f"malformed {stream} payload", msg, exc)
                 return None
@@ -273,27 +333,45 @@ class BinanceVenue:
     # --- channel handlers: (symbol, stream, data, recv_ns, out) ------------------------------------
 
     def _on_trade(self, sym: str, stream: str, d: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
-        t = as_int(d["t"], "t")
-        if self._dedupe:
-            last = self._dedupe.get(sym)
-            if last is not None:
-                if t <= last:
-                    return
-                del self._dedupe[sym]
+        self._trade(sym, stream, as_int(d["t"], "t"), d, recv_ns, out)
+
+    def _on_agg_trade(self, sym: str, stream: str, d: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
+        self._trade(sym, stream, as_int(d["a"], "a"), d, recv_ns, out)
+
+    def _trade(self, sym: str, stream: str, t: int, d: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
+        last = self._last_id.get(stream)
+        if last is not None and t <= last and stream in self._dedupe:
+            return  # a planned successor repeating what its predecessor delivered
         m = d["m"]
         if m is not True and m is not False:
             raise TypeError(f"field 'm' must be a boolean, got {m!r}")
-        out.append(Trade(sym, float(d["p"]), float(d["q"]), "sell" if m else "buy", str(t),
-                         as_int(d["T"], "T") * self._ts, recv_ns, "binance"))
-        self._last_trade[sym] = t
-
-    def _on_agg_trade(self, sym: str, stream: str, d: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
-        self._on_trade(sym, stream, {**d, "t": d["a"]}, recv_ns, out)
+        price, qty = float(d["p"]), float(d["q"])
+        if not (0.0 < price <= MAX_VALUE and 0.0 < qty <= MAX_VALUE):
+            trade_values(price, qty)
+        ts = as_int(d["T"], "T") * self._ts
+        # Only a trade that decoded whole moves the sequence on: a refused or
+        # malformed one is missing, and the next trade says so.
+        if last is not None and t != last + 1:
+            channel = stream.partition("@")[2]
+            if t > last:
+                out.append(Gap(sym, "trade_ids", t - last - 1, str(last + 1), str(t - 1), ts, recv_ns, "binance"))
+                self._port.trade_gap(sym, channel, last + 1, t)
+            else:
+                self._port.error("trade ids went back", f"{sym} {channel}: id {t} came after {last}; the sequence "
+                                 "starts over from it", connection_id=self._port.connection_id, symbol=sym)
+        if self._dedupe:
+            self._dedupe.discard(stream)
+        out.append(Trade(sym, price, qty, "sell" if m else "buy", str(t), ts, recv_ns, "binance"))
+        self._last_id[stream] = t
 
     def _on_book_ticker(self, sym: str, stream: str, d: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
         u = as_int(d["u"], "u")
         bid: Level = (float(d["b"]), float(d["B"]))
         ask: Level = (float(d["a"]), float(d["A"]))
+        if not (0.0 < bid[0] <= MAX_VALUE and 0.0 < bid[1] <= MAX_VALUE
+                and 0.0 < ask[0] <= MAX_VALUE and 0.0 < ask[1] <= MAX_VALUE):
+            _ticker_side(bid)
+            _ticker_side(ask)
         st = self.books.get(sym)
         if st is None:
             if u <= self._tickers.get(sym, 0):
@@ -330,6 +408,17 @@ class BinanceVenue:
         first, last = as_int(d["U"], "U"), as_int(d["u"], "u")
         if first > last:
             raise ValueError(f"first update id U={first} is after the final one u={last}")
+        try:
+            bids, asks = levels(d["b"]), levels(d["a"])
+        except RefusedValue as exc:
+            if st.synced and last > st.book.seq:
+                # The diff cannot be applied, so the book is no longer the venue's: rebuild it.
+                self._gap(sym, st, st.book.seq + 1, first)
+                st.buffer = []
+                if not st.fetching:
+                    self._start_sync(sym, st)
+                exc.outcome = "frame skipped, book resynced from a REST snapshot"
+            raise
         if not st.synced:
             buf = st.buffer
             buf.append(d)
@@ -347,7 +436,6 @@ class BinanceVenue:
             if not st.fetching:
                 self._start_sync(sym, st)
             return
-        bids, asks = levels(d["b"]), levels(d["a"])
         exchange_ts = as_int(d["E"], "E") * self._ts
         try:
             book.apply_delta(bids, asks, last)
@@ -373,8 +461,10 @@ class BinanceVenue:
         if start <= self._last_bar.get(stream, -1):
             return
         f = self._ts
-        bar = Bar(sym, float(k["o"]), float(k["h"]), float(k["l"]), float(k["c"]), float(k["v"]),
-                  as_int(k["n"], "n"), start * f, (end + 1) * f, (end + 1 - start) * f / 1e9, "binance")
+        o, h, lo, c, v = float(k["o"]), float(k["h"]), float(k["l"]), float(k["c"]), float(k["v"])
+        bar_values(o, h, lo, c, v)
+        bar = Bar(sym, o, h, lo, c, v, as_int(k["n"], "n"), start * f, (end + 1) * f, (end + 1 - start) * f / 1e9,
+                  "binance")
         self._last_bar[stream] = start
         out.append(bar)
 
@@ -392,21 +482,34 @@ class BinanceVenue:
 
     async def _sync_book(self, sym: str, st: _DepthState) -> None:
         try:
-            synced = await self._sync_loop(sym, st)
+            await self._sync_loop(sym, st)
         finally:
             # Once synced, `fetching` already belongs to whatever comes next (a new
             # gap may have started another sync): leave it alone.
             if not st.synced:
                 st.fetching = False
-        if synced:
-            await self._port.flush()
 
     async def _sync_loop(self, sym: str, st: _DepthState) -> bool:
-        """Steps 3-7 of the documented procedure, repeated until the book is whole."""
+        """Steps 3-7 of the documented procedure, repeated until the book is whole.
+
+        One loop per symbol at a time (``fetching``): gaps while it runs only
+        change what it waits for, so a storm of gaps costs one snapshot per
+        turn of the loop, and every turn waits for its weight in the budget.
+        """
         backoff = self._port.backoff()
+        weight = depth_weight(self._options.snapshot_limit)
         while self.books.get(sym) is st and not st.synced:
+            await self._budget.spend(weight)
+            if self.books.get(sym) is not st:
+                return False
             try:
                 last_id, bids, asks = await self._fetch_snapshot(sym)
+            except _RateLimited as exc:
+                self.rate_limited += 1
+                self._budget.pause(exc.retry_after)
+                self._port.error("REST rate limit", f"{exc}; no REST request for {exc.retry_after:g} s",
+                                 symbol=sym, retry_in=exc.retry_after)
+                continue
             except SnapshotError as exc:
                 delay = backoff.next_delay()
                 self._port.error("depth snapshot failed", f"{exc}; retrying in {delay:.3g} s",
@@ -458,7 +561,7 @@ class BinanceVenue:
         if st.after_gap:
             st.after_gap = False
             self._port.resynced(sym, "depth", book.seq)
-        # Queued now, in production order with the reader's batches; flushed by the caller.
+        # Queued now, so it is published after every diff the reader queued before it.
         self._port.queue([self._book_event(st, exchange_ts, self._port.wall_ns())])
         return True
 
@@ -474,6 +577,9 @@ class BinanceVenue:
             raise SnapshotError(f"{where} took longer than {timeout:g} s") from None
         except httpx.HTTPError as exc:
             raise SnapshotError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
+        if resp.status_code in (418, 429):
+            raise _RateLimited(f"{where} answered HTTP {resp.status_code}: {resp.text[:200]!r}",
+                               _retry_after(resp.headers.get("retry-after")))
         if resp.status_code != 200:
             raise SnapshotError(f"{where} answered HTTP {resp.status_code}: {resp.text[:200]!r}")
         try:
@@ -481,6 +587,26 @@ class BinanceVenue:
             return as_int(body["lastUpdateId"], "lastUpdateId"), levels(body["bids"]), levels(body["asks"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"{where} returned a malformed body ({exc}): {resp.text[:200]!r}") from exc
+
+
+def _ticker_side(level: Level) -> None:
+    """A bookTicker side: a level, or (0, 0) for an empty side; anything else is refused."""
+    p, q = level
+    if q == 0.0 and 0.0 <= p <= MAX_VALUE:
+        return
+    if not 0.0 < p <= MAX_VALUE:
+        raise RefusedValue("level price", p)
+    if not 0.0 < q <= MAX_VALUE:
+        raise RefusedValue("level quantity", q)
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds of a Retry-After header (Binance sends whole seconds); the whole window if absent or odd."""
+    try:
+        seconds = float(value) if value is not None else _DEFAULT_RETRY_AFTER
+    except ValueError:
+        return _DEFAULT_RETRY_AFTER
+    return seconds if 0.0 <= seconds <= 7 * 86400 else _DEFAULT_RETRY_AFTER
 
 
 class Binance(Session):
@@ -503,7 +629,8 @@ class Binance(Session):
         channels: Sequence[str] = ("trade", "bookTicker", "depth"),
         **options: Any,
     ) -> None:
-        opts = make_options("Binance", options, _DEFAULTS, venue_only=("snapshot_limit", "time_unit"))
+        opts = make_options("Binance", options, _DEFAULTS,
+                            venue_only=("snapshot_limit", "rest_weight_budget", "time_unit"))
         venue = BinanceVenue(ws_url, rest_url, channels, opts)
         super().__init__(symbols, venue, opts)
         self._binance = venue
@@ -523,5 +650,7 @@ class Binance(Session):
         return self._binance.stale_snapshots
 
     def status(self) -> BinanceStatus:
+        venue = self._binance
         return BinanceStatus(**self._status_fields(), book_syncs=self.book_syncs,
-                             stale_snapshots=self.stale_snapshots)
+                             stale_snapshots=self.stale_snapshots, resyncs_waiting=venue.resyncs_waiting,
+                             rest_weight_used=venue.rest_weight_used, rate_limited=venue.rate_limited)

@@ -13,6 +13,11 @@ Wire format: Bybit ``docs/v5/websocket/public/{trade,orderbook,kline}.mdx`` and
   again so the venue sends a fresh snapshot.
 - ``kline.<interval>`` → a ``Bar`` when the candle is confirmed.
 
+Values no market could mean (NaN, inf, <= 0, beyond 1e15) are refused and
+counted: a trade alone (the rest of its frame is published), a book frame
+whole (and the book is subscribed again for a fresh snapshot). Trade ids are
+not ordered, so no gap is inferred from them.
+
 The client pings with ``{"op": "ping"}`` every ``ping_interval`` (20 s as the
 docs recommend); a ping without a pong within ``pong_timeout`` reconnects.
 Subscribe replies with ``success: false`` are reported and retried with
@@ -33,7 +38,19 @@ from .._core._market import L2Book
 from .._errors import ConfigError, FloxError
 from ._options import SessionOptions, make_options
 from ._session import Session
-from ._venue import Link, SessionPort, WireOp, as_int, check_ws_url, levels, load_object
+from ._venue import (
+    MAX_VALUE,
+    Link,
+    RefusedValue,
+    SessionPort,
+    WireOp,
+    as_int,
+    bar_values,
+    check_ws_url,
+    levels,
+    load_object,
+    trade_values,
+)
 
 _DEFAULTS: dict[str, Any] = {"ping_interval": 20.0, "pong_timeout": 10.0}
 _BOOK_DEPTHS = frozenset({1, 50, 200, 1000})
@@ -172,6 +189,10 @@ class BybitVenue:
             out: list[Event] = []
             try:
                 route[0](route[1], route[2], frame, recv_ns, out)
+            except RefusedValue as exc:
+                # What the handler took of the frame before refusing the rest still goes out.
+                self._port.refused(link, msg, exc)
+                return out or None
             except (KeyError, TypeError, ValueError, IndexError) as exc:
                 self._port.frame_error(link, f"malformed {topic} message", msg, exc)
                 return None
@@ -203,12 +224,22 @@ class BybitVenue:
         order, seen = recent
         dedupe = self._dedupe_until > 0 and trio.current_time() < self._dedupe_until
         trades = []
+        refused: dict[str, int] = {}
+        first: RefusedValue | None = None
         for t in frame["data"]:
             tid = str(t["i"])
             if dedupe and tid in seen:
                 continue
-            trades.append(Trade(sym, float(t["p"]), float(t["v"]), _SIDES[t["S"]], tid,
-                                as_int(t["T"], "T") * 1_000_000, recv_ns, "bybit"))
+            price, qty = float(t["p"]), float(t["v"])
+            if not (0.0 < price <= MAX_VALUE and 0.0 < qty <= MAX_VALUE):
+                try:
+                    trade_values(price, qty)
+                except RefusedValue as exc:
+                    first = first or exc
+                    refused[exc.reason] = refused.get(exc.reason, 0) + 1
+                    continue
+            trades.append(Trade(sym, price, qty, _SIDES[t["S"]], tid, as_int(t["T"], "T") * 1_000_000, recv_ns,
+                                "bybit"))
         # Remembered only once the whole frame decoded: a malformed frame publishes nothing.
         for trade in trades:
             if len(order) == _RECENT_TRADES:
@@ -216,6 +247,10 @@ class BybitVenue:
             order.append(trade.trade_id)
             seen.add(trade.trade_id)
         out.extend(trades)
+        if first is not None:
+            n = sum(refused.values())
+            raise RefusedValue(first.reason, first.value, refused,
+                               outcome=f"{n} trades of the frame refused, the other {len(trades)} published")
 
     def _on_book(self, sym: str, topic: str, frame: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
         st = self.books[sym]
@@ -226,8 +261,17 @@ class BybitVenue:
         # It can be correlated with T from public trade"; ts is when the message was sent.
         cts = frame.get("cts")
         ts = (as_int(frame["ts"], "ts") if cts is None else as_int(cts, "cts")) * 1_000_000
-        bids, asks = levels(data["b"]), levels(data["a"])
         book = st.book
+        try:
+            bids, asks = levels(data["b"]), levels(data["a"])
+        except RefusedValue as exc:
+            if kind == "snapshot" or u == 1 or (st.synced and u > book.seq):
+                # The book would have taken this frame: without it, it is not the venue's.
+                st.synced = False
+                st.after_gap = True
+                self._port.request_resync(sym)
+                exc.outcome = "frame skipped, book subscribed again for a fresh snapshot"
+            raise
         if kind == "snapshot" or u == 1:
             # "If you receive a new snapshot message, you will have to reset your local
             # orderbook", and u == 1 "is a snapshot data due to the restart of the service".
@@ -291,10 +335,11 @@ class BybitVenue:
             start, end = as_int(k["start"], "start"), as_int(k["end"], "end")
             if start <= self._last_bar.get(topic, -1):
                 continue
+            o, h, lo, c, v = float(k["open"]), float(k["high"]), float(k["low"]), float(k["close"]), float(k["volume"])
+            bar_values(o, h, lo, c, v)
             self._last_bar[topic] = start
-            out.append(Bar(sym, float(k["open"]), float(k["high"]), float(k["low"]), float(k["close"]),
-                           float(k["volume"]), 0, start * 1_000_000, (end + 1) * 1_000_000,
-                           (end + 1 - start) / 1000, "bybit"))
+            out.append(Bar(sym, o, h, lo, c, v, 0, start * 1_000_000, (end + 1) * 1_000_000, (end + 1 - start) / 1000,
+                           "bybit"))
 
 
 class Bybit(Session):

@@ -21,10 +21,11 @@ _CONNECTION_IDS = itertools.count(1)
 class Connection:
     """One WebSocket connection and everything scoped to it; the ``Link`` its frames decode against.
 
-    Invariant that keeps delivery lossless: a connection is only ever torn
-    down while its reader waits for the network. Nothing raises into the
-    reader for connection trouble; ``stop()`` cancels it only if it is parked
-    in ``get_message()`` and otherwise lets it finish publishing first.
+    The reader only reads, decodes and queues (``Publisher.queue`` never
+    waits), so its one wait is ``get_message()``: that is where ``stop()``
+    cancels it, and a frame read is always decoded and queued whole. The
+    publishing belongs to the session, not to a connection, so tearing a
+    connection down never cuts a batch in half.
     """
 
     def __init__(self, url: str, initial: frozenset[str], subscriptions: Subscriptions, *, hold: bool) -> None:
@@ -35,9 +36,8 @@ class Connection:
         self.started = False
         self.opened_at = 0.0
         self.ended_at = 0.0
+        #: Trio time of the last sign of life: a message, or the pong of a watchdog ping.
         self.idle_since = 0.0
-        #: True while the reader is publishing (or decoding) a message.
-        self.busy = False
         self.messages = 0
         self.ended = trio.Event()
         self.wake = trio.Event()
@@ -75,9 +75,7 @@ class Connection:
             return
         self.stopping = True
         self.stop_reason = reason
-        # Only a reader waiting for the network is cancelled; a busy one (publishing)
-        # sees `stopping` when it is done. So a publish is never cut in half.
-        if not self.busy and self.recv_scope is not None:
+        if self.recv_scope is not None:
             self.recv_scope.cancel(reason="connection stopped")
 
     async def send_text(self, text: str) -> bool:

@@ -74,6 +74,12 @@ class SessionOptions:
     book_depth: int = attrs.field(default=20, validator=_positive("book_depth"))
     #: Binance: levels requested in the REST depth snapshot.
     snapshot_limit: int = attrs.field(default=1000, validator=_positive("snapshot_limit"))
+    #: Binance: REST request weight the depth snapshots may spend a minute. The venue allows 6000
+    #: a minute per IP (and bans IPs that go on past it); the rest is left for other clients.
+    rest_weight_budget: int = attrs.field(default=2400, validator=_positive("rest_weight_budget"))
+    #: Events read but not yet published kept while the slots are slower than the venue; beyond
+    #: it the oldest are dropped, counted per symbol and told to the strategies as gaps.
+    max_backlog: int = attrs.field(default=50_000, validator=_positive("max_backlog"))
     #: Binance: "ms" or "us" (the timeUnit=MICROSECOND stream parameter).
     time_unit: Literal["ms", "us"] = "ms"
     message_queue_size: int = attrs.field(default=256, validator=_positive("message_queue_size"))
@@ -92,15 +98,15 @@ class SessionOptions:
             raise ConfigError(f"connector option backoff_jitter must be within [0, 1], got {self.backoff_jitter}")
         if self.time_unit not in ("ms", "us"):
             raise ConfigError(f"connector option time_unit must be 'ms' or 'us', got {self.time_unit!r}")
-        for name in ("book_depth", "snapshot_limit", "message_queue_size", "max_message_size",
-                     "receive_buffer_size"):
+        for name in ("book_depth", "snapshot_limit", "rest_weight_budget", "max_backlog", "message_queue_size",
+                     "max_message_size", "receive_buffer_size"):
             if not isinstance(getattr(self, name), int):
                 raise ConfigError(f"connector option {name} must be an int, got {getattr(self, name)!r}")
 
 
 _OPTION_NAMES = frozenset(a.name for a in attrs.fields(SessionOptions))
 # Options only one venue understands; the others refuse them by name.
-_VENUE_ONLY = frozenset({"snapshot_limit", "time_unit"})
+_VENUE_ONLY = frozenset({"snapshot_limit", "rest_weight_budget", "time_unit"})
 
 
 def make_options(feed: str, given: dict[str, Any], defaults: dict[str, Any],

@@ -4,13 +4,15 @@ Shape of a running connector (all inside the nursery its ``run()`` owns)::
 
     Session.run(hub)
     ├── Venue.run             venue-wide work (Binance: REST depth snapshots)
+    ├── Publisher.run         the one task that publishes into the engine, in production order
     ├── _watch_symbols        hub.watched_symbols ∪ own symbols → Subscriptions.desired
-    └── Supervisor.run        connections: read, decode (Venue.decode), publish, reconnect
+    └── Supervisor.run        connections: read, decode (Venue.decode), queue, reconnect
 
 The parts: ``Supervisor`` (``_supervisor.py``) keeps a connection serving,
 ``Subscriptions`` (``_subscriptions.py``) keeps each connection's
 subscriptions in step with the desired symbols, ``Publisher``
-(``_publisher.py``) publishes batches in production order, and the venue
+(``_publisher.py``) publishes batches in production order from a bounded
+backlog, so the reader never waits for the engine, and the venue
 (``_binance.py``, ``_bybit.py``) knows the wire. The venue reaches the rest
 only through ``_Port``, the ``SessionPort`` below.
 """
@@ -34,7 +36,7 @@ from ._report import Reporter
 from ._status import BookStatus, SessionState, SessionStatus
 from ._subscriptions import Subscriptions
 from ._supervisor import HandshakeRefusedError, RetriesExhaustedError, Supervisor
-from ._venue import Link, Venue
+from ._venue import Link, RefusedValue, Venue
 
 
 class Session(Feed):
@@ -62,7 +64,7 @@ class Session(Feed):
         self._venue = venue
         self._rng = options.rng if options.rng is not None else random.Random()
         self._reporter = Reporter(feed, venue.name)
-        self._publisher = Publisher()
+        self._publisher = Publisher(venue.name, options.max_backlog, self._reporter)
         self._subscriptions = Subscriptions(venue, options, self._reporter, self._new_backoff, self.symbols)
         self._supervisor = Supervisor(venue, self._subscriptions, self._publisher, self._reporter, options,
                                       self._reconnect_backoff)
@@ -108,6 +110,11 @@ class Session(Feed):
     @property
     def messages(self) -> int:
         return self._supervisor.messages
+
+    @property
+    def pending(self) -> int:
+        """Events read from the venue and waiting to be published."""
+        return self._publisher.pending
 
     @property
     def gaps(self) -> int:
@@ -191,6 +198,11 @@ class Session(Feed):
             "errors": self.errors,
             "late_frames": self.late_frames,
             "last_error": self.last_error,
+            "refused": dict(self._reporter.refused),
+            "missed": dict(self._reporter.missed),
+            "dropped": dict(self._publisher.dropped),
+            "backlog": self._publisher.pending,
+            "backlog_age": self._publisher.backlog_age,
         }
 
     async def run(self, hub: FeedHub) -> None:
@@ -198,11 +210,12 @@ class Session(Feed):
             raise ConnectorError(f"{type(self).__name__} is already running: one run() per connector object")
         self._running = True
         self._reporter.attach(hub)
-        self._publisher.attach(hub.publish)
+        self._publisher.attach(hub.publish, hub.clock.wall_ns)
         fatal: ConnectorError | None = None
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self._venue.run)
+                await nursery.start(self._publisher.run)
                 self._subscriptions.begin(frozenset(self.symbols) | hub.watched_symbols)
                 nursery.start_soon(self._watch_symbols, hub)
                 try:
@@ -266,11 +279,14 @@ class _Port:
     def late_frame(self) -> None:
         self._reporter.late_frames += 1
 
+    def refused(self, link: Link, msg: str | bytes, refusal: RefusedValue) -> None:
+        self._reporter.refuse(link.id, refusal.counts, msg, str(refusal), refusal.outcome)
+
+    def trade_gap(self, symbol: str, channel: str, expected: int, got: int) -> None:
+        self._reporter.trade_gap(symbol, channel, expected, got, self._supervisor.connection_id)
+
     def request_resync(self, symbol: str) -> None:
         self._subscriptions.request_resync(symbol)
 
     def queue(self, events: list[Event]) -> None:
-        self._publisher.queue(events)
-
-    async def flush(self) -> None:
-        await self._publisher.flush()
+        self._publisher.queue(events, self._supervisor.clock.wall_ns())

@@ -51,6 +51,15 @@ class SessionStatus(FeedStatus):
     errors: int
     late_frames: int
     last_error: str | None
+    #: Market values refused at the boundary (NaN, inf, <= 0, beyond 1e15), per reason.
+    refused: dict[str, int] = attrs.Factory(dict)
+    #: Trade ids the venue's consecutive sequence skipped (told to strategies as gaps), per symbol.
+    missed: dict[str, int] = attrs.Factory(dict)
+    #: Events dropped because the backlog was full (told to strategies as gaps), per symbol.
+    dropped: dict[str, int] = attrs.Factory(dict)
+    #: Events read from the venue and waiting to be published, and how long the oldest waited (s).
+    backlog: int = 0
+    backlog_age: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -61,3 +70,9 @@ class BinanceStatus(SessionStatus):
     book_syncs: int
     #: Snapshots fetched again because they were older than the first buffered diff.
     stale_snapshots: int
+    #: Book resyncs waiting for REST weight budget (or a rate-limit pause) right now.
+    resyncs_waiting: int = 0
+    #: REST request weight spent in the last minute, of ``rest_weight_budget``.
+    rest_weight_used: int = 0
+    #: Answers HTTP 429 or 418 (rate limited, banned) to REST requests.
+    rate_limited: int = 0

@@ -4,15 +4,17 @@ Shape of one supervised session (all in the nursery the session's ``run()`` owns
 
     Supervisor.run            connect → follow the connection → backoff → reconnect
     └── _connection_task ×1-2 one per open WebSocket (two only during a planned handover)
-        ├── _reader           the only task that reads the socket; decodes and publishes
-        ├── _watchdog         no message for stale_timeout → stop the reader → reconnect
+        ├── _reader           the only task that reads the socket; decodes and queues for the publisher
+        ├── _watchdog         quiet for part of stale_timeout → ping; no pong either → reconnect
         ├── LiveSubscriptions.serve   SUBSCRIBE / UNSUBSCRIBE so the live set follows the desired one
         ├── _keepalive        venue pings (Bybit {"op":"ping"}, or protocol pings)
         └── _age_timer        planned reconnect before the venue's connection lifetime ends
 
-Only the reader publishes for a connection, and a connection only ends while
-its reader waits for the network (see ``Connection``), so no batch is ever
-cancelled half-published because a connection went away.
+The reader never waits for the engine: it queues each frame's batch with the
+session's ``Publisher``, whose own task publishes. So the socket is read (and
+the venue's pings answered) however slow the strategies are, and since no
+connection task publishes, no batch is ever cancelled half-published because
+a connection went away.
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ class Supervisor:
         self.last_recv_ns: int | None = None
         #: The connection serving data, None between connections.
         self.serving: Connection | None = None
+        #: Pings the watchdog sent on quiet connections.
+        self.probes = 0
         #: Replaced by the engine's clock when the session runs.
         self.clock: Clock = TrioClock()
 
@@ -171,12 +175,12 @@ class Supervisor:
         self._venue.handover()
         held = new.held
         assert held is not None
-        decode, emit = self._venue.decode, self._publisher.emit
+        decode, queue = self._venue.decode, self._publisher.queue
         while held:
             msg, recv_ns = held.popleft()
             events = decode(new, msg, recv_ns)
             if events:
-                await emit(events)
+                queue(events, recv_ns)
         new.held = None
         return new
 
@@ -277,7 +281,7 @@ class Supervisor:
 
     async def _serve(self, conn: Connection, ws: trio_websocket.WebSocketConnection) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watchdog, conn)
+            nursery.start_soon(self._watchdog, conn, ws)
             nursery.start_soon(conn.subs.serve, conn.send_text)
             nursery.start_soon(self._keepalive, conn, ws)
             if self._options.max_connection_age is not None:
@@ -289,24 +293,18 @@ class Supervisor:
 
     async def _reader(self, conn: Connection, ws: trio_websocket.WebSocketConnection) -> None:
         # The hot path: one iteration per frame, so everything it calls is a local.
-        decode, emit, now, wall_ns = self._venue.decode, self._publisher.emit, trio.current_time, self.clock.wall_ns
+        decode, queue, now, wall_ns = self._venue.decode, self._publisher.queue, trio.current_time, self.clock.wall_ns
         get = ws.get_message
         with trio.CancelScope() as scope:
             conn.recv_scope = scope
             while not conn.stopping:
-                conn.busy = False
                 try:
                     msg = await get()
                 except ConnectionClosed as exc:
                     if exc.reason is not None:
                         conn.close_code, conn.close_reason = int(exc.reason.code), exc.reason.reason
                     raise
-                # A stop may have been requested while this message was on its way to
-                # us; its cancellation would land in the publish below. Drop the message
-                # instead: the connection is going away, as if it had arrived a moment later.
-                if conn.stopping:
-                    break
-                conn.busy = True
+                # Nothing below waits: a stop lands at the next get(), never inside a frame.
                 recv_ns = self.last_recv_ns = wall_ns()
                 conn.messages += 1
                 self.messages += 1
@@ -315,29 +313,50 @@ class Supervisor:
                 else:
                     events = decode(conn, msg, recv_ns)
                     if events:
-                        await emit(events)
+                        queue(events, recv_ns)
                 conn.idle_since = now()
-        conn.busy = False
         if conn.stop_reason is not None:
             conn.abort_scope.cancel(reason=str(conn.stop_reason))
             raise conn.stop_reason
 
-    async def _watchdog(self, conn: Connection) -> None:
-        timeout = self._options.stale_timeout
+    async def _watchdog(self, conn: Connection, ws: trio_websocket.WebSocketConnection) -> None:
+        """Quiet for ``stale_timeout - wait``: ping; no message and no pong within ``wait`` either: stale.
+
+        A quiet line is not a dead one: a symbol may trade nothing for half a
+        minute, and trio-websocket answers the venue's own pings without a
+        word to us. The pong of our ping is the sign of life then, and the
+        watchdog still fires ``stale_timeout`` after the last one.
+        """
+        opts = self._options
+        timeout = opts.stale_timeout
+        wait = min(opts.pong_timeout, timeout / 2)
+        quiet = timeout - wait
         while True:
-            await trio.sleep_until(conn.idle_since + timeout)
+            await trio.sleep_until(conn.idle_since + quiet)
             now = trio.current_time()
-            # Same expression as the deadline: `now - idle_since < timeout` can disagree
+            # Same expression as the deadline: `now - idle_since < quiet` can disagree
             # with it by a rounding error and spin.
-            if now < conn.idle_since + timeout:
+            if now < conn.idle_since + quiet:
                 continue
-            if conn.busy or not conn.subs.live or conn.held is not None:
-                # Publishing under backpressure, nothing subscribed, or a successor
-                # parked during a handover: silence here is not staleness.
+            if not conn.subs.live or conn.held is not None:
+                # Nothing subscribed, or a successor parked during a handover: silence
+                # here is not staleness.
                 conn.idle_since = now
                 continue
+            self.probes += 1
+            with trio.move_on_after(wait) as scope:
+                try:
+                    await ws.ping()
+                except ConnectionClosed:
+                    return  # the reader sees the close
+            if not scope.cancelled_caught:
+                conn.idle_since = max(conn.idle_since, trio.current_time())
+                continue
+            if conn.idle_since > now:
+                continue  # a message came meanwhile, the pong may be behind it
             conn.stop(StaleFeedError(
-                f"{self._venue.name}: no message for {timeout:g} s on connection {conn.id}; reconnecting"))
+                f"{self._venue.name}: no message for {quiet:g} s and no pong within {wait:g} s on "
+                f"connection {conn.id}; reconnecting"))
             return
 
     async def _keepalive(self, conn: Connection, ws: trio_websocket.WebSocketConnection) -> None:
@@ -366,7 +385,7 @@ class Supervisor:
                     return
                 await trio.sleep(wait)
                 answered, waited, pause = conn.ping_sent_at != sent, wait, opts.ping_interval - wait
-            if not answered and not conn.busy:
+            if not answered:
                 conn.stop(StaleFeedError(
                     f"{self._venue.name}: no pong within {waited:g} s on connection {conn.id}; reconnecting"))
                 return

@@ -75,14 +75,17 @@ class SessionPort(Protocol):
     def late_frame(self) -> None:
         """A frame of a symbol unsubscribed a moment ago arrived; it was dropped."""
 
+    def refused(self, link: Link, msg: str | bytes, refusal: RefusedValue) -> None:
+        """Values no market could mean: counted per reason, reported with an excerpt, never published."""
+
+    def trade_gap(self, symbol: str, channel: str, expected: int, got: int) -> None:
+        """The venue's consecutive trade ids jumped: ``expected`` was next, ``got`` came."""
+
     def request_resync(self, symbol: str) -> None:
         """Subscribe ``symbol``'s ``resync_topics`` again so the venue sends a fresh snapshot."""
 
     def queue(self, events: list[Event]) -> None:
-        """Take a batch in production order now (to be published by ``flush``)."""
-
-    async def flush(self) -> None:
-        """Publish the queued batches, in order with everything else."""
+        """Publish a batch after everything produced before it (this returns at once)."""
 
 
 class BookState(Protocol):
@@ -175,9 +178,64 @@ def load_object(port: SessionPort, link: Link, msg: str | bytes) -> dict[str, An
     return frame
 
 
+#: The largest price or quantity taken from a venue. Prices span about 1e-8 (a satoshi) to
+#: 1e6 and one trade or level holds at most ~1e12 units of the cheapest tokens; anything
+#: past 1e15 is a broken frame, and it would overflow what strategies compute from it.
+MAX_VALUE = 1e15
+#: Kline volumes sum a whole interval: a month of a meme token can reach 1e16 units.
+MAX_VOLUME = 1e20
+
+
+class RefusedValue(ValueError):
+    """A market value no venue could mean (NaN, inf, <= 0, beyond ``MAX_VALUE``): refused, not published.
+
+    ``counts`` holds how many values of a frame were refused, per reason
+    ("trade price", "level quantity", ...); ``reason`` is the first of them.
+    ``outcome`` says what became of the frame, for the report.
+    """
+
+    def __init__(self, reason: str, value: object, counts: dict[str, int] | None = None,
+                 outcome: str = "frame skipped, session continues", note: str = "") -> None:
+        self.reason = reason
+        self.value = value
+        self.counts = counts if counts is not None else {reason: 1}
+        self.outcome = outcome
+        low = ">= 0" if reason in ("level quantity", "kline price", "kline volume") else "> 0"
+        high = MAX_VOLUME if reason == "kline volume" else MAX_VALUE
+        super().__init__(f"{reason} {value!r} is not a market value: it must be finite, {low} and at most "
+                         f"{high:g}{note}")
+
+
 def levels(raw: Any) -> list[Level]:
-    """``[["price", "qty"], ...]`` as floats; anything else raises (the frame is then malformed)."""
-    return [(float(p), float(q)) for p, q in raw]
+    """``[["price", "qty"], ...]`` as floats, each checked; anything else raises (the frame is then malformed).
+
+    A price must be in (0, MAX_VALUE], a quantity in [0, MAX_VALUE] (0 deletes the level).
+    NaN fails every comparison, so two chained comparisons per value refuse it with the rest.
+    """
+    out = [(float(p), float(q)) for p, q in raw]
+    for p, q in out:
+        if not (0.0 < p <= MAX_VALUE and 0.0 <= q <= MAX_VALUE):
+            if not 0.0 < p <= MAX_VALUE:
+                raise RefusedValue("level price", p)
+            raise RefusedValue("level quantity", q)
+    return out
+
+
+def trade_values(price: float, qty: float) -> None:
+    """Refuse a trade's price or quantity unless both are in (0, MAX_VALUE]."""
+    if not 0.0 < price <= MAX_VALUE:
+        raise RefusedValue("trade price", price)
+    if not 0.0 < qty <= MAX_VALUE:
+        raise RefusedValue("trade quantity", qty)
+
+
+def bar_values(o: float, h: float, lo: float, c: float, v: float) -> None:
+    """Refuse a kline unless its prices are in [0, MAX_VALUE] and its volume in [0, MAX_VOLUME]."""
+    for x in (o, h, lo, c):
+        if not 0.0 <= x <= MAX_VALUE:
+            raise RefusedValue("kline price", x)
+    if not 0.0 <= v <= MAX_VOLUME:
+        raise RefusedValue("kline volume", v)
 
 
 def as_int(value: Any, name: str) -> int:

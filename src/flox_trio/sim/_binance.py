@@ -10,7 +10,9 @@ binance/binance-spot-api-docs, checked against recorded traffic):
 * ``SUBSCRIBE``/``UNSUBSCRIBE``/``LIST_SUBSCRIPTIONS``/``SET_PROPERTY``/
   ``GET_PROPERTY`` and their ``{"result":..,"id":..}`` / ``{"error":..}`` replies;
 * ``GET /api/v3/depth`` (the snapshot a client syncs its book with) and
-  ``GET /api/v3/exchangeInfo`` (the symbols and their trading rules);
+  ``GET /api/v3/exchangeInfo`` (the symbols and their trading rules), each
+  costing its request weight (depth: 5/25/50/250 by ``limit``) out of 6000 a
+  minute: past it 429 with Retry-After, and 418 (banned) for going on;
 * every price and quantity is a string with exactly 8 decimals
   (``"0.35130000"``, ``"0.00000000"`` for a removed level), as in every
   recorded frame and REST body: clients such as python-binance delete a
@@ -45,6 +47,7 @@ from ._market import (
     decimals,
     in_units,
 )
+from ._transport import HttpResponse
 
 if TYPE_CHECKING:
     from ._faults import Faults
@@ -80,6 +83,14 @@ _RATE_LIMITS = (
     {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
 )
 _SYMBOL_STATUSES = ("TRADING", "END_OF_DAY", "HALT", "BREAK")
+#: ``REQUEST_WEIGHT`` per ``MINUTE`` (the limit ``exchangeInfo`` lists).
+WEIGHT_LIMIT: Final = 6000
+# Requests refused with 429 in one minute before the IP is banned, and for how long (the
+# venue's bans run "from 2 minutes to 3 days" and grow; the shortest is enough here).
+_BAN_AFTER = 5
+_BAN_SECONDS = 120.0
+_TOO_MUCH_WEIGHT = ("Too much request weight used; current limit is {limit} request weight per 1 MINUTE. "
+                    "Please use WebSocket Streams for live updates to avoid polling the API.")
 
 
 def serves(route: str) -> bool:
@@ -203,11 +214,20 @@ def _illegal(param: str, legal: str) -> tuple[int, bytes]:
     return _error(-1100, f"Illegal characters found in parameter '{param}'; legal range is '{legal}'.")
 
 
+def request_weight(path: str, params: Mapping[str, str]) -> int:
+    """What a REST request costs (``rest-api.md``): depth by its limit, exchangeInfo 20, the rest 1."""
+    if path == "/api/v3/depth":
+        text = params.get("limit", str(DEPTH_LIMIT_DEFAULT))
+        limit = int(text) if _LIMIT.fullmatch(text) else DEPTH_LIMIT_DEFAULT
+        return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+    return 20 if path == "/api/v3/exchangeInfo" else 1
+
+
 class BinanceVenue:
     """The Binance side of the simulator: its book mirrors, its frames, its control and REST answers."""
 
     def __init__(self, specs: Sequence[SymbolSpec], faults: Faults, clock: Callable[[], int], *,
-                 stamp: bool = False) -> None:
+                 stamp: bool = False, weight_limit: int | None = WEIGHT_LIMIT) -> None:
         self._specs = {s.symbol: s for s in specs}
         self._units = {s.symbol: _Units(s) for s in specs}
         self._streams = {s.symbol: _Streams.of(s.symbol) for s in specs}
@@ -218,6 +238,13 @@ class BinanceVenue:
         self.books: dict[str, SimBook] = {}
         #: REST depth requests served: (symbol, lastUpdateId, stale).
         self.rest_requests: list[tuple[str, int, bool]] = []
+        #: REST requests, the latest 100,000: (start, end Trio time, path, symbol param, weight, HTTP status).
+        self.rest_log: deque[tuple[float, float, str, str, int, int]] = deque(maxlen=100_000)
+        self.weight_limit = weight_limit
+        self._minute = -1
+        self._weight_used = 0
+        self._limited = 0
+        self._banned_until = -math.inf
         self._history: dict[str, deque[SimBook]] = {s: deque(maxlen=8) for s in self._specs}
         self._last_history = -math.inf
         self._tops: dict[str, tuple[int | None, int, int | None, int]] = {}
@@ -422,27 +449,66 @@ class BinanceVenue:
 
     # --- REST ------------------------------------------------------------------------------------
 
-    async def rest(self, method: str, target: str) -> tuple[int, bytes]:
-        """Answer one REST request: (HTTP status, JSON body)."""
+    async def rest(self, method: str, target: str) -> HttpResponse:
+        """Answer one REST request: (HTTP status, JSON body, headers)."""
+        start = trio.current_time()
         faults = self._faults
         if faults.rest_delay:
             await trio.sleep(faults.rest_delay)
         parts = urlsplit(target)
         params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        status = faults.take_rest_error()
-        if status is not None:
-            return _error(-1003, "simulated failure", status)
+        weight = request_weight(parts.path, params)
+        headers: list[tuple[bytes, bytes]] = []
+        failure = faults.take_rest_failure()
+        if failure is not None:
+            status, body = _error(-1003, "simulated failure", failure[0])
+            if failure[1] is not None:
+                headers.append((b"retry-after", f"{failure[1]:g}".encode()))
+        else:
+            refusal = self._over_weight(weight)
+            if refusal is not None:
+                (status, body), retry_after = refusal
+                headers.append((b"retry-after", str(retry_after).encode()))
+            else:
+                status, body = self._answer(method, parts.path, params)
+        headers.append((b"x-mbx-used-weight-1m", str(self._weight_used).encode()))
+        self.rest_log.append((start, trio.current_time(), parts.path, params.get("symbol", ""), weight, status))
+        return status, body, headers
+
+    def _over_weight(self, weight: int) -> tuple[tuple[int, bytes], int] | None:
+        """The 429 or 418 answer (and its Retry-After) if ``weight`` is more than this minute has left."""
+        if self.weight_limit is None:
+            return None
+        now = trio.current_time()
+        if now < self._banned_until:
+            return _error(-1003, f"Way too much request weight used; IP banned until {self._banned_until:.0f}.",
+                          418), math.ceil(self._banned_until - now)
+        minute = int(now // 60)
+        if minute != self._minute:
+            self._minute, self._weight_used, self._limited = minute, 0, 0
+        if self._weight_used + weight <= self.weight_limit:
+            self._weight_used += weight
+            return None
+        self._limited += 1
+        if self._limited > _BAN_AFTER:
+            self._banned_until = now + _BAN_SECONDS
+            return _error(-1003, f"Way too much request weight used; IP banned until {self._banned_until:.0f}.",
+                          418), math.ceil(_BAN_SECONDS)
+        return (_error(-1003, _TOO_MUCH_WEIGHT.format(limit=self.weight_limit), 429),
+                max(1, math.ceil((minute + 1) * 60 - now)))
+
+    def _answer(self, method: str, path: str, params: Mapping[str, str]) -> tuple[int, bytes]:
         if method != "GET":
             return _error(-1, f"method {method} not allowed", 405)
-        if parts.path == "/api/v3/ping":
+        if path == "/api/v3/ping":
             return 200, b"{}"
-        if parts.path == "/api/v3/time":
+        if path == "/api/v3/time":
             return 200, orjson.dumps({"serverTime": self._clock()})
-        if parts.path == "/api/v3/depth":
+        if path == "/api/v3/depth":
             return self._depth(params)
-        if parts.path == "/api/v3/exchangeInfo":
+        if path == "/api/v3/exchangeInfo":
             return self._exchange_info(params)
-        return _error(-1, f"no such endpoint {parts.path}", 404)
+        return _error(-1, f"no such endpoint {path}", 404)
 
     def _depth(self, params: Mapping[str, str]) -> tuple[int, bytes]:
         sym = params.get("symbol", "")

@@ -158,6 +158,15 @@ class SimConnection:
         else:
             self._end(_End(drop=False, code=code, reason=reason))
 
+    def abort(self, reason: str) -> None:
+        """Cut the client off now, as a venue does: what is still queued is never sent, no close frame."""
+        if self.closed_at is not None:
+            return
+        self.closing = True
+        self.dropped = True
+        self.close_code, self.close_reason = 1006, reason
+        self.scope.cancel()
+
     def stall(self, seconds: float) -> None:
         """Send nothing for ``seconds``: no data, no pongs, no pings."""
         self.stream.stall(seconds)
@@ -333,7 +342,9 @@ class SimConnection:
             if cs.cancelled_caught:
                 log.warning("sim %s connection %d: no pong within %g s; disconnecting", self.venue, self.id,
                             limits.pong_timeout)
-                self.drop()
+                # Not drop(): a venue does not first deliver what it had queued for a client
+                # too slow to answer its pings.
+                self.abort(f"no pong within {limits.pong_timeout:g} s")
                 return
 
     async def _age_limit(self, max_age: float) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Protocol
 
+import trio
+
 from . import _binance, _bybit
 from ._connection import SimConnection, Venue
 
@@ -30,8 +32,10 @@ class Faults:
         self._sim = sim
         self._reject: dict[Venue, deque[tuple[int, str]]] = {"binance": deque(), "bybit": deque()}
         self._refuse: deque[int] = deque()
-        self._rest_errors: deque[int] = deque()
+        self._rest_errors: deque[tuple[int, float | None]] = deque()
         self._gaps: Counter[tuple[Venue, str]] = Counter()
+        # (venue, symbol) → [until (Trio time), every, updates seen]
+        self._storms: dict[tuple[Venue, str], list[float]] = {}
         #: REST depth snapshots still to be served stale.
         self.stale_snapshots = 0
         #: Seconds every REST request waits before it is answered.
@@ -80,6 +84,12 @@ class Faults:
         """Withhold the next ``count`` depth updates of ``symbol`` (the venue's book moves on)."""
         self._gaps[(venue, symbol.upper())] += count
 
+    def gap_storm(self, symbol: str, seconds: float, venue: Venue = "binance", every: int = 2) -> None:
+        """For ``seconds``, withhold every ``every``-th depth update of ``symbol``: gap after gap."""
+        if every < 1:
+            raise ValueError(f"gap_storm every must be >= 1, got {every}")
+        self._storms[(venue, symbol.upper())] = [trio.current_time() + seconds, float(every), 0.0]
+
     def server_shutdown(self, grace: float = 5.0) -> int:
         """Binance ``serverShutdown``: announce, keep streaming for ``grace`` s, then close (1001)."""
         conns = self._sim.open_connections("binance")
@@ -103,9 +113,9 @@ class Faults:
         """Serve the next ``times`` REST depth snapshots from the oldest kept history (seconds old)."""
         self.stale_snapshots += times
 
-    def rest_error(self, status: int = 503, times: int = 1) -> None:
-        """Fail the next ``times`` REST requests with HTTP ``status``."""
-        self._rest_errors.extend([status] * times)
+    def rest_error(self, status: int = 503, times: int = 1, retry_after: float | None = None) -> None:
+        """Fail the next ``times`` REST requests with HTTP ``status`` (and a Retry-After header, if given)."""
+        self._rest_errors.extend([(status, retry_after)] * times)
 
     # --- consulted by the server and the venues ------------------------------------------------
 
@@ -124,10 +134,22 @@ class Faults:
         if self._gaps[key] > 0:
             self._gaps[key] -= 1
             return True
+        storm = self._storms.get(key)
+        if storm is not None:
+            if trio.current_time() >= storm[0]:
+                del self._storms[key]
+                return False
+            storm[2] += 1
+            return storm[2] % storm[1] == 0
         return False
 
     def take_rest_error(self) -> int | None:
         """The HTTP status to fail this REST request with, if one is due."""
+        failure = self.take_rest_failure()
+        return failure[0] if failure is not None else None
+
+    def take_rest_failure(self) -> tuple[int, float | None] | None:
+        """(HTTP status, Retry-After seconds or None) to fail this REST request with, if one is due."""
         return self._rest_errors.popleft() if self._rest_errors else None
 
     def take_stale_snapshot(self) -> bool:

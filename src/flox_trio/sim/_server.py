@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -74,6 +75,7 @@ class Simulator:
         bybit_idle_timeout: float = 600.0,
         max_connection_age: float | None = 24 * 3600.0,
         rate_limit: int | None = 5,
+        rest_weight_limit: int | None = _binance.WEIGHT_LIMIT,
         outbox_size: int = 100_000,
         start_ms: int | None = None,
     ) -> None:
@@ -105,7 +107,7 @@ class Simulator:
         #: Symbols the venues list; others are refused by SUBSCRIBE and REST.
         self.symbols: tuple[str, ...] = tuple(s.symbol for s in specs)
         self.faults = Faults(self)
-        self.binance = BinanceVenue(specs, self.faults, self.now_ms, stamp=stamp)
+        self.binance = BinanceVenue(specs, self.faults, self.now_ms, stamp=stamp, weight_limit=rest_weight_limit)
         self.bybit = BybitVenue(specs, self.faults, self.now_ms)
         self.markets: dict[str, SymbolMarket] = {s.symbol: SymbolMarket(s, self.rng) for s in specs} if generate else {}
         for m in self.markets.values():
@@ -159,6 +161,11 @@ class Simulator:
     def rest_requests(self) -> list[tuple[str, int, bool]]:
         """REST depth requests served: (symbol, lastUpdateId, stale)."""
         return self.binance.rest_requests
+
+    @property
+    def rest_log(self) -> deque[tuple[float, float, str, str, int, int]]:
+        """REST requests, the latest 100,000: (start, end Trio time, path, symbol, request weight, HTTP status)."""
+        return self.binance.rest_log
 
     def now_ms(self) -> int:
         return self.start_ms + int((trio.current_time() - self._t0) * 1000)

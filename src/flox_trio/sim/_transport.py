@@ -10,6 +10,8 @@ stall like a hung server.
 from __future__ import annotations
 
 import math
+import os
+import socket
 from collections.abc import Awaitable, Callable
 
 import h11
@@ -19,8 +21,10 @@ from trio_websocket import WebSocketRequest
 
 _MAX_HEAD = 64 * 1024
 
-#: Answers one HTTP request: (method, target) → (status, JSON body).
-HttpHandler = Callable[[str, str], Awaitable[tuple[int, bytes]]]
+#: One HTTP answer: status, JSON body, and headers beyond content-type and content-length.
+HttpResponse = tuple[int, bytes, list[tuple[bytes, bytes]]]
+#: Answers one HTTP request: (method, target) → response.
+HttpHandler = Callable[[str, str], Awaitable[HttpResponse]]
 #: Takes one WebSocket handshake: accepts or rejects it, and serves it until it ends.
 WebSocketHandler = Callable[[WebSocketRequest, "_SimStream"], Awaitable[None]]
 
@@ -45,7 +49,21 @@ class _SimStream(trio.abc.HalfCloseableStream):
             # A stall holds every outgoing byte (data, pongs, pings, close frames), like a hung server.
             if self.stall_until > trio.current_time():
                 await trio.sleep_until(self.stall_until)
+                # A client that gave up meanwhile has closed its end. The first write to it
+                # would still be taken by the kernel and lost, and counted as sent: refuse it,
+                # as the write after it would fail.
+                if self._peer_closed():
+                    raise trio.BrokenResourceError("the client closed the connection during the stall")
             await self.inner.send_all(data)
+
+    def _peer_closed(self) -> bool:
+        try:
+            with socket.socket(fileno=os.dup(self.inner.socket.fileno())) as sock:
+                return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False  # open, nothing to read
+        except OSError:
+            return True  # reset
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.inner.wait_send_all_might_not_block()
@@ -127,8 +145,9 @@ class Transport:
             if isinstance(event, h11.Request):
                 request = event
             elif isinstance(event, h11.EndOfMessage) and request is not None:
-                status, body = await self._on_http(request.method.decode(), request.target.decode())
-                h_out = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                status, body, extra = await self._on_http(request.method.decode(), request.target.decode())
+                h_out = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                         *extra]
                 await stream.send_all(h.send(h11.Response(status_code=status, headers=h_out)) or b"")
                 await stream.send_all(h.send(h11.Data(data=body)) or b"")
                 await stream.send_all(h.send(h11.EndOfMessage()) or b"")
