@@ -49,7 +49,8 @@ def test_record_then_replay_and_inspect_from_the_command_line(tmp_path: Path) ->
 def test_demo(tmp_path: Path, args: list[str]) -> None:
     out = run(tmp_path, "-m", "flox_trio.cli", *args)
     assert out.returncode == 0, out.stderr
-    assert "swapped python" in out.stdout
+    assert "slot 0: swapped EmaStrategy fast=" in out.stdout and "→8 slow=" in out.stdout
+    assert "(python) at event" in out.stdout
     if "--offline" not in args:
         assert "connection across the swap: id 1 → 1, connects 1 → 1 (the same session)" in out.stdout
 
@@ -93,13 +94,15 @@ def test_a_live_simulator_session_with_a_swap_packs_and_validates(
     packed = run(tmp_path, "-m", "flox_trio.cli", "bundle", "pack", str(tape), "-o", "live.tar")
     assert packed.returncode == 0, packed.stderr
     for _ in range(2):
-        ok = run(tmp_path, "-m", "flox_trio.cli", "bundle", "validate", "live.tar")
+        ok = run(tmp_path, "-m", "flox_trio.cli", "bundle", "validate", "live.tar", "--trust")
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert "identical" in ok.stdout and "1 swaps" in ok.stdout
     shutil.unpack_archive(tmp_path / "live.tar", tmp_path / "edited")
     manifest = json.loads((tmp_path / "edited" / "manifest.json").read_text())
     after = tmp_path / "edited" / manifest["swaps"][0]["source"]
     after.write_text(after.read_text().replace("ctx.market_buy(self.qty)", "ctx.market_buy(self.qty * 2)"))
-    bad = run(tmp_path, "-m", "flox_trio.cli", "bundle", "validate", str(tmp_path / "edited"))
+    untrusted = run(tmp_path, "-m", "flox_trio.cli", "bundle", "validate", str(tmp_path / "edited"))
+    assert untrusted.returncode == 2 and "--trust" in untrusted.stderr and len(untrusted.stderr.splitlines()) == 1
+    bad = run(tmp_path, "-m", "flox_trio.cli", "bundle", "validate", str(tmp_path / "edited"), "--trust")
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "first differing order is #" in bad.stdout and "qty expected '0.25' got '0.5'" in bad.stdout

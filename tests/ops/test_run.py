@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+from rich.table import Table
 
 import flox_trio as flox
 from flox_trio.app import executor_settings, open_engine, open_venue_feed
@@ -98,8 +99,9 @@ async def test_engine_from_config_serves_control_and_reloads_on_save(tmp_path: P
             assert (await engine.reload([tmp_path / "strat.py"]))[1] == (1, "swapped")
             assert runner.slots[1].strategy.tag == "c"
             tables = render_status(read_status(status))
-            assert [t.title for t in tables] == ["slots", "feed", "executor"]
-            assert tables[0].row_count == 2
+            titled = [t for t in tables if isinstance(t, Table)]
+            assert [t.title for t in titled] == ["slots", "feed", "executor"]
+            assert titled[0].row_count == 2
             assert engine.control_socket == tmp_path / "run" / "control.sock"
     assert not (tmp_path / "run" / "control.sock").exists()
 

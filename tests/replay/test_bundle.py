@@ -65,7 +65,8 @@ def test_bundle_validates_twice_and_a_changed_source_names_the_first_differing_o
     recorded: Path, tmp_path: Path
 ) -> None:
     bundle = pack_bundle(recorded, tmp_path / "run.bundle")
-    first, second = validate_bundle(bundle), validate_bundle(bundle)
+    # Its strategies are Python: replaying them runs them, so the caller says it trusts them.
+    first, second = validate_bundle(bundle, trust=True), validate_bundle(bundle, trust=True)
     assert first.ok and second.ok and not first.warnings
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert len(manifest["slots"]) == 1 and len(manifest["swaps"]) == 1
@@ -76,7 +77,7 @@ def test_bundle_validates_twice_and_a_changed_source_names_the_first_differing_o
     # Edit the strategy that was swapped in: trade twice the size.
     after = bundle / manifest["swaps"][0]["source"]
     after.write_text(after.read_text().replace("ctx.market_buy(self.qty)", "ctx.market_buy(self.qty * 2)"))
-    changed = validate_bundle(bundle)
+    changed = validate_bundle(bundle, trust=True)
     assert not changed.ok
     assert changed.warnings == [f"{manifest['swaps'][0]['source']} changed since the bundle was packed"]
     assert changed.divergence is not None and "first differing order" in changed.divergence
@@ -114,7 +115,7 @@ def test_cli_bundle_validate_exit_codes(recorded: Path, tmp_path: Path) -> None:
     packed = cli("bundle", "pack", str(recorded), "-o", str(bundle))
     assert packed.returncode == 0, packed.stderr
     for _ in range(2):
-        ok = cli("bundle", "validate", str(bundle))
+        ok = cli("bundle", "validate", str(bundle), "--trust")
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert "identical" in ok.stdout
     extracted = tmp_path / "edited"
@@ -122,7 +123,7 @@ def test_cli_bundle_validate_exit_codes(recorded: Path, tmp_path: Path) -> None:
     manifest = json.loads((extracted / "manifest.json").read_text())
     src = extracted / manifest["slots"][0]["source"]
     src.write_text(src.read_text().replace("ctx.market_buy(self.qty)", "ctx.market_buy(self.qty * 3)"))
-    bad = cli("bundle", "validate", str(extracted))
+    bad = cli("bundle", "validate", str(extracted), "--trust")
     assert bad.returncode == 1
     assert "first differing order is #0 (0-1)" in bad.stdout
 

@@ -27,7 +27,7 @@ from .._loader import StrategySpec, load_strategy, parse_spec
 from .._runner import open_runner
 from ..config import Config, LimitsConfig
 from ..connectors import Binance, Bybit
-from ..control import serve_control, serve_metrics
+from ..control import prepare_run_dir, serve_control, serve_metrics
 from ..execution import Limits, PaperSettings, RiskLimits, RiskSettings, build_executor
 from ..sim import open_simulator
 
@@ -213,8 +213,11 @@ async def open_engine(config: Config, *, reload: bool = False, feed: Feed | None
 
     ``feed`` overrides the configured venue (tests, embedding). Every strategy
     is built before anything starts, so a broken file fails the start at
-    once and cleanly (``ConfigError`` naming the slot).
+    once and cleanly (``ConfigError`` naming the slot). The run directory
+    is checked (created 0700 if missing) before anything starts: one that
+    another user could write to is refused with ``RunDirError``.
     """
+    run_dir = prepare_run_dir(config.path(config.run_dir))
     bindings = _bindings(config)
     state_dir = config.path(config.state_dir)
     strategies = []
@@ -236,7 +239,7 @@ async def open_engine(config: Config, *, reload: bool = False, feed: Feed | None
         async with trio.open_nursery() as nursery:
             engine.control_socket = await nursery.start(
                 lambda task_status: serve_control(
-                    runner, config.path(config.run_dir), base_dir=Path.cwd(), state_dir=engine.state_dir,
+                    runner, run_dir, base_dir=Path.cwd(), state_dir=engine.state_dir,
                     on_change=engine.on_control_change, task_status=task_status,
                 )
             )

@@ -56,7 +56,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except FloxError as exc:
-        print(f"flox-trio {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args.command, exc)
     except KeyboardInterrupt:
         return 130
+    except BaseExceptionGroup as group:
+        # An error raised inside the engine's tasks (a connector refusing a
+        # channel, a tape path that is taken) arrives wrapped by the nursery.
+        leaves = _leaves(group)
+        if any(isinstance(e, KeyboardInterrupt) for e in leaves):
+            return 130
+        flox_errors = [e for e in leaves if isinstance(e, FloxError)]
+        if len(flox_errors) != len(leaves):
+            raise
+        return _fail(args.command, flox_errors[0])
+
+
+def _fail(command: str, exc: FloxError) -> int:
+    """Report a user-facing failure on exactly one line of stderr; exit status 2."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"flox-trio {command}: {text}", file=sys.stderr)
+    return 2
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out

@@ -54,7 +54,7 @@ def _replay_cmd(args: argparse.Namespace) -> int:
             progress.advance(task, n)
 
         if bundle:
-            validation = validate_bundle(path, progress=advance)
+            validation = validate_bundle(path, trust=args.trust, progress=advance)
             result = validation.result
         else:
             result = replay_tape(path, progress=advance)
@@ -98,7 +98,7 @@ def _bundle_validate(args: argparse.Namespace) -> int:
     from ..replay import validate_bundle
 
     console = Console()
-    validation = validate_bundle(args.bundle)
+    validation = validate_bundle(args.bundle, trust=args.trust)
     for w in validation.warnings:
         console.print(f"warning: {w}")
     r = validation.result
@@ -156,6 +156,10 @@ def _tape_info(args: argparse.Namespace) -> int:
     return 0
 
 
+_TRUST_HELP = ("run the bundle's Python strategies: they are code from whoever made the bundle and run "
+               "unsandboxed with your permissions (JavaScript is sandboxed; a plain tape needs no --trust)")
+
+
 def register(sub: Any) -> None:
     rec = sub.add_parser("record", help="record a venue (or the simulator) to a tape for a duration")
     rec.add_argument("config", nargs="?", help="a run config (its venue and symbols are used)")
@@ -168,6 +172,7 @@ def register(sub: Any) -> None:
     rep = sub.add_parser("replay", help="replay a tape or a bundle deterministically and summarise")
     rep.add_argument("path", help="a tape directory, or a bundle (.tar or directory)")
     rep.add_argument("--report", metavar="DIR", help="also write report.json and report.png into DIR")
+    rep.add_argument("--trust", action="store_true", help=_TRUST_HELP)
     rep.set_defaults(func=_replay_cmd)
 
     report = sub.add_parser("report", help="report.json and report.png (equity, position, swaps) of a tape or bundle")
@@ -184,6 +189,7 @@ def register(sub: Any) -> None:
     pack.set_defaults(func=_bundle_pack)
     val = bsub.add_parser("validate", help="replay a bundle: exit 0 when identical, 1 with the first divergence")
     val.add_argument("bundle")
+    val.add_argument("--trust", action="store_true", help=_TRUST_HELP)
     val.set_defaults(func=_bundle_validate)
 
     tape = sub.add_parser("tape", help="inspect tapes")

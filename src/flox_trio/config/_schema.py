@@ -42,7 +42,7 @@ class VenueConfig:
     ws_url: str | None = None
     rest_url: str | None = None
     channels: tuple[str, ...] | None = None
-    #: Market ticks per second of the embedded simulator (venue "sim" only).
+    #: Market ticks per second of the embedded simulator (venue "sim" only): > 0, at most 100,000.
     sim_rate: float = 50.0
 
 
@@ -71,7 +71,9 @@ class ExecutorConfig:
     """``[executor]``: the paper executor and its acknowledgement latency in seconds."""
 
     kind: Literal["paper"] = "paper"
+    #: Seconds, finite, 0..3600.
     latency: float = 0.005
+    #: Fractions of the notional in [0, 1), e.g. "0.0004" (rebates are not modelled).
     taker_fee: Decimal = Decimal(0)
     maker_fee: Decimal = Decimal(0)
 
@@ -87,6 +89,8 @@ class SlotConfig:
 
     strategy: str
     symbols: tuple[str, ...] | None = None
+    #: JSON-like, at most 32 levels deep and 10,000 values; a number (or a string that reads as
+    #: one) finite, within +-1e30 and with at most 30 decimal places.
     params: dict[str, Any] = attrs.Factory(dict)
     factory: str | None = None
     args: tuple[Any, ...] = ()
@@ -112,11 +116,14 @@ class Config:
     executor: ExecutorConfig = ExecutorConfig()
     risk: RiskConfig = RiskConfig()
     tape: str | None = None
+    #: Where the control socket lives: created 0700 if missing; refused if another user owns it
+    #: or can write to it (someone could answer for the engine there).
     run_dir: str = ".flox-run"
     state_dir: str = "state"
+    #: Errors before a slot is quarantined: >= 0.
     max_errors: int = 10
     log: LogConfig = LogConfig()
-    #: Serve Prometheus metrics on 127.0.0.1 at this port (0: any free port); None: off.
+    #: Serve Prometheus metrics on 127.0.0.1 at this port, 0..65535 (0: any free port); None: off.
     metrics_port: int | None = None
     #: The directory of the config file (not a TOML key).
     base_dir: Path = attrs.field(default=Path("."), kw_only=True)

@@ -5,10 +5,14 @@ from ._client import ControlCommandError as ControlCommandError
 from ._client import call as call
 from ._metrics import serve_metrics as serve_metrics
 from ._protocol import VERSION as VERSION
+from ._protocol import ControlBusyError as ControlBusyError
 from ._protocol import ControlError as ControlError
 from ._protocol import PeerRefusedError as PeerRefusedError
 from ._protocol import RequestError as RequestError
+from ._protocol import RunDirError as RunDirError
 from ._protocol import socket_path as socket_path
+from ._rundir import prepare_run_dir as prepare_run_dir
+from ._server import ConnectionStats as ConnectionStats
 from ._server import ControlServer as ControlServer
 from ._server import check_peer as check_peer
 from ._server import peer_uid as peer_uid
@@ -16,7 +20,8 @@ from ._server import serve_control as serve_control
 
 __all__ = [
     "serve_metrics",
-    "VERSION", "ControlClient", "ControlCommandError", "ControlError", "ControlServer", "PeerRefusedError",
-    "RequestError", "call", "check_peer", "peer_uid", "serve_control", "socket_path",
+    "VERSION", "ConnectionStats", "ControlBusyError", "ControlClient", "ControlCommandError", "ControlError",
+    "ControlServer", "PeerRefusedError", "RequestError", "RunDirError", "call", "check_peer", "peer_uid",
+    "prepare_run_dir", "serve_control", "socket_path",
 ]
 

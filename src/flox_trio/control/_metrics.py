@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flox_trio.metrics")
 
+#: Scrapes served at once; a connection beyond this is closed at once.
+MAX_CONNECTIONS = 32
+
 
 class RunnerCollector:
     """Engine, slot and connector numbers for one runner."""
@@ -74,12 +77,42 @@ async def serve_metrics(
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
     log.info("metrics on http://%s:%d/metrics", host, bound)
-    task_status.started(bound)
+    open_connections = [0]
 
-    async def handler(stream: trio.SocketStream) -> None:
-        await _handle(stream, registry)
+    async def serve(stream: trio.SocketStream) -> None:
+        try:
+            await _handle(stream, registry)
+        finally:
+            open_connections[0] -= 1
 
-    await trio.serve_listeners(handler, listeners)
+    async def accept_loop(listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        # Like trio.serve_listeners, but at most MAX_CONNECTIONS at once (more are closed at
+        # once), so scrapers cannot take the file descriptors the engine's connections need.
+        async with listener:
+            await _accept(listener, nursery)
+
+    async def _accept(listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        backoff = 0.0
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if not backoff:
+                    log.error("metrics: accept() failed (%s); retrying", exc.strerror or exc)
+                backoff = min(1.0, backoff * 2 or 0.05)
+                await trio.sleep(backoff)
+                continue
+            backoff = 0.0
+            if open_connections[0] >= MAX_CONNECTIONS:
+                await trio.aclose_forcefully(stream)
+                continue
+            open_connections[0] += 1
+            nursery.start_soon(serve, stream)
+
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(accept_loop, listener, nursery)
+        task_status.started(bound)
 
 
 async def _handle(stream: trio.abc.Stream, registry: CollectorRegistry) -> None:
@@ -103,7 +136,10 @@ async def _handle(stream: trio.abc.Stream, registry: CollectorRegistry) -> None:
                     await stream.send_all(conn.send(h11.Data(data=body)))
                     await stream.send_all(conn.send(h11.EndOfMessage()))
                 return
-    except (h11.RemoteProtocolError, trio.BrokenResourceError):
+    except (h11.RemoteProtocolError, h11.LocalProtocolError, trio.BrokenResourceError):
+        return
+    except Exception:  # a collector that fails must not take the engine down with the scrape
+        log.exception("metrics: serving a scrape failed")
         return
     finally:
         await trio.aclose_forcefully(stream)

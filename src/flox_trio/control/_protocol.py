@@ -35,8 +35,25 @@ class RequestError(ControlError, ValueError):
     """A control request is malformed (bad JSON, unknown command, wrong version, bad field)."""
 
 
+class ControlBusyError(ControlError):
+    """The engine is already serving as many control connections as it allows."""
+
+
+class RunDirError(ControlError, PermissionError):
+    """The run directory (or the control socket in it) is not safe to use: another user could
+    impersonate the engine there, or it is not ours to create or remove."""
+
+
 def socket_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / SOCKET_NAME
+
+
+def split_socket_path(path: str | Path) -> tuple[Path, Path]:
+    """``(run_dir, socket)`` of a run directory, or of a socket path ending in ``.sock``."""
+    path = Path(path)
+    if path.suffix == ".sock":
+        return path.parent, path
+    return path, socket_path(path)
 
 
 def dumps(message: dict[str, Any]) -> bytes:

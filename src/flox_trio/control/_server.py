@@ -1,14 +1,16 @@
 """The control server: one task in the runner's process, listening on ``RUN_DIR/control.sock``.
 
-The socket file is created with mode 0600 inside a 0700 run directory, and
-every connection's peer credentials are checked: a peer of another user is
-refused. A bad request gets an error reply and changes nothing; no client can
-crash the server.
+The socket file is created with mode 0600 inside a run directory that only
+this user can write to (created 0700; one another user could write to is
+refused, see ``_rundir``), and every connection's peer credentials are
+checked: a peer of another user is refused. A bad request gets an error
+reply and changes nothing; no client can crash or hang the server: file
+descriptors running out, too many connections, idle or slow clients,
+garbage, huge lines and hang-ups are all survived.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -18,27 +20,29 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from .._core._convert import to_jsonable
 from .._core._runner import Runner
-from .._errors import FloxError
+from .._errors import FloxError, describe_exception
 from .._loader import load_strategy, parse_spec
 from ..execution import RiskExecutor
 from ._protocol import (
     COMMANDS,
     MAX_LINE,
     VERSION,
+    ControlBusyError,
     ControlError,
     PeerRefusedError,
     RequestError,
+    RunDirError,
     dumps,
-    socket_path,
+    split_socket_path,
 )
+from ._rundir import claim_socket_path, prepare_run_dir
 
 log = logging.getLogger("flox_trio.control")
-
-_UNIX_PATH_MAX = 107
 
 
 def peer_uid(sock: Any) -> int:
@@ -81,6 +85,8 @@ class ControlServer:
             request = json.loads(line)
         except (ValueError, UnicodeDecodeError) as exc:
             return _error(None, RequestError(f"request is not JSON ({exc}); send one JSON object per line"))
+        except RecursionError:
+            return _error(None, RequestError("request is nested too deeply; send one flat JSON object per line"))
         return await self.handle(request)
 
     async def handle(self, request: Any) -> dict[str, Any]:
@@ -98,8 +104,10 @@ class ControlServer:
         except FloxError as exc:
             log.warning("control %s refused: %s", request.get("cmd") if isinstance(request, dict) else "?", exc)
             return _error(rid, exc)
-        except Exception as exc:  # a bug must not take the engine down; report it to the client
-            log.exception("control request %r failed", request)
+        except (Exception, SystemExit) as exc:
+            # A bug, or strategy code run by a swap calling sys.exit(), must not take
+            # the engine down: report it to the client.
+            log.exception("control request %s failed", _short(request))
             return _error(rid, exc)
         return {"v": VERSION, "id": rid, "ok": True, **result}
 
@@ -186,32 +194,51 @@ class ControlServer:
 
 
 def _error(rid: Any, exc: BaseException) -> dict[str, Any]:
-    return {"v": VERSION, "id": rid, "ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
+    # describe_exception: even an exception whose __str__ raises (strategy code) gives a message.
+    text = describe_exception(exc)
+    prefix = f"{type(exc).__name__}: "
+    message = text[len(prefix):] if text.startswith(prefix) else text
+    return {"v": VERSION, "id": rid, "ok": False, "error": {"type": type(exc).__name__, "message": message}}
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # pragma: no cover - JSON values always have a repr
+        text = "<unprintable>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --- the socket side ------------------------------------------------------------------------
 
+#: At most this many control connections at once; more are answered with an error and closed.
+MAX_CONNECTIONS = 64
+#: A connection with no complete request for this long (Trio clock, seconds) is closed.
+IDLE_TIMEOUT = 60.0
+#: A reply the client does not read within this long closes its connection.
+SEND_TIMEOUT = 10.0
+#: How long accept() rests after running out of file descriptors or memory, at first and at most.
+ACCEPT_BACKOFF = 0.05
+ACCEPT_BACKOFF_MAX = 1.0
 
-async def _prepare_path(path: Path) -> None:
-    run_dir = path.parent
-    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if run_dir.stat().st_uid == os.getuid():
-        os.chmod(run_dir, 0o700)
-    if len(os.fsencode(path)) > _UNIX_PATH_MAX:
-        raise ControlError(f"control socket path {path} is longer than {_UNIX_PATH_MAX} bytes; "
-                           "use a shorter --run-dir")
-    if path.exists() or path.is_symlink():
-        probe = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
-        try:
-            await probe.connect(str(path))
-        except OSError as exc:
-            if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
-                raise ControlError(f"cannot use control socket {path}: {exc}") from exc
-            path.unlink(missing_ok=True)  # a stale socket from an engine that died
-        else:
-            raise ControlError(f"another engine is serving {path}; stop it or choose another --run-dir")
-        finally:
-            probe.close()
+
+@attrs.define
+class ConnectionStats:
+    """What the control socket has seen: connections now, and those it refused or closed."""
+
+    active: int = 0
+    accepted: int = 0
+    refused_busy: int = 0
+    closed_idle: int = 0
+    closed_slow: int = 0
+    accept_errors: int = 0
+
+
+@attrs.frozen
+class _Limits:
+    max_connections: int
+    idle_timeout: float
+    send_timeout: float
 
 
 async def serve_control(
@@ -221,32 +248,58 @@ async def serve_control(
     base_dir: Path | None = None,
     state_dir: Path | None = None,
     on_change: Callable[[int, Any], None] | None = None,
+    max_connections: int = MAX_CONNECTIONS,
+    idle_timeout: float = IDLE_TIMEOUT,
+    send_timeout: float = SEND_TIMEOUT,
+    stats: ConnectionStats | None = None,
     task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve control requests on the Unix socket ``path`` until cancelled.
+    """Serve control requests on a Unix socket until cancelled.
 
-    ``path`` may be a run directory (the socket is ``RUN_DIR/control.sock``).
-    Calls ``task_status.started(socket_path)`` once it accepts connections.
+    ``path`` is the run directory (the socket is ``RUN_DIR/control.sock``), or
+    a socket path ending in ``.sock`` (its directory is the run directory).
+    The run directory is created 0700 if missing and refused if another user
+    could write to it (see ``prepare_run_dir``); a stale socket left by a dead
+    engine is replaced, anything else at the socket path is refused.
+
+    No client can stop or hang the server: accept() running out of file
+    descriptors or memory is logged once and retried after a short rest;
+    beyond ``max_connections`` a connection gets an error reply and is
+    closed; a connection without a complete request for ``idle_timeout``
+    seconds, or that does not read its reply within ``send_timeout``, is
+    closed. Calls ``task_status.started(socket_path)`` once it accepts
+    connections.
     """
-    path = Path(path)
-    if path.is_dir() or not path.suffix:
-        path = socket_path(path)
-    await _prepare_path(path)
+    if not max_connections >= 1:
+        raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
+    if not (idle_timeout > 0 and send_timeout > 0):
+        raise ValueError("idle_timeout and send_timeout must be > 0")
+    run_dir, path = split_socket_path(path)
+    run_dir = prepare_run_dir(run_dir)
+    path = run_dir / path.name
+    await claim_socket_path(path)
     server = ControlServer(runner, base_dir=base_dir, state_dir=state_dir, on_change=on_change)
-    sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+    limits = _Limits(max_connections, float(idle_timeout), float(send_timeout))
+    stats = ConnectionStats() if stats is None else stats
+    raw = stdlib_socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+    sock = trio.socket.from_stdlib_socket(raw)
     try:
-        await sock.bind(str(path))
+        # Bound here rather than with trio's bind, which walks the path in a worker
+        # thread: a path inside our own private directory, nothing to wait for. Until
+        # the chmod below only we can reach it anyway: the directory is private.
+        try:
+            raw.bind(str(path))
+        except OSError as exc:
+            raise RunDirError(f"cannot create control socket {path}: {exc.strerror or exc}") from None
         os.chmod(path, 0o600)
         inode = os.stat(path).st_ino
-        sock.listen(16)
+        sock.listen(64)
         listener = trio.SocketListener(sock)
         log.info("control socket listening on %s", path)
         try:
             async with trio.open_nursery() as nursery:
                 task_status.started(path)
-                while True:
-                    stream = await listener.accept()
-                    nursery.start_soon(_serve_client, server, stream)
+                await _accept_loop(listener, server, nursery, limits, stats)
         finally:
             try:
                 if os.stat(path).st_ino == inode:
@@ -257,17 +310,82 @@ async def serve_control(
         sock.close()
 
 
-async def _serve_client(server: ControlServer, stream: trio.SocketStream) -> None:
+async def _accept_loop(listener: trio.SocketListener, server: ControlServer, nursery: trio.Nursery,
+                       limits: _Limits, stats: ConnectionStats) -> None:
+    backoff = 0.0
+    busy_logged = False
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            # EMFILE/ENFILE/ENOBUFS/ENOMEM (or anything else accept() can say): the
+            # engine goes on trading; control waits until there is room again.
+            stats.accept_errors += 1
+            if not backoff:
+                log.error("control socket: accept() failed (%s); retrying, commands wait until it succeeds",
+                          exc.strerror or exc)
+            backoff = min(ACCEPT_BACKOFF_MAX, backoff * 2 or ACCEPT_BACKOFF)
+            await trio.sleep(backoff)
+            continue
+        if backoff:
+            log.warning("control socket: accepting connections again")
+            backoff = 0.0
+        stats.accepted += 1
+        if stats.active >= limits.max_connections:
+            stats.refused_busy += 1
+            if not busy_logged:
+                log.warning("control socket: %d connections open, refusing more until some close",
+                            stats.active)
+                busy_logged = True
+            await _refuse(stream, limits, ControlBusyError(
+                f"too many control connections ({limits.max_connections} open); close one and retry"))
+            continue
+        busy_logged = False
+        stats.active += 1
+        nursery.start_soon(_serve_client, server, stream, limits, stats)
+
+
+async def _refuse(stream: trio.SocketStream, limits: _Limits, exc: BaseException) -> None:
+    try:
+        with trio.move_on_after(min(1.0, limits.send_timeout)):
+            await stream.send_all(dumps(_error(None, exc)))
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def _send(stream: trio.SocketStream, reply: dict[str, Any], limits: _Limits, stats: ConnectionStats) -> bool:
+    """Send one reply; False (and the connection is to be closed) when the client does not read it in time."""
+    with trio.move_on_after(limits.send_timeout):
+        await stream.send_all(dumps(reply))
+        return True
+    stats.closed_slow += 1
+    log.warning("control connection closed: the client did not read its reply within %g s", limits.send_timeout)
+    return False
+
+
+async def _serve_client(server: ControlServer, stream: trio.SocketStream, limits: _Limits,
+                        stats: ConnectionStats) -> None:
     try:
         try:
             check_peer(stream.socket)
         except (PeerRefusedError, OSError) as exc:
             log.warning("%s", exc)
-            await stream.send_all(dumps(_error(None, exc)))
+            await _send(stream, _error(None, exc), limits, stats)
             return
         buffer = bytearray()
+        deadline = trio.current_time() + limits.idle_timeout
         while True:
-            data = await stream.receive_some(65536)
+            data: bytes | bytearray | None = None
+            with trio.move_on_at(deadline):
+                data = await stream.receive_some(65536)
+            if data is None:
+                stats.closed_idle += 1
+                log.info("control connection closed: no complete request for %g s", limits.idle_timeout)
+                await _send(stream, _error(None, RequestError(
+                    f"no complete request for {limits.idle_timeout:g} s; closing the connection")), limits, stats)
+                return
             if not data:
                 return
             buffer += data
@@ -278,17 +396,20 @@ async def _serve_client(server: ControlServer, stream: trio.SocketStream) -> Non
                 line = bytes(buffer[:end]).strip()
                 del buffer[: end + 1]
                 if line:
-                    await stream.send_all(dumps(await server.handle_line(line)))
+                    if not await _send(stream, await server.handle_line(line), limits, stats):
+                        return
+                    deadline = trio.current_time() + limits.idle_timeout
             if len(buffer) > MAX_LINE:
-                await stream.send_all(dumps(_error(None, RequestError(
-                    f"request line longer than {MAX_LINE} bytes; closing the connection"))))
+                await _send(stream, _error(None, RequestError(
+                    f"request line longer than {MAX_LINE} bytes; closing the connection")), limits, stats)
                 return
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass  # the client went away
     except Exception:
         log.exception("control connection failed")
     finally:
+        stats.active -= 1
         await trio.aclose_forcefully(stream)
 
 
-__all__ = ["ControlServer", "check_peer", "peer_uid", "serve_control"]
+__all__ = ["MAX_CONNECTIONS", "ConnectionStats", "ControlServer", "check_peer", "peer_uid", "serve_control"]

@@ -2,11 +2,14 @@
 
     result = flox.replay.replay_tape("runs/today.tape")
     flox.replay.pack_bundle("runs/today.tape", "today.tar")
-    flox.replay.validate_bundle("today.tar").ok
+    flox.replay.validate_bundle("today.tar", trust=True).ok   # its Python strategies will run
 """
 
+from ._bundle import BundleLimits as BundleLimits
+from ._bundle import UntrustedBundleError as UntrustedBundleError
 from ._bundle import Validation as Validation
 from ._bundle import is_bundle as is_bundle
+from ._bundle import open_bundle as open_bundle
 from ._bundle import pack_bundle as pack_bundle
 from ._bundle import tape_of as tape_of
 from ._bundle import validate_bundle as validate_bundle
@@ -16,5 +19,5 @@ from ._replay import ReplayResult as ReplayResult
 from ._replay import plan_from_tape as plan_from_tape
 from ._replay import replay_tape as replay_tape
 
-__all__ = ["RecordedStrategy", "ReplayPlan", "ReplayResult", "Validation", "is_bundle", "pack_bundle",
-           "plan_from_tape", "replay_tape", "tape_of", "validate_bundle"]
+__all__ = ["BundleLimits", "RecordedStrategy", "ReplayPlan", "ReplayResult", "UntrustedBundleError", "Validation",
+           "is_bundle", "open_bundle", "pack_bundle", "plan_from_tape", "replay_tape", "tape_of", "validate_bundle"]

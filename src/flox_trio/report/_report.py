@@ -20,6 +20,7 @@ from .._core._events import Bar, Book, Fill, Gap, Trade, quote_currency
 from .._core._status import change_label
 from ..execution import Position
 
+
 @attrs.frozen
 class Report:
     """Time series (seconds since the first event) per slot and symbol, and the swap moments."""

@@ -27,7 +27,9 @@ tapes readable when an event class gains a defaulted field.
 
 The frame header has its own CRC so that a damaged length field is told apart
 from a write that stopped half-way: only the latter, at the very end of the
-last segment, is a torn tail.
+last segment, is a torn tail. A length the writer cannot have written (more
+than ``MAX_READ_FRAME``), or one that runs past the end of the file while
+whole frames follow it, is damage too, never a torn tail.
 """
 
 from __future__ import annotations
@@ -56,7 +58,15 @@ FRAME_HEADER = struct.Struct("<IHHII")
 FRAME_MARKER: Final = 0x5446  # "FT"
 FLAG_ZSTD: Final = 1
 KNOWN_FRAME_FLAGS: Final = FLAG_ZSTD
-MAX_FRAME_PAYLOAD: Final = 0xFFFF_FFFF
+#: The largest frame the writer cuts, before compression: a record that would
+#: make the buffer larger is put in a frame of its own, and an event batch that
+#: does not fit in one frame is split into several records.
+MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
+#: The largest frame the reader accepts, stored or decompressed: a few times
+#: what any writer cuts. A frame header that claims more, or a zstd frame that
+#: declares or inflates to more, is damage (or a crafted file), and is refused
+#: before anything is allocated for it.
+MAX_READ_FRAME: Final = 4 * MAX_FRAME_BYTES
 
 #: Bytes reserved at the start of a frame's record buffer for the msgpack
 #: array32 header, filled in with the record count when the frame is cut.

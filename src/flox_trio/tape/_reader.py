@@ -28,6 +28,7 @@ from ._format import (
     KNOWN_FRAME_FLAGS,
     MARKET_CODES,
     MAX_HEADER_MAP,
+    MAX_READ_FRAME,
     SEGMENT_HEADER,
     SEGMENT_MAGIC,
     HeaderMap,
@@ -53,6 +54,9 @@ from ._records import (
 log = logging.getLogger("flox_trio.tape")
 
 _ZERO_CHECK_CHUNK = 1 << 20
+_INFLATE_CHUNK = 1 << 20
+#: What decoding crafted msgpack can raise: malformed data, or nesting deeper than msgspec recurses.
+_DECODE_ERRORS = (msgspec.DecodeError, RecursionError)
 
 
 class _Torn(Exception):
@@ -149,7 +153,7 @@ class TapeReader:
                 try:
                     for code, raw in runs:
                         yield from EVENT_DECODERS[code].decode(raw)
-                except msgspec.DecodeError as exc:
+                except _DECODE_ERRORS as exc:
                     raise _bad_record(where, exc) from exc
 
     def iter_market_batches(self) -> Iterator[EventsRecord]:
@@ -172,7 +176,7 @@ class TapeReader:
                 for code, raw in runs:
                     if code in MARKET_CODES:
                         events.extend(EVENT_DECODERS[code].decode(raw))
-            except msgspec.DecodeError as exc:
+            except _DECODE_ERRORS as exc:
                 raise _bad_record(where, exc) from exc
             if events:
                 yield EventsRecord(rec.seq, events)
@@ -202,7 +206,7 @@ class TapeReader:
         for seg, offset, payload in self._frames():
             try:
                 records = decode(payload)
-            except msgspec.DecodeError as exc:
+            except _DECODE_ERRORS as exc:
                 raise _bad_record((seg, offset), exc) from exc
             where = (seg, offset)
             for rec in records:
@@ -247,7 +251,21 @@ class TapeReader:
                         f"tape frame in {seg} at byte {pos} has flags {flags:#x} this flox-trio "
                         "does not know: it was written by a newer version"
                     )
+                if plen > MAX_READ_FRAME:
+                    # No writer cuts a frame this large: the length field was
+                    # damaged (or crafted) after its checksum was computed.
+                    raise TapeError(
+                        f"corrupt tape frame in {seg} at byte {pos}: its header claims {plen} bytes, more "
+                        f"than a tape frame may hold ({MAX_READ_FRAME}); the length field is damaged"
+                    )
                 if plen > remaining - hsize:
+                    after = _whole_frame_after(f, pos + hsize, size)
+                    if after is not None:
+                        raise TapeError(
+                            f"corrupt tape frame in {seg} at byte {pos}: its header claims {plen} bytes, past "
+                            f"the end of the file, but a whole frame follows at byte {after}; "
+                            "the length field is damaged"
+                        )
                     self._cut(seg, pos, is_last,
                               f"a frame of {plen} bytes is cut short after {remaining - hsize}")
                 payload = f.read(plen)
@@ -256,14 +274,48 @@ class TapeReader:
                         raise _Torn(pos, "the last frame's checksum does not match: it was not completely written")
                     raise TapeError(f"corrupt tape frame in {seg} at byte {pos}: payload checksum mismatch")
                 if flags & FLAG_ZSTD:
-                    try:
-                        payload = self._decompressor.decompress(payload)
-                    except zstandard.ZstdError as exc:
-                        raise TapeError(f"tape frame in {seg} at byte {pos} does not decompress: {exc}") from exc
+                    payload = self._decompress(payload, seg, pos)
                 yield seg, pos, payload
                 pos += hsize + plen
         finally:
             f.close()
+
+    def _decompress(self, payload: bytes, seg: Path, pos: int) -> bytes:
+        """A zstd frame's content, never more than ``MAX_READ_FRAME`` bytes of it.
+
+        The size a frame declares is checked before anything is allocated;
+        a frame that declares none (the writer always declares it) is
+        inflated in bounded steps, so it cannot take more memory either.
+        """
+        try:
+            declared = zstandard.frame_content_size(payload)
+        except zstandard.ZstdError as exc:
+            raise TapeError(f"tape frame in {seg} at byte {pos} does not decompress: {exc}") from exc
+        if declared > MAX_READ_FRAME:
+            raise TapeError(
+                f"corrupt tape frame in {seg} at byte {pos}: it declares {declared} bytes decompressed, "
+                f"more than a tape frame may hold ({MAX_READ_FRAME})"
+            )
+        try:
+            if declared >= 0:
+                return self._decompressor.decompress(payload)
+            return self._decompress_unsized(payload, seg, pos)
+        except zstandard.ZstdError as exc:
+            raise TapeError(f"tape frame in {seg} at byte {pos} does not decompress: {exc}") from exc
+
+    def _decompress_unsized(self, payload: bytes, seg: Path, pos: int) -> bytes:
+        out = bytearray()
+        with self._decompressor.stream_reader(payload) as reader:
+            while True:
+                chunk = reader.read(_INFLATE_CHUNK)
+                if not chunk:
+                    return bytes(out)
+                out += chunk
+                if len(out) > MAX_READ_FRAME:
+                    raise TapeError(
+                        f"corrupt tape frame in {seg} at byte {pos}: it decompresses to more than a tape "
+                        f"frame may hold ({MAX_READ_FRAME} bytes)"
+                    )
 
     @staticmethod
     def _cut(seg: Path, pos: int, is_last: bool, why: str) -> None:
@@ -301,43 +353,48 @@ def _read_segment_header(
         if torn_ok:
             return None
         if not fixed:
-            raise TapeError(f"tape segment {seg} is empty: the header is missing")
+            raise TapeError(f"tape segment {seg} is empty: the header is missing at byte 0")
         raise TapeError(
-            f"tape segment {seg} has a truncated header ({len(fixed)} of {SEGMENT_HEADER.size} bytes)"
+            f"tape segment {seg} has a truncated header at byte 0 ({len(fixed)} of {SEGMENT_HEADER.size} bytes)"
         )
     magic, version, flags, body_len, body_crc = SEGMENT_HEADER.unpack(fixed)
     if magic != SEGMENT_MAGIC:
-        raise TapeError(f"{seg} is not a flox-trio tape segment: bad magic {magic!r} (garbled header?)")
+        raise TapeError(f"{seg} is not a flox-trio tape segment: bad magic {magic!r} at byte 0 (garbled header?)")
     if version != FORMAT_VERSION:
         if version > FORMAT_VERSION:
             raise TapeError(
                 f"tape segment {seg} has format version {version}, newer than this flox-trio reads "
-                f"(version {FORMAT_VERSION}): upgrade flox-trio to read it"
+                f"(version {FORMAT_VERSION}): upgrade flox-trio to read it (the version is at byte 8)"
             )
         if version == 1:
             raise TapeError(f"tape segment {seg} has format version 1, written by an older flox-trio whose swap "
-                            "records lack the session's market-event index: replay it with flox-trio 0.1, or record "
-                            "the session again")
-        raise TapeError(f"tape segment {seg} has unsupported format version {version}")
+                            "records lack the session's market-event index (at byte 8): replay it with flox-trio 0.1, "
+                            "or record the session again")
+        raise TapeError(f"tape segment {seg} has unsupported format version {version} at byte 8")
     if flags:
-        raise TapeError(f"tape segment {seg} has header flags {flags:#x} this flox-trio does not know")
+        raise TapeError(f"tape segment {seg} has header flags {flags:#x} at byte 10 this flox-trio does not know")
     if body_len > MAX_HEADER_MAP:
-        raise TapeError(f"tape segment {seg} has a garbled header: header length {body_len}")
+        raise TapeError(f"tape segment {seg} has a garbled header: header length {body_len} at byte 12 "
+                        f"(at most {MAX_HEADER_MAP})")
     body = f.read(body_len)
     if len(body) < body_len:
         if torn_ok:
             return None
-        raise TapeError(f"tape segment {seg} has a truncated header ({len(body)} of {body_len} bytes)")
+        raise TapeError(f"tape segment {seg} has a truncated header at byte {SEGMENT_HEADER.size} "
+                        f"({len(body)} of {body_len} bytes)")
     if zlib.crc32(body) != body_crc:
-        raise TapeError(f"tape segment {seg} has a garbled header: checksum mismatch")
+        raise TapeError(f"tape segment {seg} has a garbled header: checksum mismatch "
+                        f"(header map at byte {SEGMENT_HEADER.size})")
     try:
         header = HEADER_DECODER.decode(body)
-    except msgspec.DecodeError as exc:
-        raise TapeError(f"tape segment {seg} has a garbled header: {exc}") from exc
+    except _DECODE_ERRORS as exc:
+        raise TapeError(f"tape segment {seg} has a garbled header at byte {SEGMENT_HEADER.size}: {exc}") from exc
     if header.segment != index:
-        raise TapeError(f"tape segment {seg} says it is segment {header.segment}: files renamed or mixed up")
+        raise TapeError(f"tape segment {seg} says it is segment {header.segment} (header map at byte "
+                        f"{SEGMENT_HEADER.size}): files renamed or mixed up")
     if first is not None and header.tape_id != first.tape_id:
-        raise TapeError(f"tape segment {seg} belongs to another tape ({header.tape_id}, not {first.tape_id})")
+        raise TapeError(f"tape segment {seg} belongs to another tape ({header.tape_id}, not {first.tape_id}; "
+                        f"header map at byte {SEGMENT_HEADER.size})")
     return header, SEGMENT_HEADER.size + body_len
 
 
@@ -350,6 +407,29 @@ def _rest_is_zero(f: BinaryIO, start: int, end: int) -> bool:
             return False
         pos += len(chunk)
     return True
+
+
+def _whole_frame_after(f: BinaryIO, start: int, end: int) -> int | None:
+    """The offset of the first whole, checksummed frame in ``f[start:end]``, if any.
+
+    A frame whose length runs past the end of the file is a torn tail only
+    when nothing whole follows it; only called on that (rare) path.
+    """
+    f.seek(start)
+    data = f.read(end - start)
+    marker = FRAME_MARKER.to_bytes(2, "little")
+    unpack = FRAME_HEADER.unpack_from
+    hsize = FRAME_HEADER.size
+    i = data.find(marker, 6)
+    while i >= 0:
+        head = i - 6
+        if head + hsize <= len(data):
+            plen, _flags, _marker, pcrc, hcrc = unpack(data, head)
+            if (zlib.crc32(data[head:head + 12]) == hcrc and head + hsize + plen <= len(data)
+                    and zlib.crc32(data[head + hsize:head + hsize + plen]) == pcrc):
+                return start + head
+        i = data.find(marker, i + 1)
+    return None
 
 
 def _bad_record(where: tuple[Path, int], exc: Exception) -> TapeError:
@@ -368,7 +448,7 @@ def _decode_runs(rec: WireEvents, where: tuple[Path, int]) -> list[Event]:
         for code, raw in runs:
             events.extend(EVENT_DECODERS[code].decode(raw))
         return events
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         raise _bad_record(where, exc) from exc
 
 
@@ -515,7 +595,7 @@ def tape_info(path: str | os.PathLike[str]) -> TapeInfo:
             for code, raw in rec.runs:
                 try:
                     peeks = peek(raw)
-                except msgspec.DecodeError as exc:
+                except _DECODE_ERRORS as exc:
                     raise _bad_record(where, exc) from exc
                 n += len(peeks)
                 types[code] += len(peeks)

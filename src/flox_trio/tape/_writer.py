@@ -24,7 +24,7 @@ from ._format import (
     COMPRESSIONS,
     EVENT_CODES,
     FLAG_ZSTD,
-    MAX_FRAME_PAYLOAD,
+    MAX_FRAME_BYTES,
     TAG_CONNECTOR,
     TAG_ERROR,
     TAG_EVENTS,
@@ -47,6 +47,14 @@ log = logging.getLogger("flox_trio.tape")
 _ENCODE_ERRORS = (msgspec.EncodeError, OverflowError, TypeError, ValueError, UnicodeError)
 
 
+class _Oversize(Exception):
+    """Internal: one record alone is larger than a frame may be."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
 class TapeWriter:
     """Record events and engine actions to a tape directory.
 
@@ -55,7 +63,9 @@ class TapeWriter:
             hold a tape.
         compression: ``"zstd"`` to compress each frame, or ``None``.
         flush_bytes: Cut a frame and hand it to the OS once this many encoded
-            bytes are buffered.
+            bytes are buffered. A frame never exceeds ``MAX_FRAME_BYTES``
+            (64 MiB) whatever this says: an event batch larger than that is
+            recorded as several consecutive batches.
         flush_interval_s: ... or once this long has passed since the last
             flush, checked at each write. With ``open_tape_writer`` a
             background task also flushes an idle writer on this interval.
@@ -164,7 +174,18 @@ class TapeWriter:
             runs = ((code, events if type(events) in (list, tuple) else list(events)),)
         else:
             runs = tuple((self._code(cls), list(group)) for cls, group in itertools.groupby(events, type))
-        self._append((TAG_EVENTS, seq, runs), f"events at seq {seq}")
+        try:
+            self._append((TAG_EVENTS, seq, runs), f"events at seq {seq}", splittable=True)
+        except _Oversize as big:
+            if n == 1:
+                raise TapeError(f"cannot record the event at seq {seq} on tape {self.path}: it encodes to "
+                                f"{big.size} bytes, more than a tape frame holds ({MAX_FRAME_BYTES})") from None
+            # A batch too large for one frame goes in as several records, each its own frame.
+            half = n // 2
+            events = list(events)
+            self.write_events(seq, events[:half])
+            self.write_events(seq + half, events[half:])
+            return
         self._buf_events += n
         self.events_written += n
         if len(self._buf) >= self.flush_bytes or real_seconds() - self._last_flush >= self.flush_interval_s:
@@ -257,8 +278,6 @@ class TapeWriter:
             # Store the frame as is when compression does not pay (tiny frames).
             if len(packed) < len(buf):
                 payload, flags = packed, FLAG_ZSTD
-        if len(payload) > MAX_FRAME_PAYLOAD:
-            raise TapeError(f"tape frame of {len(payload)} bytes is too large: lower flush_bytes")
         frame = frame_header(payload, flags) + payload
         self._write(frame)
         self.frames_written += 1
@@ -310,7 +329,7 @@ class TapeWriter:
 
     # --- internals ------------------------------------------------------------------------
 
-    def _append(self, record: tuple[Any, ...], what: str) -> None:
+    def _append(self, record: tuple[Any, ...], what: str, *, splittable: bool = False) -> None:
         if self._closed:
             raise TapeError(f"tape {self.path} is closed")
         buf = self._buf
@@ -321,8 +340,34 @@ class TapeWriter:
             # encode_into may have appended part of the record before failing.
             del buf[mark:]
             raise TapeError(f"cannot record {what} on tape {self.path}: {exc}") from exc
+        if len(buf) > MAX_FRAME_BYTES:
+            self._make_room(mark, what, splittable)
         self._buf_records += 1
         self.records_written += 1
+
+    def _make_room(self, mark: int, what: str, splittable: bool) -> None:
+        """The record just encoded at ``mark`` overfills the frame: flush what came before it.
+
+        The frame reader refuses frames beyond ``MAX_READ_FRAME``, so no frame
+        may grow past ``MAX_FRAME_BYTES``, whatever ``flush_bytes`` says.
+
+        Raises:
+            _Oversize: the record alone is larger than a frame may be and ``splittable``
+                (it is not buffered; the caller splits it).
+            TapeError: the same, for a record that cannot be split.
+        """
+        buf = self._buf
+        size = len(buf) - mark
+        if size + len(ARRAY32_PREFIX) > MAX_FRAME_BYTES:
+            del buf[mark:]
+            if splittable:
+                raise _Oversize(size)
+            raise TapeError(f"cannot record {what} on tape {self.path}: it encodes to {size} bytes, "
+                            f"more than a tape frame holds ({MAX_FRAME_BYTES})")
+        record = bytes(buf[mark:])
+        del buf[mark:]
+        self.flush()
+        self._buf += record
 
     def _maybe_flush(self) -> None:
         if len(self._buf) >= self.flush_bytes or real_seconds() - self._last_flush >= self.flush_interval_s:
