@@ -13,6 +13,7 @@ QuickJS context.
 from __future__ import annotations
 
 import ast
+import inspect
 import itertools
 import sys
 import traceback
@@ -25,6 +26,7 @@ import attrs
 
 from ._core._events import parse_symbols
 from ._core._runner import Runner
+from ._core._status import StrategyInfo
 from ._core._strategy import Strategy
 from ._errors import StrategyBuildError, StrategyLoadError, describe_exception
 from .js import JsStrategy, Script
@@ -82,8 +84,16 @@ def load_strategy(
     *,
     state_dir: Path | None = None,
     runner: Runner | None = None,
+    replacing: StrategyInfo | None = None,
+    declared: bool = False,
 ) -> Any:
     """Read ``spec``'s file afresh and build the strategy for ``symbols``.
+
+    ``replacing``: the strategy a swap replaces. The new one starts from its
+    parameters, with ``params`` on top (``carried_params``); a JavaScript
+    factory called without ``args`` gets the old one's. ``declared``: the
+    strategy may watch the symbols it declares instead of ``symbols`` (a
+    script's ``symbols: [...]``; ``symbols`` is then only the default ``sym``).
 
     Raises:
         StrategyLoadError: the file does not read, import or compile (the
@@ -94,8 +104,38 @@ def load_strategy(
         text = spec.path.read_text(encoding="utf-8")
     except (OSError, UnicodeError) as exc:
         raise StrategyLoadError(f"cannot read strategy file {spec.path}: {describe_exception(exc)}") from None
-    return _build(spec.language, str(spec.path), spec.name, text, symbols, params or {}, args,
-                  state_dir=state_dir or spec.path.parent / "state", runner=runner)
+    params = dict(params or {})
+    if replacing is not None and replacing.language == spec.language:
+        if spec.language == "javascript":
+            if not args and replacing.params.get("factory") == spec.name:
+                args = tuple(replacing.params.get("args") or ())
+        else:
+            assert spec.name is not None
+            cls = strategy_class(spec.path, spec.name, text)
+            return _construct(cls, str(spec.path), spec.name, symbols,
+                              {**carried_params(cls, replacing), **params})
+    return _build(spec.language, str(spec.path), spec.name, text, symbols, params, args,
+                  state_dir=state_dir or spec.path.parent / "state", runner=runner, declared=declared)
+
+
+def carried_params(cls: type[Strategy], old: StrategyInfo) -> dict[str, Any]:
+    """The parameters of the strategy ``old`` that a swap to ``cls`` keeps.
+
+    A swap re-parameterises a running slot, so it starts from what the slot
+    runs with (a configured ``qty``, a snapshot path), not the class's
+    defaults. The same class keeps them all; another class keeps the ones
+    its constructor names.
+    """
+    params = {k: v for k, v in old.params.items() if k != "symbols"}
+    if cls.__name__ == old.name:
+        return params
+    try:
+        named = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {k: v for k, v in params.items()
+            if k in named and named[k].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                inspect.Parameter.KEYWORD_ONLY)}
 
 
 def rebuild_strategy(language: str, spec: str, source: str, params: dict[str, Any], *, state_dir: Path) -> Any:
@@ -122,11 +162,14 @@ def rebuild_strategy(language: str, spec: str, source: str, params: dict[str, An
 
 
 def _build(language: str, path: str, name: str | None, text: str, symbols: Sequence[str], params: dict[str, Any],
-           args: Sequence[Any], *, state_dir: Path, runner: Runner | None) -> Any:
+           args: Sequence[Any], *, state_dir: Path, runner: Runner | None, declared: bool = False) -> Any:
     if language == "javascript":
-        return _build_js(path, name, text, symbols, args, state_dir=state_dir, runner=runner)
+        return _build_js(path, name, text, symbols, args, state_dir=state_dir, runner=runner, declared=declared)
     assert name is not None
-    cls = strategy_class(Path(path), name, text)
+    return _construct(strategy_class(Path(path), name, text), path, name, symbols, params)
+
+
+def _construct(cls: type[Strategy], path: str, name: str, symbols: Sequence[str], params: dict[str, Any]) -> Any:
     try:
         return cls(list(symbols), **params)
     except Exception as exc:
@@ -162,7 +205,7 @@ def strategy_class(path: Path, name: str, text: str | None = None) -> type[Strat
 
 
 def _build_js(path: str, name: str | None, text: str, symbols: Sequence[str], args: Sequence[Any], *,
-              state_dir: Path, runner: Runner | None) -> JsStrategy:
+              state_dir: Path, runner: Runner | None, declared: bool = False) -> JsStrategy:
     refs = parse_symbols(list(symbols))
     try:
         # No grants: the script may swap only the slots its strategies come to occupy.
@@ -174,7 +217,7 @@ def _build_js(path: str, name: str | None, text: str, symbols: Sequence[str], ar
         raise StrategyLoadError(f"{path}{':' + name if name else ''}: {describe_exception(exc)}") from exc
     got = {s.symbol for s in parse_symbols(strategy.symbols)}
     want = {s.symbol for s in refs}
-    if got != want:
+    if got != want and not declared:
         raise StrategyLoadError(f"{path}: the script's strategy watches {sorted(got)}, the slot {sorted(want)}")
     return strategy
 

@@ -71,7 +71,7 @@ def test_the_converter_round_trips_and_is_not_the_global_one() -> None:
     raw = converter.unstructure(cfg)
     assert raw["risk"]["global"]["max_position"] == "0.3" and "base_dir" not in raw
     again = converter.structure(raw, Config)
-    assert attrs.evolve(again, base_dir=cfg.base_dir) == cfg
+    assert attrs.evolve(again, base_dir=cfg.base_dir, file=cfg.file) == cfg
 
 
 @pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)

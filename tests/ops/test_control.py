@@ -98,7 +98,7 @@ async def test_socket_is_private_and_removed_at_exit(tmp_path: Path) -> None:
         (b'{"v": 1, "id": 9, "cmd": "swap", "slot": 0, "path": "a.py"}\n', "StrategyLoadError", "name the"),
         (b'{"v": 1, "id": 9, "cmd": "swap", "slot": 0, "path": "a.py:X", "params": [1]}\n', "RequestError",
          "'params' must be"),
-        (b'{"v": 1, "id": 9, "cmd": "add", "path": "a.py:X"}\n', "RequestError", "'symbols' must be"),
+        (b'{"v": 1, "id": 9, "cmd": "add", "path": "a.py:X", "symbols": "BTCUSDT"}\n', "RequestError", "'symbols' must be"),
         (b'{"v": 1, "id": 9, "cmd": "remove", "slot": -1}\n', "UnknownSlotError", "no slot -1"),
         (b'{"v": 1, "id": 9, "cmd": "halt"}\n', "ControlError", "no kill switch"),
     ],

@@ -11,6 +11,7 @@ and prints.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,17 +20,25 @@ from typing import Any
 import attrs
 import trio
 
+from .._core._clock import unix_time_ns
 from .._core._ports import Feed
 from .._core._runner import Runner
 from .._core._status import RunnerStatus
-from .._errors import ConfigError, FloxError, StrategyBuildError, StrategyLoadError
+from .._errors import (
+    ConfigError,
+    FloxError,
+    StrategyBuildError,
+    StrategyLoadError,
+    describe_exception,
+)
 from .._loader import StrategySpec, load_strategy, parse_spec
 from .._runner import open_runner
 from ..config import Config, LimitsConfig
 from ..connectors import Binance, Bybit
-from ..control import prepare_run_dir, serve_control, serve_metrics
+from ..control import announce_engine, named_run_dir, prepare_run_dir, serve_control, serve_metrics
 from ..execution import Limits, PaperSettings, RiskLimits, RiskSettings, build_executor
 from ..sim import open_simulator
+from ..tape._format import list_segments
 
 log = logging.getLogger("flox_trio.app")
 
@@ -101,6 +110,8 @@ class Engine:
     #: The port Prometheus metrics are served on, when enabled.
     metrics_port: int | None = None
     started_at: float = 0.0
+    #: The tape this run records to (``tape`` in the config, its template filled in).
+    tape: Path | None = None
     _stop: trio.Event = attrs.Factory(trio.Event)
 
     @property
@@ -177,7 +188,13 @@ class Engine:
             return
         log.info("watching %s for strategy changes", ", ".join(dirs))
         task_status.started()
-        async for changes in watchfiles.awatch(*dirs, debounce=200, step=50):
+
+        def is_strategy(change: watchfiles.Change, path: str) -> bool:
+            # Only the strategy files themselves: a tape or state file written
+            # next to them must not wake the watcher (nor log "changes detected").
+            return Path(path).resolve() in {b.spec.path for b in self.bindings.values()}
+
+        async for changes in watchfiles.awatch(*dirs, debounce=200, step=50, watch_filter=is_strategy):
             changed = [Path(p) for kind, p in changes if kind != watchfiles.Change.deleted]
             if changed:
                 await self.reload(changed)
@@ -185,7 +202,7 @@ class Engine:
     def summary(self) -> EngineSummary:
         """The engine's status now, with its uptime and every order's fate (what ``run`` prints at the end)."""
         orders = tuple((o.order_id, o.slot, o.status) for o in self.runner.executor.orders())
-        return EngineSummary(self.runner.status(), trio.current_time() - self.started_at, orders)
+        return EngineSummary(self.runner.status(), trio.current_time() - self.started_at, orders, self.tape)
 
 
 @attrs.frozen
@@ -194,6 +211,43 @@ class EngineSummary:
     uptime_s: float
     #: (order id, slot, status) of every order the executor still knows.
     orders: tuple[tuple[str, int, str], ...]
+    #: The tape the run recorded, if any.
+    tape: Path | None = None
+
+
+def new_tape_path(config: Config, now_ns: int | None = None) -> Path | None:
+    """Where this run records: ``tape`` with ``{name}``, ``{date}``, ``{time}`` filled in, made unused.
+
+    A tape directory is written once, so a path that already holds a tape gets
+    the first free suffix (``tapes/sim-ema-2``) instead of failing the run.
+    """
+    if not config.tape:
+        return None
+    now = time.gmtime((unix_time_ns() if now_ns is None else now_ns) // 1_000_000_000)
+    try:
+        text = config.tape.format(name=config.run_name, date=time.strftime("%Y%m%d", now),
+                                  time=time.strftime("%Y%m%d-%H%M%S", now))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"tape = {config.tape!r}: a template may use {{name}}, {{date}} and {{time}} "
+                          f"({describe_exception(exc)})") from None
+    base = config.path(text)
+    path, n = base, 1
+    while _holds_tape(path):
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def _holds_tape(path: Path) -> bool:
+    try:
+        return path.exists() and (not path.is_dir() or bool(list_segments(path)))
+    except OSError:
+        return True
+
+
+def run_dir_of(config: Config) -> Path:
+    """The configured run directory, or the per-user one of the run's name."""
+    return config.path(config.run_dir) if config.run_dir else named_run_dir(config.run_name)
 
 
 def _bindings(config: Config) -> list[Binding]:
@@ -217,7 +271,7 @@ async def open_engine(config: Config, *, reload: bool = False, feed: Feed | None
     is checked (created 0700 if missing) before anything starts: one that
     another user could write to is refused with ``RunDirError``.
     """
-    run_dir = prepare_run_dir(config.path(config.run_dir))
+    run_dir = prepare_run_dir(run_dir_of(config))
     bindings = _bindings(config)
     state_dir = config.path(config.state_dir)
     strategies = []
@@ -227,29 +281,34 @@ async def open_engine(config: Config, *, reload: bool = False, feed: Feed | None
                                             state_dir=state_dir))
         except StrategyLoadError as exc:
             raise ConfigError(f"slots[{i}].strategy = {slot.strategy!r}: {exc}") from None
-    tape = str(config.path(config.tape)) if config.tape else None
+    tape_path = new_tape_path(config)
+    tape = str(tape_path) if tape_path else None
+    if tape_path is not None:
+        log.info("recording to tape %s", tape_path)
     executor = build_executor(executor_settings(config))
-    async with _feed_or(config, feed) as the_feed, open_runner(
-        the_feed, executor, tape=tape, max_errors=config.max_errors, drain=False
-    ) as runner:
-        engine = Engine(runner, config, started_at=trio.current_time())
-        for binding, slot, strategy in zip(bindings, config.slots, strategies, strict=True):
-            index = runner.add_strategy(strategy, max_errors=slot.max_errors)
-            engine.bindings[index] = binding
-        async with trio.open_nursery() as nursery:
-            engine.control_socket = await nursery.start(
-                lambda task_status: serve_control(
-                    runner, run_dir, base_dir=Path.cwd(), state_dir=engine.state_dir,
-                    on_change=engine.on_control_change, task_status=task_status,
+    with announce_engine(run_dir, name=config.run_name, config=str(config.file or config.base_dir),
+                         started=unix_time_ns() / 1e9, tape=tape):
+        async with _feed_or(config, feed) as the_feed, open_runner(
+            the_feed, executor, tape=tape, max_errors=config.max_errors, drain=False
+        ) as runner:
+            engine = Engine(runner, config, started_at=trio.current_time(), tape=tape_path)
+            for binding, slot, strategy in zip(bindings, config.slots, strategies, strict=True):
+                index = runner.add_strategy(strategy, max_errors=slot.max_errors)
+                engine.bindings[index] = binding
+            async with trio.open_nursery() as nursery:
+                engine.control_socket = await nursery.start(
+                    lambda task_status: serve_control(
+                        runner, run_dir, base_dir=Path.cwd(), state_dir=engine.state_dir,
+                        on_change=engine.on_control_change, task_status=task_status,
+                    )
                 )
-            )
-            log.info("engine running: %d slots, control socket %s", len(config.slots), engine.control_socket)
-            if config.metrics_port is not None:
-                engine.metrics_port = await nursery.start(serve_metrics, runner, config.metrics_port)
-            if reload:
-                await nursery.start(engine.watch)
-            yield engine
-            nursery.cancel_scope.cancel(reason="engine stopping")
+                log.info("engine running: %d slots, control socket %s", len(config.slots), engine.control_socket)
+                if config.metrics_port is not None:
+                    engine.metrics_port = await nursery.start(serve_metrics, runner, config.metrics_port)
+                if reload:
+                    await nursery.start(engine.watch)
+                yield engine
+                nursery.cancel_scope.cancel(reason="engine stopping")
 
 
 async def record(config: Config, out: Path, duration: float) -> RunnerStatus:

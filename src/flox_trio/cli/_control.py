@@ -1,7 +1,8 @@
-"""The control subcommands: ``flox-trio swap|status|slots|add|remove|halt|resume``.
+"""The control subcommands: ``flox-trio ps|swap|status|slots|add|remove|halt|resume``.
 
-Each one connects to a running engine's control socket in ``--run-dir``
-(default ``./.flox-run``), sends one request and prints the reply.
+Each one finds a running engine (``--run-dir DIR``, ``--run NAME``, or the
+one engine running: see ``flox_trio.control._registry``), sends one request
+over its control socket and prints the reply.
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ from .._core._convert import converter, to_jsonable
 from .._core._events import quote_currency
 from .._core._status import RunnerStatus, SlotStatus
 from .._loader import split_spec
-from ..control import call
+from ..control import call, find_run_dir, running_engines, runtime_root
 from ..execution import RiskStatus
-
-DEFAULT_RUN_DIR = Path(".flox-run")
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -38,11 +37,27 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
-def _number(text: str) -> int | float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return int(value) if value.is_integer() and "." not in text else value
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_warmup(text: str) -> int | float:
+    """``500`` (events), ``2.5s``, ``90s``, ``2m``, ``1h`` (seconds of recent events, as a float)."""
+    raw = text.strip().lower()
+    unit = _UNITS.get(raw[-1:]) if raw else None
+    number = raw[:-1] if unit is not None else raw
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--warmup takes a number of events (500) or a duration (2.5s, 2m, 1h), got {text!r}") from None
+    if not (value >= 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"--warmup must be >= 0, got {text!r}")
+    if unit is not None:
+        return value * unit
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(
+            f"--warmup {text}: a number of events is whole; for seconds write {text}s")
+    return int(value)
 
 
 def absolute_spec(text: str) -> str:
@@ -126,7 +141,10 @@ def render_status(status: RunnerStatus, width: int = 200) -> list[Table | Text]:
     if status.connector_events:
         feed["connector events"] = status.connector_events
     notes = [Text(line, style="red") for line in slot_notes(status.slots)]
-    return [halt_banner(status), slots_table(status.slots, width), *notes, kv_table("feed", feed),
+    params = [Text(f"slot {s.index} params: " + " ".join(f"{k}={json.dumps(v, default=str)}"
+                                                          for k, v in s.params.items() if k != "symbols"))
+              for s in status.slots if s.state.value != "removed"]
+    return [halt_banner(status), slots_table(status.slots, width), *notes, *params, kv_table("feed", feed),
             kv_table("executor", to_jsonable(status.executor))]
 
 
@@ -179,33 +197,64 @@ def _swap(args: argparse.Namespace) -> int:
         fields["args"] = [v for _, v in (parse_param(f"a={a}") for a in args.arg)]
     if args.warmup is not None:
         fields["warmup"] = args.warmup
-    reply = call(args.run_dir, "swap", **fields)
+    if args.fresh:
+        fields["fresh"] = True
+    reply = call(_run_dir(args), "swap", **fields)
     r = reply["report"]
-    console().print(f"slot {r['slot']}: swapped {r['old_language']} {r['old_hash'][:8]} → {r['new_language']} "
-                    f"{r['new_hash'][:8]} ({reply['spec']}) at event {r['at_event']}, "
-                    f"pause {r['pause_s'] * 1e3:.3f} ms" + (f"; old on_stop failed: {r['stop_error']}"
-                                                           if r.get("stop_error") else ""))
+    out = console()
+    out.print(f"slot {r['slot']}: swapped {r.get('label') or reply['spec']} at event {r['at_event']}, "
+              f"pause {r['pause_s'] * 1e3:.3f} ms" + (f"; old on_stop failed: {r['stop_error']}"
+                                                     if r.get("stop_error") else ""))
+    if reply.get("params"):
+        out.print(f"slot {r['slot']} runs with " + " ".join(f"{k}={v!r}" for k, v in reply["params"].items()))
+    for change in reply.get("unnamed_changes") or ():
+        out.print(f"[yellow]warning: this swap changed {change}, which you did not name[/]")
     return 0
 
 
 def _add(args: argparse.Namespace) -> int:
-    fields: dict[str, Any] = {"path": absolute_spec(args.path), "symbols": args.symbols,
-                              "params": dict(args.param)}
+    fields: dict[str, Any] = {"path": absolute_spec(args.path), "params": dict(args.param)}
+    if args.symbols:
+        fields["symbols"] = args.symbols
     if args.arg:
         fields["args"] = [v for _, v in (parse_param(f"a={a}") for a in args.arg)]
-    reply = call(args.run_dir, "add", **fields)
-    console().print(f"slot {reply['slot']}: added {reply['spec']}")
+    reply = call(_run_dir(args), "add", **fields)
+    console().print(f"slot {reply['slot']}: added {reply['spec']} on {', '.join(reply.get('symbols') or [])}")
     return 0
 
 
 def _remove(args: argparse.Namespace) -> int:
-    reply = call(args.run_dir, "remove", slot=args.slot)
+    reply = call(_run_dir(args), "remove", slot=args.slot)
     console().print(f"slot {reply['slot']} removed")
     return 0
 
 
+def _run_dir(args: argparse.Namespace) -> Path:
+    return find_run_dir(args.run_dir, args.run)
+
+
+def _ps(args: argparse.Namespace) -> int:
+    import time
+
+    engines = running_engines()
+    if args.json:
+        console().print_json(data=[{"name": e.name, "run_dir": str(e.run_dir), "pid": e.pid, "config": e.config,
+                                    "started": e.started, "tape": e.tape} for e in engines])
+        return 0
+    if not engines:
+        console().print(f"no engine is running under {runtime_root()}")
+        return 0
+    t = Table(title=f"engines under {runtime_root()}")
+    for col in ("name", "pid", "up", "config", "tape"):
+        t.add_column(col, no_wrap=col in ("name", "pid", "up"))
+    for e in engines:
+        t.add_row(e.name, str(e.pid), f"{time.time() - e.started:,.0f} s", e.config, e.tape or "-")
+    console().print(t)
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
-    reply = call(args.run_dir, "status")
+    reply = call(_run_dir(args), "status")
     out = console()
     if args.json:
         out.print_json(data=reply["status"], default=str)
@@ -216,26 +265,27 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _slots(args: argparse.Namespace) -> int:
-    reply = call(args.run_dir, "slots")
+    reply = call(_run_dir(args), "slots")
     t = Table(title="slots")
-    for col in ("slot", "state", "language", "strategy", "spec", "symbols", "dispatched"):
+    for col in ("slot", "state", "language", "strategy", "params", "spec", "symbols", "dispatched"):
         t.add_column(col)
     for s in reply["slots"]:
-        t.add_row(str(s["index"]), s["state"], s["language"], s["strategy"], s["spec"], ", ".join(s["symbols"]),
-                  str(s["dispatched"]))
+        params = " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in s["params"].items() if k != "symbols")
+        t.add_row(str(s["index"]), s["state"], s["language"], s["strategy"], params or "-", s["spec"],
+                  ", ".join(s["symbols"]), str(s["dispatched"]))
     console().print(t)
     return 0
 
 
 def _halt(args: argparse.Namespace) -> int:
-    reply = call(args.run_dir, "halt", reason=args.reason)
+    reply = call(_run_dir(args), "halt", reason=args.reason)
     console().print(f"[red]trading halted[/red]: {reply['canceled']} open orders being canceled; "
                     "new orders are refused until `flox-trio resume`")
     return 0
 
 
 def _resume(args: argparse.Namespace) -> int:
-    call(args.run_dir, "resume")
+    call(_run_dir(args), "resume")
     console().print("trading resumed")
     return 0
 
@@ -244,9 +294,13 @@ def register(sub: Any) -> None:
     """Add the control subcommands to the CLI's subparsers."""
 
     def parser(name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
-        p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR,
-                       help="the engine's run directory (default ./.flox-run)")
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+        which = p.add_mutually_exclusive_group()
+        which.add_argument("--run", metavar="NAME", default=None,
+                           help="the engine whose run is called NAME (its config's name, by default the "
+                                "config file's stem); default: the one engine running (see `flox-trio ps`)")
+        which.add_argument("--run-dir", type=Path, default=None, metavar="DIR",
+                           help="the engine's run directory, for an engine whose config sets run_dir")
         p.set_defaults(func=func)
         return p
 
@@ -254,23 +308,34 @@ def register(sub: Any) -> None:
         p.add_argument("path", metavar="PATH[:NAME]",
                        help="file.py:ClassName, or file.js with an optional :factory")
         p.add_argument("--param", type=parse_param, action="append", default=[], metavar="K=V",
-                       help="a keyword argument of the Python class (value read as JSON, else a string)")
+                       help="a keyword argument of the Python class (value read as JSON, else a string); "
+                            "repeatable")
         p.add_argument("--arg", action="append", default=[], metavar="V",
                        help="an argument of the JavaScript factory (repeatable)")
 
-    p = parser("swap", "swap the strategy in a slot of a running engine", _swap)
-    p.add_argument("slot", type=int, metavar="SLOT")
+    p = sub.add_parser("ps", help="list the engines running for this user", description="list the engines "
+                       "running for this user: their names (for --run), pids, configs and tapes")
+    p.add_argument("--json", action="store_true", help="print them as JSON")
+    p.set_defaults(func=_ps)
+    p = parser("swap", "swap the strategy in a slot of a running engine; it keeps the slot's parameters "
+                       "and applies --param on top", _swap)
+    p.add_argument("slot", type=int, metavar="SLOT", help="the slot's index (see `flox-trio status`)")
     strategy_args(p)
-    p.add_argument("--warmup", type=_number, default=None, metavar="N",
-                   help="replay this many recent events (or seconds) through the new strategy first")
+    p.add_argument("--warmup", type=parse_warmup, default=None, metavar="N|DURATION",
+                   help="first replay recent events through the new strategy: a count (500) or a duration "
+                        "(2.5s, 2m)")
+    p.add_argument("--fresh", action="store_true",
+                   help="build the new strategy from its defaults and --param only, not the slot's parameters")
     p = parser("add", "add a strategy in a new slot", _add)
     strategy_args(p)
-    p.add_argument("--symbols", nargs="+", required=True, help="symbols the new slot watches")
+    p.add_argument("--symbols", nargs="+", default=None, metavar="SYMBOL",
+                   help="symbols the new slot watches (default: those the strategy declares, else the "
+                        "engine's)")
     p = parser("remove", "remove a slot (its strategy's on_stop runs)", _remove)
-    p.add_argument("slot", type=int, metavar="SLOT")
+    p.add_argument("slot", type=int, metavar="SLOT", help="the slot's index")
     p = parser("status", "show slots, feed and executor of a running engine", _status)
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
-    parser("slots", "list the slots of a running engine", _slots)
+    parser("slots", "list the slots of a running engine, with their parameters", _slots)
     p = parser("halt", "kill switch: cancel all open orders and refuse new ones", _halt)
     p.add_argument("--reason", default="halted by operator", help="recorded with every refusal")
     parser("resume", "accept orders again after a halt", _resume)

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from ..app import Engine, EngineSummary, open_engine
 from ..config import Config, load_config
+from ..control._registry import check_run_name
 
 log = logging.getLogger("flox_trio.run")
 
@@ -101,6 +102,12 @@ def run_command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.log_format is not None:  # the command line wins over the config file
         config = attrs.evolve(config, log=attrs.evolve(config.log, format=args.log_format))
+    if args.name is not None:
+        config = attrs.evolve(config, name=check_run_name(args.name))
+    if args.run_dir is not None:
+        config = attrs.evolve(config, run_dir=str(args.run_dir.expanduser().absolute()))
+    if args.tape is not None:  # relative to this shell, like every path on the command line
+        config = attrs.evolve(config, tape=str(Path(args.tape).expanduser().absolute()))
     configure_logging(config, getattr(args, "verbose", 0))
     tail = None
     if args.live:
@@ -111,10 +118,11 @@ def run_command(args: argparse.Namespace) -> int:
     from ._control import console
 
     print_summary(console(), summary)
-    if config.tape:
+    if summary.tape is not None:
         from ._tape import write_report_for
 
-        json_path, png_path = write_report_for(config.path(config.tape), config.path(config.run_dir))
+        json_path, png_path = write_report_for(summary.tape, summary.tape.with_name(summary.tape.name + ".report"))
+        console().print(f"tape: {summary.tape} (replay: flox-trio replay {summary.tape})")
         console().print(f"report: {json_path}, {png_path}")
     return 0
 
@@ -143,4 +151,11 @@ def register(sub: Any) -> None:
     p.add_argument("--live", action="store_true", help="show the status tables live in the terminal")
     p.add_argument("--log-format", choices=("human", "json"), default=None,
                    help="log lines for people (default) or one JSON object per line")
+    p.add_argument("--name", default=None, help="the run's name, for `flox-trio status --run NAME` "
+                   "(default: the config's name, else the config file's stem)")
+    p.add_argument("--tape", default=None, metavar="PATH",
+                   help="record the session to this tape (overrides the config's tape; {name}, {date} and "
+                        "{time} are filled in; a path that holds a tape already gets a -2, -3... suffix)")
+    p.add_argument("--run-dir", type=Path, default=None, metavar="DIR",
+                   help="where the control socket goes (default: a per-user directory for the run's name)")
     p.set_defaults(func=run_command)

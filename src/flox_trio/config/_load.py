@@ -62,6 +62,7 @@ MAX_LATENCY = 3600.0
 
 _NUMERIC = re.compile(r"^\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*$")
 _SYMBOL = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_-]{0,31}:)?[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 
 
@@ -108,10 +109,11 @@ def _register(conv: cattrs.Converter) -> None:
     conv.register_structure_hook(
         Config,
         _table(Config, make_dict_structure_fn(Config, conv, _cattrs_forbid_extra_keys=True,
-                                              base_dir=override(omit=True))),
+                                              base_dir=override(omit=True), file=override(omit=True))),
     )
     conv.register_unstructure_hook(
-        Config, cattrs.gen.make_dict_unstructure_fn(Config, conv, base_dir=override(omit=True)),
+        Config, cattrs.gen.make_dict_unstructure_fn(Config, conv, base_dir=override(omit=True),
+                                                    file=override(omit=True)),
     )
 
 
@@ -183,9 +185,17 @@ def parse_config(text: str, path: str | Path = "<config>") -> Config:
     except Exception as exc:  # cattrs raises ExceptionGroups of anything the hooks raise
         problems = list(_leaves(exc, ()))
         raise ConfigError(_describe(problems, data, text, path)) from None
-    config = attrs.evolve(config, base_dir=path.resolve().parent)
+    config = attrs.evolve(config, base_dir=path.resolve().parent, file=path.resolve())
     _check_semantics(config, text, path)
+    if config.name is None:
+        config = attrs.evolve(config, name=_default_name(path))
     return config
+
+
+def _default_name(path: Path) -> str:
+    """The run's name when the config gives none: its file's stem, made a valid name."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", path.stem).lstrip(".-")[:64]
+    return stem or "flox"
 
 
 def _check_semantics(config: Config, text: str, path: Path) -> None:
@@ -211,7 +221,11 @@ def _check_semantics(config: Config, text: str, path: Path) -> None:
             fail(("executor", name), f"has more than {PARAM_DECIMAL_PLACES} decimal places")
     if config.tape is not None:
         _check_path(config.tape, ("tape",), fail, "leave tape out to record nothing")
-    _check_path(config.run_dir, ("run_dir",), fail, 'the default is ".flox-run"')
+    if config.run_dir is not None:
+        _check_path(config.run_dir, ("run_dir",), fail, "leave run_dir out for the per-user default")
+    if config.name is not None and not _RUN_NAME.match(config.name):
+        fail(("name",), f"must be 1-64 letters, digits, '.', '_' or '-', not starting with '.' or '-', "
+             f"got {config.name!r}")
     _check_path(config.state_dir, ("state_dir",), fail, 'the default is "state"')
     if config.max_errors < 0:
         fail(("max_errors",), f"must be >= 0 (0: quarantine at the first error), got {config.max_errors}")
@@ -432,7 +446,7 @@ def _deepest_line(text: str) -> int:
 
 
 def _allowed_keys(cl: type) -> set[str]:
-    names = {a.name for a in attrs.fields(cl) if a.init and a.name != "base_dir"}
+    names = {a.name for a in attrs.fields(cl) if a.init and a.name not in ("base_dir", "file")}
     return {"global" if n == "global_" else n for n in names}
 
 

@@ -116,9 +116,13 @@ class Config:
     executor: ExecutorConfig = ExecutorConfig()
     risk: RiskConfig = RiskConfig()
     tape: str | None = None
-    #: Where the control socket lives: created 0700 if missing; refused if another user owns it
-    #: or can write to it (someone could answer for the engine there).
-    run_dir: str = ".flox-run"
+    #: The run's name: control commands find the engine by it (``--run NAME``); default the config
+    #: file's stem. Letters, digits, ``.``, ``_``, ``-``.
+    name: str | None = None
+    #: Where the control socket lives; default a per-user runtime directory for the run's name
+    #: (see ``flox_trio.control``). Created 0700 if missing; refused if another user owns it or can
+    #: write to it (someone could answer for the engine there).
+    run_dir: str | None = None
     state_dir: str = "state"
     #: Errors before a slot is quarantined: >= 0.
     max_errors: int = 10
@@ -127,6 +131,12 @@ class Config:
     metrics_port: int | None = None
     #: The directory of the config file (not a TOML key).
     base_dir: Path = attrs.field(default=Path("."), kw_only=True)
+    #: The config file itself, when it came from one (not a TOML key).
+    file: Path | None = attrs.field(default=None, kw_only=True)
+
+    @property
+    def run_name(self) -> str:
+        return self.name or "flox"
 
     def path(self, value: str) -> Path:
         """``value`` resolved against the config file's directory."""

@@ -25,6 +25,7 @@ import trio
 
 from .._core._convert import to_jsonable
 from .._core._runner import Runner
+from .._core._status import StrategyInfo
 from .._errors import FloxError, describe_exception
 from .._loader import load_strategy, parse_spec
 from ..execution import RiskExecutor
@@ -120,7 +121,8 @@ class ControlServer:
         self.runner.slot(slot)  # raises UnknownSlotError for unknown or removed slots
         return slot
 
-    def _build(self, request: dict[str, Any], symbols: list[str]) -> tuple[Any, str]:
+    def _build(self, request: dict[str, Any], symbols: list[str],
+               replacing: StrategyInfo | None = None, declared: bool = False) -> tuple[Any, str]:
         path = request.get("path")
         params = request.get("params", {})
         args = request.get("args", [])
@@ -132,30 +134,52 @@ class ControlServer:
             raise RequestError(f"'args' must be a list, got {args!r}")
         spec = parse_spec(path, self.base_dir)
         strategy = load_strategy(spec, symbols, params, args, state_dir=self.state_dir,
-                                 runner=self.runner)
+                                 runner=self.runner, replacing=replacing, declared=declared)
         return strategy, str(spec)
 
     async def _swap(self, request: dict[str, Any]) -> dict[str, Any]:
         index = self._slot_arg(request)
         symbols = [str(s) for s in self.runner.slots[index].symbols]
-        strategy, spec = self._build(request, symbols)
         warmup = request.get("warmup")
         if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, int | float)):
             raise RequestError(f"'warmup' must be a number of events or seconds, got {warmup!r}")
+        old = self.runner.slot(index).host.info
+        # A swap re-parameterises what runs: it starts from the slot's parameters
+        # unless the client asks for the new strategy's defaults ("fresh").
+        strategy, spec = self._build(request, symbols, None if request.get("fresh") else old)
         report = await self.runner.replace_strategy(index, strategy, warmup=warmup)
+        new = self.runner.slot(index).host.info
+        named = {**(request.get("params") or {}), "factory": None, **({"args": None} if "args" in request else {})}
+        unnamed = unnamed_changes(old.params, new.params, named)
+        for change in unnamed:
+            log.warning("swap of slot %d changed %s, a parameter the request did not name", index, change)
         if self.on_change is not None:
-            self.on_change(index, request)
-        return {"slot": index, "spec": spec, "report": to_jsonable(report)}
+            self.on_change(index, {**request, **_binding_fields(new)})
+        return {"slot": index, "spec": spec, "report": to_jsonable(report),
+                "params": {k: v for k, v in new.params.items() if k != "symbols"}, "unnamed_changes": unnamed}
 
     async def _add(self, request: dict[str, Any]) -> dict[str, Any]:
         symbols = request.get("symbols")
+        declared = symbols is None
+        if declared:
+            # No symbols named: the strategy's own, or else the ones this engine trades.
+            symbols = self._engine_symbols()
         if not (isinstance(symbols, list) and symbols and all(isinstance(s, str) for s in symbols)):
             raise RequestError(f"'symbols' must be a non-empty list of symbols, got {symbols!r}")
-        strategy, spec = self._build(request, symbols)
+        strategy, spec = self._build(request, symbols, declared=declared)
         index = self.runner.add_strategy(strategy)
         if self.on_change is not None:
             self.on_change(index, request)
-        return {"slot": index, "spec": spec}
+        return {"slot": index, "spec": spec, "symbols": [str(s) for s in self.runner.slots[index].symbols]}
+
+    def _engine_symbols(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for s in self.runner.slots:
+            if s.active:
+                seen.update((str(sym), None) for sym in s.symbols)
+        if not seen:
+            raise RequestError("no slot is running to take symbols from: name them (--symbols BTCUSDT ...)")
+        return list(seen)
 
     async def _remove(self, request: dict[str, Any]) -> dict[str, Any]:
         index = self._slot_arg(request)
@@ -191,6 +215,23 @@ class ControlServer:
     async def _resume(self, request: dict[str, Any]) -> dict[str, Any]:
         self._risk().resume()
         return {"halted": False}
+
+
+def unnamed_changes(old: dict[str, Any], new: dict[str, Any], named: dict[str, Any]) -> list[str]:
+    """``"qty 0.01→1.0"`` for each parameter a swap changed that the request did not name."""
+    keys = (set(old) | set(new)) - set(named) - {"symbols"}
+    return [f"{k} {old.get(k, '(unset)')!r}→{new.get(k, '(unset)')!r}"
+            for k in sorted(keys, key=str) if old.get(k, _UNSET) != new.get(k, _UNSET)]
+
+
+_UNSET = object()
+
+
+def _binding_fields(info: StrategyInfo) -> dict[str, Any]:
+    """What the slot now runs with, for ``--reload`` to build it again."""
+    if info.language == "javascript":
+        return {"params": {}, "args": list(info.params.get("args") or ())}
+    return {"params": {k: v for k, v in info.params.items() if k != "symbols"}}
 
 
 def _error(rid: Any, exc: BaseException) -> dict[str, Any]:
