@@ -68,7 +68,7 @@ async def test_reconnect_times_follow_the_backoff_exactly(autojump_clock: trio.t
     async with simulator(rate=5) as sim:
         sim.faults.refuse(times=6, status=503)
         hub = RecordingHub()
-        feed = Bybit(["BTCUSDT"], ws_url=sim.bybit_ws_url, **FAST)
+        feed = Bybit(["BTCUSDT"], ws_url=sim.bybit_ws_url, **{**FAST, "initial_retries": None})
         t0 = trio.current_time()
         async with running(feed, hub):
             await wait_until(lambda: feed.state == "connected")
@@ -96,7 +96,7 @@ async def test_jittered_reconnects_are_reproducible_with_a_seed(autojump_clock: 
     async with simulator(rate=5) as sim:
         sim.faults.refuse(times=5)
         hub = RecordingHub()
-        options = {**FAST, "backoff_jitter": 0.5, "rng": random.Random(42)}
+        options = {**FAST, "backoff_jitter": 0.5, "rng": random.Random(42), "initial_retries": None}
         feed = Bybit(["BTCUSDT"], ws_url=sim.bybit_ws_url, **options)
         t0 = trio.current_time()
         async with running(feed, hub):
@@ -144,6 +144,34 @@ async def test_nothing_listening_is_retried(autojump_clock: trio.testing.MockClo
     assert [e["retry_in"] for e in hub.kinds("error")] == [0.5, 1.0, 2.0, 4.0]
     assert all(f"cannot connect to 127.0.0.1:{port}" in e["detail"] for e in hub.kinds("error"))
     assert feed.state == "stopped"
+
+
+async def test_a_venue_unreachable_at_start_fails_fast(autojump_clock: trio.testing.MockClock) -> None:
+    """Nothing ever answered: after initial_retries the run fails with what to check, not a silent retry loop."""
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    hub = RecordingHub()
+    feed = Bybit(["BTCUSDT"], ws_url=f"ws://127.0.0.1:{port}/v5/public/spot", **FAST)
+    t0 = trio.current_time()
+    with pytest.raises(RetriesExhaustedError, match=r"5 connection attempts .* before any connection succeeded"):
+        await feed.run(hub)
+    assert trio.current_time() - t0 == pytest.approx(0.5 + 1 + 2 + 4)
+
+
+async def test_open_runner_on_an_unreachable_venue_raises(autojump_clock: trio.testing.MockClock) -> None:
+    import flox_trio as flox
+
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    feed = Bybit(["BTCUSDT"], ws_url=f"ws://127.0.0.1:{port}/v5/public/spot", **FAST)
+    with pytest.RaisesGroup(RetriesExhaustedError, flatten_subgroups=True):
+        async with flox.open_runner(feed) as runner:
+            runner.add_strategy(flox.Strategy(["BTCUSDT"]))
+            await trio.sleep(3600)
 
 
 def test_urls_are_split_for_the_handshake() -> None:

@@ -183,3 +183,57 @@ def test_ps_lists_nothing_when_nothing_runs(tmp_path: Path) -> None:
                             text=True)
     assert status.returncode == 2 and len(status.stderr.strip().splitlines()) == 1
     assert "start one with `flox-trio run CONFIG`" in status.stderr
+
+
+def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flox_trio.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("json_logs", [False, True])
+def test_start_up_failures_are_one_line_naming_the_key_and_line(tmp_path: Path, json_logs: bool) -> None:
+    (tmp_path / "syn.py").write_text("import flox_trio as flox\nclass S(flox.Strategy)\n    pass\n")
+    cases = {
+        "missing": ('strategy = "nothere.py:X"', "bad.toml:5: slots[0].strategy: ", "no such strategy file"),
+        "param": (f'strategy = "{EMA}:EmaStrategy"\nparams = {{ fast = 30, slow = 10 }}',
+                  "bad.toml:5: slots[0].strategy", "needs 0 < fast < slow"),
+        "syntax": ('strategy = "syn.py:S"', "bad.toml:5: slots[0].strategy", "syn.py:2: syntax error"),
+    }
+    for body, where, what in cases.values():
+        (tmp_path / "bad.toml").write_text(f'symbols = ["BTCUSDT"]\n[venue]\nname = "sim"\n[[slots]]\n{body}\n')
+        out = _cli(tmp_path, "run", "bad.toml", *(["--log-format", "json"] if json_logs else []))
+        assert out.returncode == 2
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1, out.stderr
+        if json_logs:
+            import json
+
+            line = json.loads(lines[0])
+            assert line["level"] == "error" and where in line["message"] and what in line["message"]
+        else:
+            assert lines[0].startswith("flox-trio run: ") and where in lines[0] and what in lines[0]
+    assert not (tmp_path / "tapes").exists()
+
+
+def test_a_json_run_stays_json_to_its_last_line(tmp_path: Path) -> None:
+    import json
+    import signal
+    import time
+
+    config = tmp_path / "j.toml"
+    config.write_text(f'symbols = ["BTCUSDT"]\ntape = "tapes/{{name}}"\n[venue]\nname = "sim"\n[log]\nformat = "json"\n'
+                      f'[[slots]]\nstrategy = "{EMA}:EmaStrategy"\nparams = {{ cooldown = 1.0 }}\n')
+    proc = subprocess.Popen([sys.executable, "-m", "flox_trio.cli", "run", str(config)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "tapes" / "j").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # a real process on the real clock: polling is the only way to observe it
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    for line in (out + err).strip().splitlines():
+        json.loads(line)
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["message"] == "engine stopped" and summary["tape"] == str(tmp_path / "tapes" / "j")
+    assert any("recording to tape" in json.loads(line)["message"] for line in err.splitlines())

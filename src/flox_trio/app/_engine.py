@@ -33,7 +33,7 @@ from .._errors import (
 )
 from .._loader import StrategySpec, load_strategy, parse_spec
 from .._runner import open_runner
-from ..config import Config, LimitsConfig
+from ..config import Config, LimitsConfig, where
 from ..connectors import Binance, Bybit
 from ..control import announce_engine, named_run_dir, prepare_run_dir, serve_control, serve_metrics
 from ..execution import Limits, PaperSettings, RiskLimits, RiskSettings, build_executor
@@ -256,7 +256,7 @@ def _bindings(config: Config) -> list[Binding]:
         try:
             spec = parse_spec(slot.strategy, config.base_dir)
         except StrategyLoadError as exc:
-            raise ConfigError(f"slots[{i}].strategy: {exc}") from None
+            raise ConfigError(f"{where(config, 'slots', i, 'strategy')}: {exc}") from None
         out.append(Binding(spec, config.slot_symbols(slot), dict(slot.params), slot.args))
     return out
 
@@ -280,7 +280,7 @@ async def open_engine(config: Config, *, reload: bool = False, feed: Feed | None
             strategies.append(load_strategy(binding.spec, binding.symbols, binding.params, binding.args,
                                             state_dir=state_dir))
         except StrategyLoadError as exc:
-            raise ConfigError(f"slots[{i}].strategy = {slot.strategy!r}: {exc}") from None
+            raise ConfigError(f"{where(config, 'slots', i, 'strategy')} = {slot.strategy!r}: {exc}") from None
     tape_path = new_tape_path(config)
     tape = str(tape_path) if tape_path else None
     if tape_path is not None:

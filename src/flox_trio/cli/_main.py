@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except FloxError as exc:
-        return _fail(args.command, exc)
+        return _fail(args.command, exc, args)
     except KeyboardInterrupt:
         return 130
     except BaseExceptionGroup as group:
@@ -68,13 +68,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         flox_errors = [e for e in leaves if isinstance(e, FloxError)]
         if len(flox_errors) != len(leaves):
             raise
-        return _fail(args.command, flox_errors[0])
+        return _fail(args.command, flox_errors[0], args)
 
 
-def _fail(command: str, exc: FloxError) -> int:
-    """Report a user-facing failure on exactly one line of stderr; exit status 2."""
+def _fail(command: str, exc: FloxError, args: argparse.Namespace) -> int:
+    """Report a user-facing failure on exactly one line of stderr; exit status 2.
+
+    With JSON logs (``--log-format json``, or the config's ``[log] format``)
+    the line is a JSON object like every other line the run printed.
+    """
     text = " ".join(str(exc).split()) or type(exc).__name__
-    print(f"flox-trio {command}: {text}", file=sys.stderr)
+    if getattr(args, "json_output", False):
+        import json
+
+        print(json.dumps({"level": "error", "logger": "flox_trio.cli", "command": command,
+                          "error": type(exc).__name__, "message": text}), file=sys.stderr)
+    else:
+        print(f"flox-trio {command}: {text}", file=sys.stderr)
     return 2
 
 

@@ -99,9 +99,11 @@ async def run_until_signal(config: Config, reload: bool, live: bool = False,
 
 
 def run_command(args: argparse.Namespace) -> int:
+    args.json_output = args.log_format == "json"
     config = load_config(args.config)
     if args.log_format is not None:  # the command line wins over the config file
         config = attrs.evolve(config, log=attrs.evolve(config.log, format=args.log_format))
+    args.json_output = config.log.format == "json"  # errors and the summary too, to the last line
     if args.name is not None:
         config = attrs.evolve(config, name=check_run_name(args.name))
     if args.run_dir is not None:
@@ -117,14 +119,36 @@ def run_command(args: argparse.Namespace) -> int:
     summary = trio.run(run_until_signal, config, bool(args.reload), bool(args.live), tail)
     from ._control import console
 
-    print_summary(console(), summary)
+    report: tuple[Path, Path] | None = None
     if summary.tape is not None:
         from ._tape import write_report_for
 
-        json_path, png_path = write_report_for(summary.tape, summary.tape.with_name(summary.tape.name + ".report"))
+        report = write_report_for(summary.tape, summary.tape.with_name(summary.tape.name + ".report"))
+    if args.json_output:
+        print(json.dumps(summary_json(summary, report), default=str))
+        return 0
+    print_summary(console(), summary)
+    if summary.tape is not None and report is not None:
         console().print(f"tape: {summary.tape} (replay: flox-trio replay {summary.tape})")
-        console().print(f"report: {json_path}, {png_path}")
+        console().print(f"report: {report[0]}, {report[1]}")
     return 0
+
+
+def summary_json(summary: EngineSummary, report: tuple[Path, Path] | None) -> dict[str, Any]:
+    """The end-of-run summary as one JSON object (``--log-format json``)."""
+    from .._core._convert import to_jsonable
+
+    by_status: dict[str, int] = {}
+    for _, _, status in summary.orders:
+        by_status[status] = by_status.get(status, 0) + 1
+    return {"level": "info", "logger": "flox_trio.run", "message": "engine stopped", "uptime_s": summary.uptime_s,
+            "published": summary.status.published, "orders": by_status,
+            "slots": [{"index": s.index, "state": s.state.value, "strategy": s.strategy, "events": s.dispatched,
+                       "position": s.position, "pnl": s.realized_pnl + s.unrealized_pnl, "errors": s.errors}
+                      for s in summary.status.slots],
+            "executor": to_jsonable(summary.status.executor),
+            "tape": None if summary.tape is None else str(summary.tape),
+            "report": None if report is None else [str(p) for p in report]}
 
 
 def print_summary(console: Console, summary: EngineSummary) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .._core._events import quote_currency
 from .._errors import ConfigError
+from ._control import console as make_console
 
 if TYPE_CHECKING:
     from ..replay import ReplayResult
@@ -32,7 +35,7 @@ def _record_cmd(args: argparse.Namespace) -> int:
     if out.exists():
         raise ConfigError(f"{out} already exists: record to a new tape path")
     status = trio.run(record, config, out, args.duration)
-    Console().print(f"recorded {status.published} events from {config.venue.name} to {out}")
+    make_console().print(f"recorded {status.published} events from {config.venue.name} to {out}")
     return 0
 
 
@@ -43,9 +46,13 @@ def _replay_cmd(args: argparse.Namespace) -> int:
     from ..tape import tape_info
 
     path = Path(args.path)
-    console = Console()
+    console = make_console()
     bundle = is_bundle(path)
     total = None if bundle else tape_info(path).events
+    # The session's strategies run again, and the risk layer refuses again what it refused
+    # live: the summary counts those; one warning per refusal is for the live run.
+    if args.verbose == 0:
+        logging.getLogger("flox_trio.risk").setLevel(logging.ERROR)
     with Progress(TextColumn("replaying {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task(path.name, total=total)
@@ -76,12 +83,16 @@ def _summary(console: Console, result: ReplayResult) -> None:
     t = Table(title=f"replay: {result.events} market events, {result.swaps} swaps")
     for col in ("slot", "strategy", "language", "dispatched", "swaps", "errors", "position", "realized PnL"):
         t.add_column(col, justify="right")
+    currency = quote_currency(sym for s in result.status.slots for sym in s.symbols)
     for s in result.status.slots:
         t.add_row(str(s.index), s.strategy, s.language, str(s.dispatched), str(s.swaps),
-                  str(s.errors), ", ".join(f"{k} {v}" for k, v in s.position.items()), str(s.realized_pnl))
+                  str(s.errors), ", ".join(f"{k} {v}" for k, v in s.position.items()),
+                  f"{s.realized_pnl} {currency}")
     console.print(t)
     filled = sum(o["status"] == "filled" for o in outputs["orders"])
-    console.print(f"orders: {len(outputs['orders'])} ({filled} filled), fills: {len(outputs['fills'])}")
+    rejected = sum(o["status"] == "rejected" for o in outputs["orders"])
+    console.print(f"orders: {len(outputs['orders'])} ({filled} filled, {rejected} rejected), "
+                  f"fills: {len(outputs['fills'])}")
 
 
 # --- bundle ------------------------------------------------------------------------------
@@ -90,14 +101,14 @@ def _bundle_pack(args: argparse.Namespace) -> int:
     from ..replay import pack_bundle
 
     out = pack_bundle(args.tape, args.out, config=args.config)
-    Console().print(f"packed {args.tape} into {out}")
+    make_console().print(f"packed {args.tape} into {out}")
     return 0
 
 
 def _bundle_validate(args: argparse.Namespace) -> int:
     from ..replay import validate_bundle
 
-    console = Console()
+    console = make_console()
     validation = validate_bundle(args.bundle, trust=args.trust)
     for w in validation.warnings:
         console.print(f"warning: {w}")
@@ -122,7 +133,7 @@ def write_report_for(path: Path, out_dir: Path) -> tuple[Path, Path]:
 
 def _report_cmd(args: argparse.Namespace) -> int:
     json_path, png_path = write_report_for(Path(args.path), Path(args.out))
-    Console().print(f"wrote {json_path} and {png_path}")
+    make_console().print(f"wrote {json_path} and {png_path}")
     return 0
 
 
@@ -132,7 +143,7 @@ def _tape_info(args: argparse.Namespace) -> int:
     from ..tape import tape_info
 
     info = tape_info(args.tape)
-    console = Console()
+    console = make_console()
     t = Table(title=f"{info.path} ({info.segments} segments, {info.bytes} bytes)")
     t.add_column("what")
     t.add_column("count", justify="right")

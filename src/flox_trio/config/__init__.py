@@ -3,6 +3,7 @@
 from .._core._convert import converter as converter
 from ._load import load_config as load_config
 from ._load import parse_config as parse_config
+from ._load import where as where
 from ._schema import Config as Config
 from ._schema import ExecutorConfig as ExecutorConfig
 from ._schema import LimitsConfig as LimitsConfig
@@ -13,5 +14,5 @@ from ._schema import VenueConfig as VenueConfig
 
 __all__ = [
     "Config", "ExecutorConfig", "LimitsConfig", "LogConfig", "RiskConfig", "SlotConfig",
-    "VenueConfig", "converter", "load_config", "parse_config",
+    "VenueConfig", "converter", "load_config", "parse_config", "where",
 ]

@@ -192,6 +192,18 @@ def parse_config(text: str, path: str | Path = "<config>") -> Config:
     return config
 
 
+def where(config: Config, *key_path: PathPart) -> str:
+    """``"examples/sim_ema.toml:37: slots[0].strategy"``: a key of a loaded config, for an error message."""
+    dotted = _dotted(key_path)
+    if config.file is None:
+        return dotted
+    try:
+        lines = _key_lines(config.file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeError):
+        return f"{config.file}: {dotted}"
+    return f"{config.file}:{_line_of(lines, key_path)}: {dotted}"
+
+
 def _default_name(path: Path) -> str:
     """The run's name when the config gives none: its file's stem, made a valid name."""
     stem = re.sub(r"[^A-Za-z0-9._-]", "-", path.stem).lstrip(".-")[:64]

@@ -52,6 +52,9 @@ class SessionOptions:
     healthy_after: float = attrs.field(default=30.0, validator=_non_negative("healthy_after"))
     #: Give up (raise) after this many consecutive failed attempts; None retries forever.
     max_retries: int | None = attrs.field(default=None, validator=_optional_positive("max_retries"))
+    #: Before any connection succeeded: give up after this many failed attempts (a venue that
+    #: cannot be reached at start is a wrong URL or no network, not an outage to wait out); None: max_retries.
+    initial_retries: int | None = attrs.field(default=4, validator=_optional_positive("initial_retries"))
     #: Watchdog: no message for this long while subscriptions are live → reconnect.
     stale_timeout: float = attrs.field(default=30.0, validator=_positive("stale_timeout"))
     #: Keepalive pings (0 = none); a ping unanswered for pong_timeout → reconnect.

@@ -99,6 +99,7 @@ class Supervisor:
         opts = self._options
         backoff = self._backoff()
         failures = 0
+        connected_once = False
         while True:
             if not self._subs.desired:
                 self.state = "idle"
@@ -110,10 +111,14 @@ class Supervisor:
             except (HandshakeError, OSError) as exc:
                 self._raise_if_fatal(exc)
                 failures += 1
-                if opts.max_retries is not None and failures > opts.max_retries:
+                limits = [opts.max_retries] if connected_once else [opts.max_retries, opts.initial_retries]
+                limit = min((n for n in limits if n is not None), default=None)
+                if limit is not None and failures > limit:
+                    first = "" if connected_once else " before any connection succeeded"
                     raise RetriesExhaustedError(
                         f"{self._venue.name}: {failures} connection attempts to {self._venue.ws_url} failed in a "
-                        f"row (last: {describe(exc)}); check the URL and the network, or raise max_retries"
+                        f"row{first} (last: {describe(exc)}); check the URL and the network, or raise "
+                        f"{'max_retries' if connected_once else 'initial_retries'}"
                     ) from exc
                 delay = backoff.next_delay()
                 self._reporter.error("connect failed", describe(exc), url=self._venue.ws_url,
@@ -122,6 +127,7 @@ class Supervisor:
                 await trio.sleep(delay)
                 continue
             self._activate(conn)
+            connected_once = True
             conn = await self._follow(nursery, conn)
             planned = conn.planned is not None
             if planned or conn.ended_at - conn.opened_at >= opts.healthy_after:

@@ -52,4 +52,5 @@ function makeStrategy(label, fast, slow, qty, snapshot, cooldown) {
   return s;
 }
 
-flox.register(makeStrategy('v1'));
+// Registered with a one-second cooldown, so that an EMA that flickers does not hit the order rate limit.
+flox.register(makeStrategy('v1', 12, 26, 0.01, undefined, 1));
