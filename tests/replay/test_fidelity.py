@@ -135,3 +135,51 @@ def test_a_strategy_recorded_from_a_script_replays_without_running_the_script(tm
     assert done.returncode == 1 and "never when rebuilt" in done.stderr  # it ran as a program
     result = replay_tape(tape)
     assert [o["qty"] for o in result.outputs["orders"]] == ["0.01"]
+
+
+async def record_with_a_halt(tape: Path) -> tuple[list[tuple[str, str, str]], int, int]:
+    from flox_trio.control import ControlClient, serve_control
+
+    limits = RiskLimits(per_slot=Limits(max_order_qty=Decimal(5)))
+    executor = flox.RiskExecutor(flox.PaperExecutor(latency=0.01), limits)
+    feed = flox.feeds.PushFeed(["BTCUSDT"])
+    market = trades(300)
+    async with flox.open_runner(feed, executor, tape=str(tape)) as runner, trio.open_nursery() as nursery:
+        await nursery.start(serve_control, runner, tape.parent / "run")
+        runner.add_strategy(Buyer(["BTCUSDT"], qty=1.0, every=4))
+        async with ControlClient(tape.parent / "run") as client:
+            # The operator acts between two events the slot has handled, as the replay's lockstep does.
+            await feed.push(market[:100])
+            await runner.wait_idle()
+            await client.call("halt", reason="fat finger")
+            halted_at = runner.status().market_events
+            await feed.push(market[100:200])
+            await runner.wait_idle()
+            await client.call("resume")
+            resumed_at = runner.status().market_events
+            await feed.push(market[200:])
+            await runner.wait_idle()
+            await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    return ([(o.order_id, o.status, o.reason) for o in executor.orders()], halted_at, resumed_at)
+
+
+def test_a_halt_is_on_the_tape_done_again_by_the_replay_and_shaded_in_the_report(tmp_path: Path) -> None:
+    from flox_trio.report import write_report
+
+    tape = tmp_path / "halt.tape"
+    live, halted_at, resumed_at = trio.run(record_with_a_halt, tape,
+                                           clock=trio.testing.MockClock(autojump_threshold=0))
+    refused = [o for o in live if o[1] == "rejected"]
+    assert refused and all("trading halted (fat finger)" in reason for _, _, reason in refused)
+    controls = flox.tape.TapeReader(tape).control_records()
+    assert [(c.action, c.reason, c.at_market_event) for c in controls] == [
+        ("halt", "fat finger", halted_at), ("resume", "", resumed_at)]
+    assert flox.tape.tape_info(tape).records["control"] == 2
+    replayed = replay_tape(tape)
+    again = [(o["order_id"], o["status"], o["reason"]) for o in replayed.outputs["orders"]]
+    assert [o for o in again if o[1] == "rejected"] == refused
+    marks = build_report(tape).controls
+    assert [m["action"] for m in marks] == ["halt", "resume"] and marks[0]["t"] < marks[1]["t"]
+    _, png = write_report(tape, tmp_path / "out")
+    assert png.stat().st_size > 10_000

@@ -339,6 +339,12 @@ class Runner:
         if self.tape is not None:
             self.tape.write_connector(kind, jsonable(info), self.clock.wall_ns())
 
+    def record_control(self, action: str, reason: str) -> None:
+        """Record an operator's ``halt`` or ``resume`` at this point of the stream (a replay repeats it here)."""
+        if self.tape is not None:
+            self.tape.write_control(seq=self._seq, at_market_event=self._market_seq, action=action, reason=reason,
+                                    ts_ns=self.clock.wall_ns())
+
     async def publish(self, events: Sequence[Event]) -> None:
         """Publish a batch of market events to every slot that watches their symbols."""
         batch = events if type(events) is list else list(events)

@@ -210,10 +210,12 @@ class ControlServer:
         if not isinstance(reason, str):
             raise RequestError(f"'reason' must be a string, got {reason!r}")
         canceled = self._risk().halt(reason)
+        self.runner.record_control("halt", reason)
         return {"halted": True, "canceled": canceled}
 
     async def _resume(self, request: dict[str, Any]) -> dict[str, Any]:
         self._risk().resume()
+        self.runner.record_control("resume", "")
         return {"halted": False}
 
 

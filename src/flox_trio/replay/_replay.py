@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,13 @@ import trio.testing
 from .._core._clock import EventClock
 from .._core._convert import converter
 from .._core._events import Event
+from .._core._ports import Executor
 from .._core._status import ExecutorSettings, RunnerStatus
 from .._errors import TapeError
 from .._loader import rebuild_strategy
 from .._runner import open_runner
-from ..execution import PaperSettings, build_executor, run_outputs
-from ..tape import TapeFeed, TapeReader
+from ..execution import PaperSettings, RiskExecutor, build_executor, run_outputs
+from ..tape import ControlRecord, TapeFeed, TapeReader
 
 log = logging.getLogger("flox_trio.replay")
 
@@ -107,9 +109,16 @@ async def _replay(tape: Path, plan: ReplayPlan, state_dir: Path,
                   progress: Callable[[int], None] | None) -> ReplayResult:
     executor = build_executor(plan.executor, ack_clock="events", history=None)
     clock = EventClock()
+    # The operator's halts and resumes, at the market event they came after.
+    controls = deque(TapeReader(tape).control_records())
+    seen = 0
 
     def before_publish(batch: list[Event]) -> None:
+        nonlocal seen
         clock.observe(batch)
+        while controls and controls[0].at_market_event <= seen:
+            apply_control(executor, controls.popleft())
+        seen += len(batch)
         if progress is not None:
             progress(len(batch))
 
@@ -128,6 +137,18 @@ async def _replay(tape: Path, plan: ReplayPlan, state_dir: Path,
             raise TapeError(f"{tape}: a recorded swap was not reached by the replay")
         await h
     return ReplayResult(run_outputs(executor), runner.status(), feed.published, len(handles))
+
+
+def apply_control(executor: Executor, record: ControlRecord) -> None:
+    """Do again what the operator did live: halt or resume the kill switch."""
+    if not isinstance(executor, RiskExecutor):
+        log.warning("the tape records a %s but its executor has no kill switch; ignored", record.action)
+    elif record.action == "halt":
+        executor.halt(record.reason)
+    elif record.action == "resume":
+        executor.resume()
+    else:
+        log.warning("unknown control record %r on the tape; ignored", record.action)
 
 
 def replay_tape(tape: str | Path, *, plan: ReplayPlan | None = None, state_dir: str | Path | None = None,

@@ -30,6 +30,8 @@ class Report:
     position: dict[int, list[float]]
     price: dict[str, list[float | None]]
     swaps: list[dict[str, Any]]
+    #: The operator's halts and resumes: {"action", "reason", "at_market_event", "t"}.
+    controls: list[dict[str, Any]]
     #: slot -> the strategy it started with ("EmaStrategy").
     names: dict[int, str]
     currency: str
@@ -38,7 +40,7 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {"t": self.t, "equity": {str(k): v for k, v in self.equity.items()},
                 "position": {str(k): v for k, v in self.position.items()}, "price": self.price,
-                "swaps": self.swaps, "names": {str(k): v for k, v in self.names.items()},
+                "swaps": self.swaps, "controls": self.controls, "names": {str(k): v for k, v in self.names.items()},
                 "currency": self.currency, "totals": self.totals}
 
 
@@ -65,6 +67,11 @@ def build_report(tape: str | Path, *, points: int = 2000) -> Report:
         swap_at[rec.at_market_event].append({"slot": rec.slot, "at_market_event": rec.at_market_event,
                                              "label": label, "from": f"{rec.old_language} {rec.old_hash[:8]}",
                                              "to": f"{rec.new_language} {rec.new_hash[:8]}"})
+    control_at: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for rec_ctl in reader.control_records():
+        control_at[rec_ctl.at_market_event].append({"action": rec_ctl.action, "reason": rec_ctl.reason,
+                                                    "at_market_event": rec_ctl.at_market_event})
+    controls: list[dict[str, Any]] = []
     total_market = sum(v for k, v in info.event_types.items() if k in ("Trade", "Book", "Bar", "Gap"))
     every = max(1, total_market // points)
     symbols = sorted(info.symbols)
@@ -113,12 +120,16 @@ def build_report(tape: str | Path, *, points: int = 2000) -> Report:
                     marks[ev.symbol] = Decimal(repr((ev.bids[0][0] + ev.asks[0][0]) / 2))
                 for sw in swap_at.get(market, ()):
                     swaps.append({**sw, "t": now})
+                for ctl in control_at.pop(market, ()):
+                    controls.append({**ctl, "t": now})
                 market += 1
                 if market % every == 0:
                     sample()
     sample()
+    # A halt after the last market event still shows, at the end.
+    controls.extend({**ctl, "t": now} for at in sorted(control_at) for ctl in control_at[at])
     final = {str(s): equity[s][-1] if equity[s] else 0.0 for s in slots}
-    return Report(t, equity, position, price, swaps, names, quote_currency(symbols),
+    return Report(t, equity, position, price, swaps, controls, names, quote_currency(symbols),
                   {"market_events": market, "fills": fills, "final_equity": final,
                    "duration_s": now, "slots": slots})
 
@@ -156,12 +167,30 @@ def write_report(tape: str | Path, out_dir: str | Path) -> tuple[Path, Path]:
         if k <= len(listed):
             ax_px.annotate(str(k), (sw["t"], 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
                            textcoords="offset points", ha="center", va="bottom", fontsize=7, color="crimson")
+    # Halts: the span with trading halted is shaded, from the halt to the resume (or the end).
+    halted_from: float | None = None
+    spans: list[tuple[float, float, str]] = []
+    for ctl in report.controls:
+        if ctl["action"] == "halt" and halted_from is None:
+            halted_from, why = ctl["t"], ctl["reason"]
+        elif ctl["action"] == "resume" and halted_from is not None:
+            spans.append((halted_from, ctl["t"], why))
+            halted_from = None
+    if halted_from is not None:
+        spans.append((halted_from, report.totals["duration_s"], why))
+    for n, (a, b, why) in enumerate(spans):
+        for ax in (ax_px, ax_eq, ax_pos):
+            ax.axvspan(a, max(b, a + 1e-9), color="black", alpha=0.12, linewidth=0,
+                       label="trading halted" if n == 0 and ax is ax_eq else None)
+        ax_px.annotate(f"HALT: {why}"[:60], (a, 0.02), xycoords=("data", "axes fraction"), xytext=(3, 0),
+                       textcoords="offset points", fontsize=7, color="black")
     ax_px.set_ylabel(f"price ({report.currency})")
     ax_eq.set_ylabel(f"PnL ({report.currency})\nrealized + unrealized")
     ax_pos.set_ylabel("position")
     ax_pos.set_xlabel("seconds since the first event")
     ax_px.set_title(f"flox-trio run: {report.totals['market_events']} market events, "
-                    f"{report.totals['fills']} fills, {len(report.swaps)} swaps", pad=14)
+                    f"{report.totals['fills']} fills, {len(report.swaps)} swaps"
+                    + (f", {len(spans)} halt{'s' if len(spans) > 1 else ''}" if spans else ""), pad=14)
     for ax in (ax_px, ax_eq, ax_pos):
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize=7)

@@ -14,6 +14,7 @@ from ._reader import TapeInfo as TapeInfo
 from ._reader import TapeReader as TapeReader
 from ._reader import tape_info as tape_info
 from ._records import ConnectorRecord as ConnectorRecord
+from ._records import ControlRecord as ControlRecord
 from ._records import ErrorRecord as ErrorRecord
 from ._records import EventsRecord as EventsRecord
 from ._records import Record as Record

@@ -81,6 +81,7 @@ TAG_SWAP: Final = 2
 TAG_SLOT: Final = 3
 TAG_CONNECTOR: Final = 4
 TAG_ERROR: Final = 5
+TAG_CONTROL: Final = 6
 
 EVENT_CLASSES: Final[tuple[type, ...]] = (Trade, Book, Bar, OrderUpdate, Fill, Gap)
 EVENT_CODES: Final[dict[type, int]] = {cls: code for code, cls in enumerate(EVENT_CLASSES)}
@@ -141,7 +142,15 @@ class WireError(msgspec.Struct, array_like=True, tag=TAG_ERROR, frozen=True):
     message: str
 
 
-WireRecord = WireEvents | WireSwap | WireSlot | WireConnector | WireError
+class WireControl(msgspec.Struct, array_like=True, tag=TAG_CONTROL, frozen=True):
+    seq: int
+    at_market_event: int
+    action: str
+    reason: str
+    ts_ns: int
+
+
+WireRecord = WireEvents | WireSwap | WireSlot | WireConnector | WireError | WireControl
 
 FRAME_DECODER: Final = msgspec.msgpack.Decoder(list[WireRecord])
 

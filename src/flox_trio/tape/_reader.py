@@ -33,6 +33,7 @@ from ._format import (
     SEGMENT_MAGIC,
     HeaderMap,
     WireConnector,
+    WireControl,
     WireError,
     WireEvents,
     WireRecord,
@@ -42,6 +43,7 @@ from ._format import (
 )
 from ._records import (
     ConnectorRecord,
+    ControlRecord,
     ErrorRecord,
     EventsRecord,
     Record,
@@ -193,6 +195,10 @@ class TapeReader:
         """Every recorded connector event, in order."""
         return [ConnectorRecord(r.kind, r.info, r.ts_ns) for r, _ in self._wire()
                 if isinstance(r, WireConnector)]
+
+    def control_records(self) -> list[ControlRecord]:
+        """Every recorded halt and resume, in order."""
+        return [_control(r) for r, _ in self._wire() if isinstance(r, WireControl)]
 
     def errors(self) -> list[ErrorRecord]:
         """Every recorded strategy error, in order."""
@@ -462,6 +468,10 @@ def _slot(rec: WireSlot) -> SlotRecord:
     return SlotRecord(rec.seq, rec.slot, rec.action, rec.hash, rec.language, rec.params, rec.source, rec.spec)
 
 
+def _control(rec: WireControl) -> ControlRecord:
+    return ControlRecord(rec.seq, rec.at_market_event, rec.action, rec.reason, rec.ts_ns)
+
+
 def _convert(rec: WireRecord) -> Record:
     if isinstance(rec, WireSwap):
         return _swap(rec)
@@ -471,6 +481,8 @@ def _convert(rec: WireRecord) -> Record:
         return ConnectorRecord(rec.kind, rec.info, rec.ts_ns)
     if isinstance(rec, WireError):
         return ErrorRecord(rec.seq, rec.slot, rec.message)
+    if isinstance(rec, WireControl):
+        return _control(rec)
     raise AssertionError(f"unexpected wire record {rec!r}")  # pragma: no cover
 
 
@@ -566,7 +578,7 @@ class TapeInfo:
 
 
 _RECORD_NAMES = {WireEvents: "events", WireSwap: "swap", WireSlot: "slot", WireConnector: "connector",
-                 WireError: "error"}
+                 WireError: "error", WireControl: "control"}
 
 
 def tape_info(path: str | os.PathLike[str]) -> TapeInfo:
@@ -615,7 +627,7 @@ def tape_info(path: str | os.PathLike[str]) -> TapeInfo:
             slots.append(_slot(rec))
         elif isinstance(rec, WireConnector):
             connectors[rec.kind] += 1
-        else:
+        elif isinstance(rec, WireError):
             errors += 1
     size = 0
     for seg in reader.segments:

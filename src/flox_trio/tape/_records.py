@@ -83,7 +83,18 @@ class ErrorRecord:
     message: str
 
 
-Record: TypeAlias = EventsRecord | SwapRecord | SlotRecord | ConnectorRecord | ErrorRecord
+@attrs.frozen(slots=True)
+class ControlRecord:
+    """An operator's ``halt`` or ``resume`` after ``at_market_event`` market events (a replay does it again)."""
+
+    seq: int
+    at_market_event: int
+    action: str
+    reason: str
+    ts_ns: int
+
+
+Record: TypeAlias = EventsRecord | SwapRecord | SlotRecord | ConnectorRecord | ErrorRecord | ControlRecord
 
 
 @attrs.frozen(slots=True)

@@ -26,6 +26,7 @@ from ._format import (
     FLAG_ZSTD,
     MAX_FRAME_BYTES,
     TAG_CONNECTOR,
+    TAG_CONTROL,
     TAG_ERROR,
     TAG_EVENTS,
     TAG_SLOT,
@@ -253,6 +254,13 @@ class TapeWriter:
         self._check_ints(seq=seq, slot=slot)
         self._check_strs(message=message)
         self._append((TAG_ERROR, seq, slot, message), f"error at seq {seq}")
+        self._maybe_flush()
+
+    def write_control(self, *, seq: int, at_market_event: int, action: str, reason: str, ts_ns: int) -> None:
+        """Record an operator's ``halt`` or ``resume`` after ``at_market_event`` market events."""
+        self._check_ints(seq=seq, at_market_event=at_market_event, ts_ns=ts_ns)
+        self._check_strs(action=action, reason=reason)
+        self._append((TAG_CONTROL, seq, at_market_event, action, reason, ts_ns), f"{action} at seq {seq}")
         self._maybe_flush()
 
     # --- flushing -----------------------------------------------------------------------
