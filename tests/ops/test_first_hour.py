@@ -237,3 +237,26 @@ def test_a_json_run_stays_json_to_its_last_line(tmp_path: Path) -> None:
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["message"] == "engine stopped" and summary["tape"] == str(tmp_path / "tapes" / "j")
     assert any("recording to tape" in json.loads(line)["message"] for line in err.splitlines())
+
+
+def test_every_command_and_argument_has_help_and_there_is_a_version() -> None:
+    from flox_trio import __version__
+    from flox_trio.cli._main import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {a.dest: a.help for a in action._choices_actions}
+                for sub, child in action.choices.items():
+                    if not helps.get(sub):
+                        missing.append(f"{name} {sub}")
+                    walk(child, f"{name} {sub}")
+            elif not action.help and not isinstance(action, argparse._HelpAction | argparse._VersionAction):
+                missing.append(f"{name} {action.option_strings or action.dest}")
+
+    walk(build_parser(), "flox-trio")
+    assert missing == []
+    out = _cli(ROOT, "--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"flox-trio {__version__}"

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .._errors import FloxError
+from .._version import __version__
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -22,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="A live trading engine on Trio that hot-swaps Python and JavaScript strategies.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("--version", action="version", version=f"flox-trio {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run strategies on the embedded simulator, swap one live, print a summary")

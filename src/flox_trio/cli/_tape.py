@@ -174,8 +174,10 @@ _TRUST_HELP = ("run the bundle's Python strategies: they are code from whoever m
 def register(sub: Any) -> None:
     rec = sub.add_parser("record", help="record a venue (or the simulator) to a tape for a duration")
     rec.add_argument("config", nargs="?", help="a run config (its venue and symbols are used)")
-    rec.add_argument("--venue", default="sim", choices=("sim", "binance", "bybit"))
-    rec.add_argument("--symbols", nargs="*", default=[])
+    rec.add_argument("--venue", default="sim", choices=("sim", "binance", "bybit"),
+                     help="the venue to record when no config is given (default: the embedded simulator)")
+    rec.add_argument("--symbols", nargs="*", default=[], metavar="SYMBOL",
+                     help="symbols to record when no config is given")
     rec.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
     rec.add_argument("-o", "--out", required=True, help="the tape directory to create")
     rec.set_defaults(func=_record_cmd)
@@ -194,17 +196,17 @@ def register(sub: Any) -> None:
     bundle = sub.add_parser("bundle", help="reproducibility bundles: pack, validate")
     bsub = bundle.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
     pack = bsub.add_parser("pack", help="pack a tape, its strategies and expected outputs")
-    pack.add_argument("tape")
+    pack.add_argument("tape", help="the tape directory to pack")
     pack.add_argument("-o", "--out", required=True, help="bundle path: NAME.tar or a new directory")
     pack.add_argument("--config", help="the run config to include")
     pack.set_defaults(func=_bundle_pack)
     val = bsub.add_parser("validate", help="replay a bundle: exit 0 when identical, 1 with the first divergence")
-    val.add_argument("bundle")
+    val.add_argument("bundle", help="a bundle: NAME.tar or a directory `bundle pack` wrote")
     val.add_argument("--trust", action="store_true", help=_TRUST_HELP)
     val.set_defaults(func=_bundle_validate)
 
     tape = sub.add_parser("tape", help="inspect tapes")
     tsub = tape.add_subparsers(dest="tape_command", required=True, metavar="ACTION")
     info = tsub.add_parser("info", help="counts per type and symbol, time range, swaps")
-    info.add_argument("tape")
+    info.add_argument("tape", help="a tape directory")
     info.set_defaults(func=_tape_info)
