@@ -45,6 +45,8 @@ def configure_logging(config: Config, verbose: int = 0) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     level = logging.DEBUG if verbose >= 2 else getattr(logging, config.log.level.upper())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # One line per REST request (every book resync) is the HTTP client's debugging, not ours.
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
 
 
 class LogTail(logging.Handler):
