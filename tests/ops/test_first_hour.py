@@ -260,3 +260,16 @@ def test_every_command_and_argument_has_help_and_there_is_a_version() -> None:
     assert missing == []
     out = _cli(ROOT, "--version")
     assert out.returncode == 0 and out.stdout.strip() == f"flox-trio {__version__}"
+
+
+async def test_reload_reacts_to_strategy_files_only_not_tapes_or_state_next_to_them(tmp_path: Path) -> None:
+    strat = tmp_path / "s.py"
+    strat.write_text(EMA.read_text())
+    config = parse_config('symbols = ["BTCUSDT"]\ntape = "tape"\n[venue]\nname = "sim"\n'
+                          '[[slots]]\nstrategy = "s.py:EmaStrategy"\n', tmp_path / "c.toml")
+    with trio.fail_after(30):
+        async with open_engine(config, feed=flox.feeds.PushFeed(["BTCUSDT"])) as engine:
+            assert engine.is_strategy_file(strat) and engine.is_strategy_file(str(tmp_path / "." / "s.py"))
+            assert not engine.is_strategy_file(tmp_path / "tape" / "seg-000000.tape")
+            assert not engine.is_strategy_file(tmp_path / "state" / "ema.json")
+            assert not engine.is_strategy_file(tmp_path / "other.py")

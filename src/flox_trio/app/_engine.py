@@ -178,6 +178,14 @@ class Engine:
             outcomes.append((index, "swapped"))
         return outcomes
 
+    def is_strategy_file(self, path: str | Path) -> bool:
+        """Whether ``--reload`` reacts to a change of ``path``: only the slots' strategy files do.
+
+        A tape, a snapshot or a state file written next to a strategy must not
+        wake the watcher (nor make it log "changes detected" twice a second).
+        """
+        return Path(path).resolve() in {b.spec.path for b in self.bindings.values()}
+
     async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Reload on save: watch the directories of every strategy file (``--reload``)."""
         import watchfiles
@@ -189,12 +197,8 @@ class Engine:
         log.info("watching %s for strategy changes", ", ".join(dirs))
         task_status.started()
 
-        def is_strategy(change: watchfiles.Change, path: str) -> bool:
-            # Only the strategy files themselves: a tape or state file written
-            # next to them must not wake the watcher (nor log "changes detected").
-            return Path(path).resolve() in {b.spec.path for b in self.bindings.values()}
-
-        async for changes in watchfiles.awatch(*dirs, debounce=200, step=50, watch_filter=is_strategy):
+        async for changes in watchfiles.awatch(*dirs, debounce=200, step=50,
+                                               watch_filter=lambda _, path: self.is_strategy_file(path)):
             changed = [Path(p) for kind, p in changes if kind != watchfiles.Change.deleted]
             if changed:
                 await self.reload(changed)
