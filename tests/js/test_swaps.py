@@ -122,6 +122,24 @@ async def test_the_seed_javascript_example_runs_as_written(tmp_path: Path) -> No
     assert snapshot["prices"] == [e.price for e in trades(7)]  # b's own onStop at shutdown
 
 
+async def test_a_top_level_swap_loaded_with_runner_waits_for_the_slot_it_names(tmp_path: Path) -> None:
+    """``load(..., runner=runner)`` on an empty runner: the script's ``replaceStrategy(0, ...)`` is held, not lost."""
+    (tmp_path / "s.js").write_text(
+        "function make(label) { const s = { symbols: ['BTCUSDT'], label, n: 0 };\n"
+        "  s.onTrade = (ctx, t) => { s.n++; }; return s; }\n"
+        "flox.register(make('v1'));\nrunner.replaceStrategy(0, make('v2'));\n")
+    feed = flox.feeds.PushFeed(["BTCUSDT"])
+    async with flox.open_runner(feed) as runner:
+        script = load(tmp_path / "s.js", state_dir=tmp_path / "state", runner=runner)
+        runner.add_strategy(script.registered)
+        await feed.push(trades(3))
+        await runner.wait_idle()
+        status = runner.status().slots[0]
+        assert status.swaps == 1 and status.errors == 0
+        assert runner.slots[0].strategy.get("label") == "v2"
+        feed.close()
+
+
 async def test_an_order_placed_in_js_is_filled_after_a_swap_to_python(
     script_file: Any, tmp_path: Path, autojump_clock: Any
 ) -> None:

@@ -36,6 +36,7 @@ from .._errors import (
     SandboxError,
     StrategyLoadError,
     StrategyTypeError,
+    UnknownSlotError,
     describe_exception,
 )
 from ._boundary import Described, Output, decode_output, decode_value, described, printable
@@ -114,6 +115,7 @@ class Script:
         # only then does the script own something, and a refused load asked for nothing.
         self._in_slot = False
         self._pending: list[tuple[str, int, Described]] = []
+        self._parked: list[JsStrategy] = []
         self._synced_at = 0.0
         #: Set when the script is retired (out of memory, stuck): it is never called again.
         self.dead: str | None = None
@@ -306,6 +308,13 @@ class Script:
             else:
                 self.requests.add_strategy(strategy)
         except FloxError as exc:
+            if isinstance(exc, UnknownSlotError) and not self._in_slot:
+                # Made while the script loads (``runner=`` granted it at once), for a slot
+                # that exists once the script's strategy is added: held until then (and
+                # its strategy kept, so that its JS object is not released meanwhile).
+                self._pending.append((op, index, info))
+                self._parked.append(strategy)
+                return
             # A refused request is the script's error, never the engine's.
             where = f"in runner.{'replaceStrategy' if op == 'replace' else 'addStrategy'}"
             if slot is not None:
@@ -322,6 +331,7 @@ class Script:
             pending, self._pending = self._pending, []
             for op, index, info in pending:
                 self._request(op, index, info, None)
+            self._parked.clear()
 
     # --- strategies ----------------------------------------------------------------------------
 
