@@ -6,6 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 import trio.testing
 
@@ -183,3 +184,74 @@ def test_a_halt_is_on_the_tape_done_again_by_the_replay_and_shaded_in_the_report
     assert [m["action"] for m in marks] == ["halt", "resume"] and marks[0]["t"] < marks[1]["t"]
     _, png = write_report(tape, tmp_path / "out")
     assert png.stat().st_size > 10_000
+
+
+async def record_paper_session(tape: Path, every: int = 3) -> dict[str, Any]:
+    # Acks and fills come on the Trio clock after 20 ms, events every 10 ms: a
+    # simulation on the events' clock answers at other moments than the live run did.
+    executor = flox.PaperExecutor(latency=0.02, taker_fee="0.001")
+    feed = flox.feeds.ListFeed(trades(300, step_ns=10_000_000), batch_size=1, pace=True)
+    async with flox.open_runner(feed, executor, tape=str(tape)) as runner:
+        runner.add_strategy(Flipper(["BTCUSDT"], every=every))
+    return run_outputs(executor)
+
+
+class Flipper(flox.Strategy):
+    """Buys when flat and sells when long, every ``every`` trades: what it does depends on its fills."""
+
+    def __init__(self, symbols: Any, every: int = 3) -> None:
+        super().__init__(symbols, every=every)
+        self.every, self.n = every, 0
+
+    def on_trade(self, ctx: flox.Context, trade: flox.Trade) -> None:
+        self.n += 1
+        if self.n % self.every == 0 and not ctx.open_orders:
+            if ctx.position > 0:
+                ctx.market_sell(ctx.position)
+            else:
+                ctx.market_buy(1)
+
+
+def test_a_reproducing_replay_gives_the_live_orders_and_fills_order_for_order(tmp_path: Path) -> None:
+    tape = tmp_path / "paper.tape"
+    live = trio.run(record_paper_session, tape, clock=trio.testing.MockClock(autojump_threshold=0))
+    reproduced = replay_tape(tape, mode="reproduce")
+    assert reproduced.mode == "reproduce" and reproduced.divergences == ()
+    assert reproduced.outputs["orders"] == live["orders"] and reproduced.outputs["fills"] == live["fills"]
+    assert [p["realized_pnl"] for p in reproduced.outputs["positions"]] == \
+        [p["realized_pnl"] for p in live["positions"]]
+    # The simulation answers on the events' own clock: another session, by design.
+    simulated = replay_tape(tape, mode="simulate")
+    assert simulated.mode == "simulate" and simulated.outputs["orders"] != live["orders"]
+
+
+def test_a_changed_strategy_diverges_from_the_recording_and_says_where(tmp_path: Path) -> None:
+    tape = tmp_path / "paper.tape"
+    trio.run(record_paper_session, tape, clock=trio.testing.MockClock(autojump_threshold=0))
+    plan = flox.replay.plan_from_tape(tape)
+    changed = flox.replay.RecordedStrategy("python", plan.slots[0][1].source.replace("market_buy(1)", "market_buy(2)"),
+                                           plan.slots[0][1].spec, plan.slots[0][1].params)
+    result = replay_tape(tape, mode="reproduce", plan=attrs.evolve(plan, slots=[(0, changed)]))
+    assert result.divergences
+    assert "here, live it was buy market 1 BTCUSDT" in result.divergences[0]
+    assert result.status.executor.divergences == len(result.divergences)  # type: ignore[attr-defined]
+
+
+def test_the_replay_command_says_which_mode_made_its_report(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    tape = tmp_path / "paper.tape"
+    trio.run(record_paper_session, tape, clock=trio.testing.MockClock(autojump_threshold=0))
+    for mode in ("reproduce", "simulate"):
+        out = subprocess.run([sys.executable, "-m", "flox_trio.cli", "replay", str(tape), "--mode", mode,
+                              "--report", str(tmp_path / mode)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert f"report (replay ({mode}))" in out.stdout
+        report = json.loads((tmp_path / mode / "report.json").read_text())
+        assert report["source"] == f"replay ({mode})"
+    reproduced = json.loads((tmp_path / "reproduce" / "report.json").read_text())["totals"]["fills"]
+    simulated = json.loads((tmp_path / "simulate" / "report.json").read_text())["totals"]["fills"]
+    live = len(flox.replay.replay_tape(tape, mode="reproduce").outputs["fills"])
+    assert reproduced == live and simulated == len(flox.replay.replay_tape(tape).outputs["fills"])

@@ -32,14 +32,16 @@ from .._errors import (
 )
 from ._bus import Bus
 from ._clock import TrioClock
-from ._events import Event
+from ._events import Event, Fill, OrderUpdate
 from ._host import StrategyHost, jsonable, make_host
 from ._market import BarAggregator
+from ._metrics import SweepIteration, copy_position, measure
 from ._orders import Order
 from ._ports import Clock, Executor, Feed, Portfolio, Recorder, RequestPolicy
 from ._slot import Slot
 from ._states import RequestKind, parse_overflow
 from ._status import RunnerStatus, SlotStatus, StrategyInfo, SwapReport
+from ._strategy import Strategy
 from ._swap import Request, SwapHandle
 
 log = logging.getLogger("flox_trio.runner")
@@ -107,6 +109,8 @@ class Runner:
         self._closing = False
         self.connector_events: dict[str, int] = {}
         self.strategy_errors = 0
+        #: Called with every batch of order updates and fills as it is delivered (a sweep's window).
+        self._order_listeners: list[Callable[[list[Event]], None]] = []
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -262,6 +266,100 @@ class Runner:
         """
         return self.replace_strategy(index, strategy)
 
+    def subscribe_orders(self, listener: Callable[[list[Event]], None]) -> Callable[[], None]:
+        """Call ``listener`` with every batch of order updates and fills as it is delivered; returns the unsubscribe.
+
+        ``listener`` runs on the engine's path to the slots: it must be quick and must not raise.
+        """
+        self._order_listeners.append(listener)
+        return lambda: self._order_listeners.remove(listener)
+
+    async def sweep(self, index: int, variants: Sequence[Any], *, each: float, rounds: int = 1,
+                    flat_between: bool = False) -> list[SweepIteration]:
+        """Run ``variants`` one after another in slot ``index``, ``each`` seconds apiece; their results.
+
+        A variant is a factory (a callable returning a new strategy: each
+        window needs a fresh instance) or a ``(label, factory)`` pair. Each
+        window is a swap on the live slot: the connection, the subscriptions
+        and the executor stay, and the strategy's own ``on_stop``/``on_start``
+        carry its state across. ``rounds`` repeats the list (ABC ABC: drift in
+        the market does not favour the first). ``flat_between`` closes the
+        slot's position (and cancels its orders) before each window, so one
+        variant's inventory does not count in the next one's PnL.
+        """
+        if not (each > 0 and each < float("inf")):
+            raise RunnerError(f"each must be a positive number of seconds, got {each!r}")
+        if rounds < 1:
+            raise RunnerError(f"rounds must be >= 1, got {rounds!r}")
+        named = [v if isinstance(v, tuple) else (f"variant {i}", v) for i, v in enumerate(variants)]
+        if not named or not all(callable(f) for _, f in named):
+            raise RunnerError("variants must be strategy factories (callables) or (label, factory) pairs")
+        slot = self.slot(index)
+        window: list[Event] = []
+
+        def listen(events: list[Event]) -> None:
+            window.extend(e for e in events if getattr(e, "slot", None) == index)
+
+        results: list[SweepIteration] = []
+        unsubscribe = self.subscribe_orders(listen)
+        try:
+            for n in range(rounds * len(named)):
+                k = n % len(named)
+                label, factory = named[k]
+                flattened = await self._flatten(index) if flat_between and n else {}
+                await self.replace_strategy(index, factory())
+                # From here on, synchronously: what the window starts with (copied, the
+                # executor's positions move on) and the first of its fills.
+                start = {s.symbol: copy_position(self.executor.position(index, s.symbol)) for s in slot.symbols}
+                window.clear()
+                dispatched, t0 = slot.market_dispatched, self.clock.wall_ns()
+                await trio.sleep(each)
+                await self._flush_orders()
+                fills = [e for e in window if isinstance(e, Fill)]
+                orders = {e.order_id for e in window if isinstance(e, OrderUpdate)}
+                marks = {s.symbol: self.executor.mark_price(index, s.symbol) for s in slot.symbols}
+                feed = self.feed.status()
+                info = slot.host.info
+                results.append(SweepIteration(
+                    n, n // len(named), k, label, info.spec, info.source_hash,
+                    {key: v for key, v in info.params.items() if key != "symbols"}, t0, self.clock.wall_ns(),
+                    slot.market_dispatched - dispatched, len(orders),
+                    measure(fills, marks, start),
+                    getattr(feed, "connection_id", None), flattened))
+                log.info("sweep of slot %d: window %d (%s) %d events, %d fills, PnL %s", index, n, label,
+                         results[-1].events, results[-1].stats.fills, results[-1].stats.pnl)
+        finally:
+            unsubscribe()
+        return results
+
+    async def _flatten(self, index: int, timeout: float = 30.0) -> dict[str, Decimal]:
+        """Close slot ``index``'s positions and cancel its orders, with a do-nothing strategy in the slot meanwhile.
+
+        An order the old strategy had in flight may still fill after the close
+        was sent, so this repeats until the slot is flat with nothing open.
+        """
+        slot = self.slot(index)
+        await self.replace_strategy(index, Strategy([str(s) for s in slot.symbols]))
+        ex = self.executor
+        closed: dict[str, Decimal] = {}
+        with trio.move_on_after(timeout):
+            while True:
+                for order in ex.open_orders(index):
+                    ex.cancel(index, order.order_id)
+                while ex.open_orders(index):
+                    await trio.sleep(0.01)
+                held = {s.symbol: q for s in slot.symbols if (q := ex.position(index, s.symbol).qty)}
+                if not held:
+                    break
+                for symbol, qty in held.items():
+                    slot.submit_order(symbol, "sell" if qty > 0 else "buy", "market", abs(qty), None)
+                    closed[symbol] = closed.get(symbol, Decimal(0)) + qty
+                await trio.sleep(0.01)
+        left = {s.symbol: q for s in slot.symbols if (q := ex.position(index, s.symbol).qty)}
+        if left:
+            log.warning("sweep of slot %d: could not flatten %s within %.0f s", index, left, timeout)
+        return closed
+
     async def remove_strategy(self, index: int) -> None:
         """Stop the strategy in slot ``index`` (its ``on_stop`` runs) and retire the slot."""
         slot = self.slot(index)
@@ -360,6 +458,9 @@ class Runner:
             self.executor.on_market(batch)
             if self._bars is not None:
                 batch = self._bars.process(batch)
+            if self._bus.orders_pending:
+                # Order events that came before this batch reach the slots before it.
+                await self._flush_orders()
             await self._bus.route(batch)
             if self._bus.orders_pending:
                 await self._flush_orders()
@@ -383,6 +484,8 @@ class Runner:
             await self._flush_orders()
 
     def _record_orders(self, events: list[Event]) -> None:
+        for listener in self._order_listeners:
+            listener(events)
         if self.tape is not None:
             self.tape.write_events(self._seq, events)
         self._seq += len(events)

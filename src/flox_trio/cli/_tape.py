@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,15 +62,24 @@ def _replay_cmd(args: argparse.Namespace) -> int:
         def advance(n: int) -> None:
             progress.advance(task, n)
 
+        own = Path(tempfile.mkdtemp(prefix="flox-replay-tape-")) / "replay.tape"
         if bundle:
             validation = validate_bundle(path, trust=args.trust, progress=advance)
             result = validation.result
         else:
-            result = replay_tape(path, progress=advance)
+            result = replay_tape(path, progress=advance, mode=args.mode,
+                                 record=own if args.report and args.mode == "simulate" else None)
     _summary(console, result)
+    if result.divergences:
+        console.print(f"[red]the replay diverged from the live session[/red] ({len(result.divergences)} orders): "
+                      f"{result.divergences[0]}")
     if args.report:
-        json_path, png_path = write_report_for(path, Path(args.report))
-        console.print(f"report: {json_path}, {png_path}")
+        # A simulation's orders and fills are its own: its report is of the tape it wrote.
+        shown = own if own.exists() else path
+        source = f"replay ({result.mode})" if not bundle else "bundle validation (simulate)"
+        json_path, png_path = write_report_for(shown, Path(args.report), source=source)
+        shutil.rmtree(own.parent, ignore_errors=True)
+        console.print(f"report ({source}): {json_path}, {png_path}")
     if bundle:
         for w in validation.warnings:
             console.print(f"[yellow]warning:[/yellow] {w}")
@@ -123,12 +134,12 @@ def _bundle_validate(args: argparse.Namespace) -> int:
 
 # --- report ------------------------------------------------------------------------------
 
-def write_report_for(path: Path, out_dir: Path) -> tuple[Path, Path]:
+def write_report_for(path: Path, out_dir: Path, source: str = "flox-trio run") -> tuple[Path, Path]:
     from ..replay import tape_of
     from ..report import write_report
 
     with tape_of(path) as tape:
-        return write_report(tape, out_dir)
+        return write_report(tape, out_dir, source=source)
 
 
 def _report_cmd(args: argparse.Namespace) -> int:
@@ -186,6 +197,10 @@ def register(sub: Any) -> None:
     rep.add_argument("path", help="a tape directory, or a bundle (.tar or directory)")
     rep.add_argument("--report", metavar="DIR", help="also write report.json and report.png into DIR")
     rep.add_argument("--trust", action="store_true", help=_TRUST_HELP)
+    rep.add_argument("--mode", choices=("reproduce", "simulate"), default="reproduce",
+                     help="reproduce (default): the live executor's recorded answers, so orders and fills are "
+                          "the session's; simulate: the recorded executor stack on paper, answering anew "
+                          "(what the strategies would do). A bundle is always simulated")
     rep.set_defaults(func=_replay_cmd)
 
     report = sub.add_parser("report", help="report.json and report.png (equity, position, swaps) of a tape or bundle")

@@ -3,6 +3,10 @@
 from .._core._orders import Order as Order
 from .._core._orders import Position as Position
 from .._core._ports import Executor as Executor
+from ._binance import BinanceAuthError as BinanceAuthError
+from ._binance import BinanceExecutor as BinanceExecutor
+from ._binance import BinanceSettings as BinanceSettings
+from ._binance import BinanceStatus as BinanceStatus
 from ._build import build_executor as build_executor
 from ._outputs import first_divergence as first_divergence
 from ._outputs import outputs_json as outputs_json
@@ -17,7 +21,7 @@ from ._risk import RiskSettings as RiskSettings
 from ._risk import RiskStatus as RiskStatus
 
 __all__ = [
-    "Executor", "Limits", "Order", "PaperExecutor", "PaperSettings", "PaperStatus", "Position", "RiskExecutor",
-    "RiskLimits", "RiskSettings", "RiskStatus", "build_executor", "first_divergence", "outputs_json",
+    "BinanceAuthError", "BinanceExecutor", "BinanceSettings", "BinanceStatus", "Executor", "Limits", "Order",
+    "PaperExecutor", "PaperSettings", "PaperStatus", "Position", "RiskExecutor", "RiskLimits", "RiskSettings", "RiskStatus", "build_executor", "first_divergence", "outputs_json",
     "run_outputs",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .._core._ports import Executor
 from .._core._status import ExecutorSettings
 from .._errors import ConfigError
+from ._binance import BinanceSettings
 from ._paper import PaperClock, PaperExecutor, PaperSettings
 from ._risk import RiskExecutor, RiskSettings
 
@@ -22,4 +23,11 @@ def build_executor(settings: ExecutorSettings, *, ack_clock: PaperClock = "trio"
     if isinstance(settings, RiskSettings):
         return RiskExecutor(build_executor(settings.inner, ack_clock=ack_clock, history=history), settings.limits,
                             history=history)
+    if isinstance(settings, BinanceSettings):
+        # Refused, not replaced by a paper executor: a replay that quietly re-simulated the
+        # venue's fills would not reproduce the live session, and the settings hold no key.
+        raise ConfigError(
+            f"cannot rebuild the BinanceExecutor of {settings.ws_api_url} from recorded settings: a replay never "
+            "sends orders to a venue (and recorded settings hold no key); replay the session with a paper "
+            "executor instead")
     raise ConfigError(f"cannot build an executor from {settings!r}: this flox-trio knows paper and risk executors")

@@ -134,7 +134,7 @@ def pack_bundle(tape: str | Path, out: str | Path, *, config: str | Path | None 
         swaps = [{"slot": i, "at_market_event": at, **store(s)} for i, at, s in plan.swaps]
         if config is not None:
             _copy_regular(Path(config), root / "config.toml", "config")
-        result = replay_tape(root / "tape", plan=plan)
+        result = replay_tape(root / "tape", plan=plan, mode="simulate")
         (root / "expected.json").write_bytes(outputs_json(result.outputs))
         manifest = {
             "bundle_format_version": BUNDLE_FORMAT_VERSION,
@@ -684,7 +684,8 @@ def validate_bundle(path: str | Path, *, trust: bool = False, progress: Callable
         expected = _read_json(root, "expected.json")
         if not isinstance(expected, dict):
             raise TapeError(f"bundle {path}: expected.json is not a JSON object")
-        result = replay_tape(root / "tape", plan=plan_from_bundle(root, manifest), progress=progress)
+        result = replay_tape(root / "tape", plan=plan_from_bundle(root, manifest), progress=progress,
+                             mode="simulate")
     try:
         divergence = first_divergence(expected, result.outputs)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

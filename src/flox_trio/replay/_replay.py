@@ -16,7 +16,7 @@ import tempfile
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import trio
@@ -32,6 +32,7 @@ from .._loader import rebuild_strategy
 from .._runner import open_runner
 from ..execution import PaperSettings, RiskExecutor, build_executor, run_outputs
 from ..tape import ControlRecord, TapeFeed, TapeReader
+from ._recorded import RecordedExecutor
 
 log = logging.getLogger("flox_trio.replay")
 
@@ -97,20 +98,30 @@ def plan_from_tape(path: str | Path) -> ReplayPlan:
                       tuple(meta.get("bar_intervals", (60.0,))))
 
 
+#: ``reproduce``: the live executor's recorded answers, at their place (what the session did);
+#: ``simulate``: the recorded executor stack rebuilt on paper (what the strategies would do now).
+ReplayMode = Literal["reproduce", "simulate"]
+
+
 @attrs.frozen
 class ReplayResult:
     outputs: dict[str, Any]
     status: RunnerStatus
     events: int
     swaps: int
+    mode: ReplayMode = "simulate"
+    #: reproduce: the orders the replay's strategies made that the live session did not.
+    divergences: tuple[str, ...] = ()
 
 
-async def _replay(tape: Path, plan: ReplayPlan, state_dir: Path,
-                  progress: Callable[[int], None] | None) -> ReplayResult:
-    executor = build_executor(plan.executor, ack_clock="events", history=None)
+async def _replay(tape: Path, plan: ReplayPlan, state_dir: Path, progress: Callable[[int], None] | None,
+                  mode: ReplayMode = "simulate", record: Path | None = None) -> ReplayResult:
+    recorded = RecordedExecutor(tape) if mode == "reproduce" else None
+    executor = recorded or build_executor(plan.executor, ack_clock="events", history=None)
     clock = EventClock()
-    # The operator's halts and resumes, at the market event they came after.
-    controls = deque(TapeReader(tape).control_records())
+    # The operator's halts and resumes, at the market event they came after (a
+    # reproduction has their effect on the tape already).
+    controls = deque(TapeReader(tape).control_records() if recorded is None else ())
     seen = 0
 
     def before_publish(batch: list[Event]) -> None:
@@ -118,14 +129,16 @@ async def _replay(tape: Path, plan: ReplayPlan, state_dir: Path,
         clock.observe(batch)
         while controls and controls[0].at_market_event <= seen:
             apply_control(executor, controls.popleft())
+        if recorded is not None:
+            recorded.before_batch(len(batch))
         seen += len(batch)
         if progress is not None:
             progress(len(batch))
 
-    feed = TapeFeed(tape, on_batch=before_publish)
+    feed = TapeFeed(tape, on_batch=before_publish, on_end=None if recorded is None else recorded.finish)
     handles = []
     async with open_runner(feed, executor, lockstep=True, bar_intervals=plan.bar_intervals,
-                           clock=clock) as runner:
+                           clock=clock, tape=None if record is None else str(record)) as runner:
         for expected_index, spec in plan.slots:
             index = runner.add_strategy(spec.build(state_dir))
             if index != expected_index:
@@ -136,7 +149,8 @@ async def _replay(tape: Path, plan: ReplayPlan, state_dir: Path,
         if not h.done:
             raise TapeError(f"{tape}: a recorded swap was not reached by the replay")
         await h
-    return ReplayResult(run_outputs(executor), runner.status(), feed.published, len(handles))
+    return ReplayResult(run_outputs(executor), runner.status(), feed.published, len(handles), mode,
+                        tuple(recorded.divergences) if recorded is not None else ())
 
 
 def apply_control(executor: Executor, record: ControlRecord) -> None:
@@ -152,8 +166,18 @@ def apply_control(executor: Executor, record: ControlRecord) -> None:
 
 
 def replay_tape(tape: str | Path, *, plan: ReplayPlan | None = None, state_dir: str | Path | None = None,
-                progress: Callable[[int], None] | None = None) -> ReplayResult:
+                progress: Callable[[int], None] | None = None, mode: ReplayMode = "simulate",
+                record: str | Path | None = None) -> ReplayResult:
     """Replay ``tape`` on the events' own time and return its outputs.
+
+    ``mode="reproduce"`` (``flox-trio replay``'s default) hands the strategies what the live
+    executor answered, where it answered: the replay's orders and fills are
+    the live session's, order for order, and an order the strategies make
+    differently is a divergence (``ReplayResult.divergences``).
+    ``mode="simulate"`` (the default here, and what bundles and backtests
+    use) rebuilds the recorded executor stack (paper, risk
+    limits) and lets it answer anew: what these strategies would have done.
+    ``record``: write the replay's own tape there (its report is its own).
 
     The replay runs in a fresh temporary working directory (and JavaScript
     strategies get a fresh state directory), so files a strategy keeps under
@@ -162,11 +186,12 @@ def replay_tape(tape: str | Path, *, plan: ReplayPlan | None = None, state_dir: 
     """
     tape = Path(tape).resolve()
     plan = plan or plan_from_tape(tape)
+    own = None if record is None else Path(record).absolute()
     with tempfile.TemporaryDirectory(prefix="flox-replay-") as tmp:
         sdir = Path(state_dir) if state_dir is not None else Path(tmp) / "js-state"
         cwd = os.getcwd()
         os.chdir(tmp)
         try:
-            return trio.run(_replay, tape, plan, sdir, progress, clock=trio.testing.MockClock(autojump_threshold=0))
+            return trio.run(_replay, tape, plan, sdir, progress, mode, own, clock=trio.testing.MockClock(autojump_threshold=0))
         finally:
             os.chdir(cwd)

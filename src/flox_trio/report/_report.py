@@ -134,8 +134,12 @@ def build_report(tape: str | Path, *, points: int = 2000) -> Report:
                    "duration_s": now, "slots": slots})
 
 
-def write_report(tape: str | Path, out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``report.json`` and ``report.png`` into ``out_dir``."""
+def write_report(tape: str | Path, out_dir: str | Path, *, source: str = "flox-trio run") -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.png`` of ``tape`` into ``out_dir``.
+
+    ``source`` says what produced the tape's orders and fills (the title and
+    ``report.json`` carry it): a live run, or a replay in one of its modes.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # no screen: render to a file
@@ -145,7 +149,7 @@ def write_report(tape: str | Path, out_dir: str | Path) -> tuple[Path, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out / "report.json", out / "report.png"
-    json_path.write_text(json.dumps(report.to_json(), indent=1))
+    json_path.write_text(json.dumps({"source": source, **report.to_json()}, indent=1))
 
     # Swaps are numbered on the plot and spelled out under it: legible at any count.
     listed = report.swaps[:40]
@@ -188,7 +192,7 @@ def write_report(tape: str | Path, out_dir: str | Path) -> tuple[Path, Path]:
     ax_eq.set_ylabel(f"PnL ({report.currency})\nrealized + unrealized")
     ax_pos.set_ylabel("position")
     ax_pos.set_xlabel("seconds since the first event")
-    ax_px.set_title(f"flox-trio run: {report.totals['market_events']} market events, "
+    ax_px.set_title(f"{source}: {report.totals['market_events']} market events, "
                     f"{report.totals['fills']} fills, {len(report.swaps)} swaps"
                     + (f", {len(spans)} halt{'s' if len(spans) > 1 else ''}" if spans else ""), pad=14)
     for ax in (ax_px, ax_eq, ax_pos):

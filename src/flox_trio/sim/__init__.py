@@ -19,6 +19,8 @@ to subscribers, the public API) from ``_transport`` (TCP, HTTP or WebSocket),
 ``_market`` (the generator) and ``_replay`` (recordings).
 """
 
+from ._binance_private import BinancePrivate as BinancePrivate
+from ._binance_private import PrivateFaults as PrivateFaults
 from ._cli import main as main
 from ._connection import SimConnection as SimConnection
 from ._faults import Faults as Faults

@@ -28,6 +28,8 @@ from .._core._clock import unix_time_ns
 from .._errors import ConfigError
 from . import _binance, _bybit
 from ._binance import BinanceVenue
+from ._binance_private import ROUTE as WS_API_ROUTE
+from ._binance_private import BinancePrivate
 from ._bybit import BybitVenue
 from ._connection import Frame, Limits, SimConnection, Venue
 from ._faults import Faults
@@ -119,6 +121,8 @@ class Simulator:
                               max_age=max_connection_age, rate_limit=rate_limit),
             "bybit": Limits(outbox_size, coalesce, idle_timeout=bybit_idle_timeout or None),
         }
+        #: The Binance WebSocket API (``/ws-api/v3``): accounts, orders, the account stream, its faults.
+        self.binance_private = BinancePrivate(self.binance, specs, self.now_ms, self._limits["binance"])
         #: Every WebSocket connection ever accepted, in order.
         self.connections: list[SimConnection] = []
         self.ticks = 0
@@ -141,6 +145,10 @@ class Simulator:
     @property
     def binance_rest_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def binance_ws_api_url(self) -> str:
+        return f"ws://{self.host}:{self.port}{WS_API_ROUTE}"
 
     @property
     def bybit_ws_url(self) -> str:
@@ -259,6 +267,9 @@ class Simulator:
 
     async def _on_websocket(self, request: WebSocketRequest, stream: _SimStream) -> None:
         route = urlsplit(request.path).path
+        if route == WS_API_ROUTE:  # its connections are its own: no market frames, no market faults
+            await self.binance_private.serve(request, stream)
+            return
         venue: Venue | None = "binance" if _binance.serves(route) else "bybit" if _bybit.serves(route) else None
         refusal = self.faults.take_refusal()
         if refusal is not None:
@@ -347,6 +358,8 @@ class Simulator:
                     for _venue, _code, k in klines[sym]:
                         k.add(t.ticks, t.lots, t.binance_id, not t.buyer_is_maker)
             self.binance.market_frames(m, trades, changes, now, keys, frames)
+            if trades:
+                self.binance_private.on_step(m, trades)
             self.bybit.market_frames(m, trades, changes, now, keys, frames)
         if klines:
             self._kline_frames(now, frames)

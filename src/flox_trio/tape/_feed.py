@@ -43,6 +43,7 @@ class TapeFeed(Feed):
             ``MockClock`` a replay runs in deterministic virtual time.
         on_batch: Called with each batch just before it is published (a
             replay advances its clock and its progress bar with it).
+        on_end: Called after the last batch was published.
 
     ``swaps`` and ``slot_records`` are the recorded swaps and slot changes
     with the event sequence numbers at which they took effect, for a runner
@@ -54,13 +55,15 @@ class TapeFeed(Feed):
     finite = True
 
     def __init__(self, path: str | os.PathLike[str], *, speed: float | None = None,
-                 on_batch: Callable[[list[Event]], None] | None = None) -> None:
+                 on_batch: Callable[[list[Event]], None] | None = None,
+                 on_end: Callable[[], None] | None = None) -> None:
         if speed is not None and (
             not isinstance(speed, int | float) or not math.isfinite(speed) or speed <= 0
         ):
             raise FeedError(f"TapeFeed speed must be a number > 0 (or None for as fast as possible), got {speed!r}")
         self.reader = TapeReader(path)
         self._on_batch = on_batch
+        self._on_end = on_end
         self.path = self.reader.path
         self.speed = None if speed is None else float(speed)
         #: Market events and batches published so far.
@@ -112,6 +115,8 @@ class TapeFeed(Feed):
             self.published += len(batch)
             self.batches_published += 1
             self.position = rec.seq
+        if self._on_end is not None:
+            self._on_end()
 
     def status(self) -> TapeFeedStatus:
         return TapeFeedStatus(feed="TapeFeed", published=self.published, path=str(self.path), speed=self.speed,
