@@ -34,7 +34,8 @@ async def test_limit_order_rests_then_fills_partially_and_fully_exactly_once(
     assert engine.updates("0-1") == [("accepted", "0"), ("partially_filled", "0.10000000"),
                                      ("filled", "0.30000000")]
     pos = ex.position(0, SYMBOL)
-    assert pos.qty == Decimal("0.3")
+    # the buyer's commission is in BTC: the position is what the account holds (0.3 - 0.0003)
+    assert pos.qty == Decimal("0.2997") and pos.realized_pnl == -Decimal("0.0003") * 99
     assert ex.open_orders(0) == []
     assert ex.balances["BTC"][0] == Decimal("10.2997")
 

@@ -11,6 +11,8 @@ and prints.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -21,7 +23,7 @@ import attrs
 import trio
 
 from .._core._clock import unix_time_ns
-from .._core._ports import Feed
+from .._core._ports import Executor, Feed
 from .._core._runner import Runner
 from .._core._status import RunnerStatus
 from .._errors import (
@@ -36,8 +38,18 @@ from .._runner import open_runner
 from ..config import Config, LimitsConfig, where
 from ..connectors import Binance, Bybit
 from ..control import announce_engine, named_run_dir, prepare_run_dir, serve_control, serve_metrics
-from ..execution import Limits, PaperSettings, RiskLimits, RiskSettings, build_executor
-from ..sim import open_simulator
+from ..execution import (
+    BinanceExecutor,
+    Limits,
+    PaperSettings,
+    RiskExecutor,
+    RiskLimits,
+    RiskSettings,
+    build_executor,
+)
+from ..execution._binance import TESTNET_REST_URL as BINANCE_TESTNET_REST_URL
+from ..execution._binance import TESTNET_WS_API_URL as BINANCE_TESTNET_WS_API_URL
+from ..sim import Simulator, open_simulator
 from ..tape._format import list_segments
 
 log = logging.getLogger("flox_trio.app")
@@ -48,7 +60,14 @@ log = logging.getLogger("flox_trio.app")
 
 @asynccontextmanager
 async def open_venue_feed(config: Config) -> AsyncIterator[Feed]:
-    """The market-data feed for ``config.venue``: the one place venues are constructed.
+    """The market-data feed for ``config.venue`` (see ``open_venue``)."""
+    async with open_venue(config) as (feed, _):
+        yield feed
+
+
+@asynccontextmanager
+async def open_venue(config: Config) -> AsyncIterator[tuple[Feed, Simulator | None]]:
+    """The market-data feed for ``config.venue``, and the simulator behind it if any: where venues are built.
 
     ``sim``: the embedded simulator on loopback, reached through a Binance
     connector; ``binance`` / ``bybit``: the connectors with the configured URLs.
@@ -58,16 +77,60 @@ async def open_venue_feed(config: Config) -> AsyncIterator[Feed]:
     options: dict[str, Any] = {} if venue.channels is None else {"channels": venue.channels}
     if venue.name == "sim":
         async with open_simulator(symbols=symbols, rate=venue.sim_rate) as simulator:
-            yield Binance(symbols, ws_url=simulator.binance_ws_url, rest_url=simulator.binance_rest_url, **options)
+            yield (Binance(symbols, ws_url=simulator.binance_ws_url, rest_url=simulator.binance_rest_url, **options),
+                   simulator)
         return
     if venue.ws_url is not None:
         options["ws_url"] = venue.ws_url
     if venue.name == "binance":
         if venue.rest_url is not None:
             options["rest_url"] = venue.rest_url
-        yield Binance(symbols, **options)
+        yield Binance(symbols, **options), None
     else:
-        yield Bybit(symbols, **options)
+        yield Bybit(symbols, **options), None
+
+
+#: What a run's simulator account starts with when a venue executor trades on it.
+SIM_BALANCES = {"USDT": "100000", "BTC": "0", "ETH": "0"}
+
+
+def build_engine_executor(config: Config, simulator: Simulator | None) -> Executor:
+    """The executor stack ``config`` describes: paper or a venue's, always behind the risk layer."""
+    settings = executor_settings(config)
+    ex = config.executor
+    if ex.kind == "paper":
+        return build_executor(settings)
+    venue: Executor
+    options: dict[str, Any] = {"symbols": tuple(config.symbols)}
+    if simulator is not None:
+        if ex.api_key_env is not None and ex.secret_env is not None:
+            api_key, secret = os.environ.get(ex.api_key_env), os.environ.get(ex.secret_env)
+            if not api_key or not secret:
+                raise ConfigError(f"{where(config, 'executor')}: the environment variables {ex.api_key_env} and "
+                                  f"{ex.secret_env} must hold the API key and its secret")
+            named = f"env:{ex.api_key_env}", f"env:{ex.secret_env}"
+        else:
+            # A key made for this run, known to this process and the simulator only.
+            api_key, secret = secrets.token_hex(32), secrets.token_hex(32)
+            named = "simulator account", "simulator account"
+        simulator.binance_private.add_account(api_key, secret=secret, balances=SIM_BALANCES)
+        venue = BinanceExecutor(api_key=api_key, secret=secret, ws_api_url=simulator.binance_ws_api_url,
+                                rest_url=simulator.binance_rest_url, api_key_from=named[0], secret_from=named[1],
+                                **options)
+    else:
+        if ex.ws_api_url is not None:
+            options["ws_api_url"] = ex.ws_api_url
+        elif ex.testnet:
+            options["ws_api_url"] = BINANCE_TESTNET_WS_API_URL
+        if ex.rest_url is not None:
+            options["rest_url"] = ex.rest_url
+        elif ex.testnet:
+            options["rest_url"] = BINANCE_TESTNET_REST_URL
+        assert ex.api_key_env is not None  # checked with the config
+        venue = BinanceExecutor.from_env(api_key_env=ex.api_key_env, secret_env=ex.secret_env,
+                                         private_key=None if ex.key_file is None else config.path(ex.key_file),
+                                         **options)
+    return RiskExecutor(venue, settings.limits)
 
 
 def _limits(cfg: LimitsConfig) -> Limits:
@@ -289,11 +352,10 @@ async def open_engine(config: Config, *, reload: bool = False, feed: Feed | None
     tape = str(tape_path) if tape_path else None
     if tape_path is not None:
         log.info("recording to tape %s", tape_path)
-    executor = build_executor(executor_settings(config))
     with announce_engine(run_dir, name=config.run_name, config=str(config.file or config.base_dir),
                          started=unix_time_ns() / 1e9, tape=tape):
-        async with _feed_or(config, feed) as the_feed, open_runner(
-            the_feed, executor, tape=tape, max_errors=config.max_errors, drain=False
+        async with _feed_or(config, feed) as (the_feed, simulator), open_runner(
+            the_feed, build_engine_executor(config, simulator), tape=tape, max_errors=config.max_errors, drain=False
         ) as runner:
             engine = Engine(runner, config, started_at=trio.current_time(), tape=tape_path)
             for binding, slot, strategy in zip(bindings, config.slots, strategies, strict=True):
@@ -324,9 +386,9 @@ async def record(config: Config, out: Path, duration: float) -> RunnerStatus:
 
 
 @asynccontextmanager
-async def _feed_or(config: Config, feed: Feed | None) -> AsyncIterator[Feed]:
+async def _feed_or(config: Config, feed: Feed | None) -> AsyncIterator[tuple[Feed, Simulator | None]]:
     if feed is not None:
-        yield feed
+        yield feed, None
         return
-    async with open_venue_feed(config) as venue_feed:
-        yield venue_feed
+    async with open_venue(config) as venue:
+        yield venue

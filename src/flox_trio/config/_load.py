@@ -204,6 +204,34 @@ def where(config: Config, *key_path: PathPart) -> str:
     return f"{config.file}:{_line_of(lines, key_path)}: {dotted}"
 
 
+def _check_executor(config: Config, fail: Fail) -> None:
+    ex = config.executor
+    venue_keys = ("testnet", "api_key_env", "secret_env", "key_file", "ws_api_url", "rest_url")
+    if ex.kind == "paper":
+        for key in venue_keys:
+            if getattr(ex, key) not in (None, False):
+                fail(("executor", key), 'is for a venue executor; set kind = "binance" or leave it out')
+        return
+    if ex.secret_env is not None and ex.key_file is not None:
+        fail(("executor", "key_file"), "give secret_env (an HMAC secret) or key_file (an Ed25519 key), not both")
+    if config.venue.name != "sim":
+        if ex.api_key_env is None:
+            fail(("executor",), f'kind = "{ex.kind}" needs api_key_env: the environment variable holding the API key')
+        elif ex.secret_env is None and ex.key_file is None:
+            fail(("executor",), f'kind = "{ex.kind}" needs secret_env (an HMAC secret) or key_file (an Ed25519 key)')
+    elif ex.api_key_env is not None and ex.secret_env is None:
+        fail(("executor", "secret_env"), "on the simulator a named key needs its HMAC secret in secret_env")
+    for key in ("api_key_env", "secret_env"):
+        value = getattr(ex, key)
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", value):
+            fail(("executor", key), f"must name an environment variable, got {value!r}")
+    for key in ("ws_api_url", "rest_url"):
+        value = getattr(ex, key)
+        if value is not None and not value.startswith(("ws://", "wss://") if key == "ws_api_url"
+                                                      else ("http://", "https://")):
+            fail(("executor", key), f"must be a {'ws(s)' if key == 'ws_api_url' else 'http(s)'}:// URL, got {value!r}")
+
+
 def _default_name(path: Path) -> str:
     """The run's name when the config gives none: its file's stem, made a valid name."""
     stem = re.sub(r"[^A-Za-z0-9._-]", "-", path.stem).lstrip(".-")[:64]
@@ -220,6 +248,7 @@ def _check_semantics(config: Config, text: str, path: Path) -> None:
         fail(("symbols",), 'list at least one symbol, e.g. symbols = ["BTCUSDT"]')
     _check_symbols(config.symbols, ("symbols",), fail)
     _check_venue(config, fail)
+    _check_executor(config, fail)
     latency = config.executor.latency
     if not (math.isfinite(latency) and 0 <= latency <= MAX_LATENCY):
         fail(("executor", "latency"), f"must be a finite number of seconds >= 0 (at most {MAX_LATENCY:g}), "

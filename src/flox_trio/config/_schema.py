@@ -68,14 +68,31 @@ class RiskConfig:
 
 @attrs.frozen
 class ExecutorConfig:
-    """``[executor]``: the paper executor and its acknowledgement latency in seconds."""
+    """``[executor]``: where orders go. ``paper`` (the default) simulates fills; ``binance`` sends them.
 
-    kind: Literal["paper"] = "paper"
-    #: Seconds, finite, 0..3600.
+    With ``venue.name = "sim"`` a venue executor trades on the simulator's own
+    private API, with an account made for the run (or the key the environment
+    names). Secrets come from the environment variables named here or a key
+    file only readable by you; they are never written anywhere.
+    """
+
+    kind: Literal["paper", "binance"] = "paper"
+    #: paper: seconds, finite, 0..3600.
     latency: float = 0.005
-    #: Fractions of the notional in [0, 1), e.g. "0.0004" (rebates are not modelled).
+    #: paper: fractions of the notional in [0, 1), e.g. "0.0004" (rebates are not modelled).
     taker_fee: Decimal = Decimal(0)
     maker_fee: Decimal = Decimal(0)
+    #: binance: the venue's test network instead of the live one.
+    testnet: bool = False
+    #: binance: the environment variable holding the API key.
+    api_key_env: str | None = None
+    #: binance: the environment variable holding the HMAC secret ...
+    secret_env: str | None = None
+    #: binance: ... or an Ed25519 private key file (PEM, mode 0600).
+    key_file: str | None = None
+    #: binance: the WebSocket API and REST URLs, when not the venue's (or testnet's) own.
+    ws_api_url: str | None = None
+    rest_url: str | None = None
 
 
 @attrs.frozen

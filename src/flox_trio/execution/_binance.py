@@ -40,13 +40,10 @@ import logging
 import math
 import os
 import re
-import secrets
-import ssl
 from collections import deque
 from collections.abc import Callable, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import attrs
 import httpx
@@ -55,14 +52,18 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
-from .._core._clock import unix_time_ns
-from .._core._events import Fill, OrderStatus, OrderType, OrderUpdate, Side
+from .._core._events import Fill, OrderStatus, OrderType, Side
 from .._core._money import ZERO
 from .._core._orders import Order, Position
 from .._core._ports import Executor
 from .._core._status import ExecutorSettings, ExecutorStatus
 from .._errors import ConfigError, FloxError, OrderError
 from ._signing import Ed25519Signer, HmacSigner, KeyType, Signer
+from ._venue import Pending as _Pending
+from ._venue import SessionLost as _SessionLost
+from ._venue import VenueOrders, first_leaf, new_run_id, open_websocket, parse_client_id
+from ._venue import dec as _dec
+from ._venue import plain as _plain
 
 log = logging.getLogger("flox_trio.execution.binance")
 
@@ -73,9 +74,6 @@ TESTNET_REST_URL = "https://testnet.binance.vision"
 
 #: Binance's client order id rule.
 CLIENT_ID_RE = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
-#: Our client ids: ``flx`` + a 10-character run id + ``.`` + the engine's order id ("<slot>-<n>").
-_OURS = re.compile(r"flx([0-9a-z]{10})\.(\d+)-(\d+)")
-_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 #: Codes after which the outcome of a request is unknown (errors.md: "execution status unknown").
 _UNKNOWN_CODES = frozenset({-1007, -1006})
 #: Codes that mean the key, its signature or the clock is wrong: no retry helps.
@@ -107,59 +105,24 @@ class _VenueError(Exception):
         return f"Binance error {self.code}{f' {name}' if name else ''}: {self.msg}"
 
 
-class _SessionLost(Exception):
-    """The WebSocket API connection ended (or was never there) while a request needed it."""
-
-
-def _plain(value: Decimal) -> str:
-    """A Decimal as a plain decimal string ("0.001", "100"): never an exponent."""
-    text = f"{value.normalize():f}"
-    return text
-
-
-def _dec(value: Any) -> Decimal:
-    try:
-        out = Decimal(str(value))
-    except InvalidOperation:
-        raise ValueError(f"not a decimal: {value!r}") from None
-    if not out.is_finite():
-        raise ValueError(f"not a finite decimal: {value!r}")
-    return out
-
-
-def new_run_id() -> str:
-    """Ten base-36 characters: the time in milliseconds (sortable, unique across restarts) and two random ones."""
-    ms = unix_time_ns() // 1_000_000
-    digits = []
-    for _ in range(8):
-        ms, r = divmod(ms, 36)
-        digits.append(_BASE36[r])
-    return "".join(reversed(digits)) + "".join(secrets.choice(_BASE36) for _ in range(2))
-
-
-def parse_client_id(client_id: str) -> tuple[str, int, str] | None:
-    """(run id, slot, engine order id) of one of our client ids, None for anyone else's."""
-    m = _OURS.fullmatch(client_id)
-    if m is None:
-        return None
-    return m[1], int(m[2]), f"{m[2]}-{m[3]}"
-
-
 # --- settings and status -------------------------------------------------------------------------
 
 
 @attrs.frozen
 class BinanceSettings(ExecutorSettings):
-    """How a ``BinanceExecutor`` was configured. Never a secret: only where the key came from."""
+    """How a ``BinanceExecutor`` was configured. Never a secret: only where the key came from.
+
+    (Field names avoid "key" and "secret": tapes refuse anything named like a credential.)
+    """
 
     ws_api_url: str = WS_API_URL
     rest_url: str = REST_URL
-    #: "hmac" or "ed25519".
-    key_type: str = "hmac"
+    #: How requests are signed: "hmac" or "ed25519".
+    signing: str = "hmac"
     #: Where the API key came from: "argument" or "env:NAME".
-    api_key_from: str = "argument"
-    #: Where the secret came from: "argument", "env:NAME" or "file:PATH" (an Ed25519 key file).
-    secret_from: str = "argument"
+    account_from: str = "argument"
+    #: Where the signing secret came from: "argument", "env:NAME" or "file:PATH" (an Ed25519 key file).
+    signing_from: str = "argument"
     recv_window_ms: int = 5000
 
 
@@ -308,20 +271,10 @@ class _RateLimits:
                 slot[1] += 1
 
 
-class _Pending:
-    __slots__ = ("done", "failure", "method", "response")
-
-    def __init__(self, method: str) -> None:
-        self.method = method
-        self.done = trio.Event()
-        self.response: dict[str, Any] | None = None
-        self.failure = ""
-
-
 # --- the executor -------------------------------------------------------------------------------------------
 
 
-class BinanceExecutor(Executor):
+class BinanceExecutor(VenueOrders, Executor):
     """Binance Spot order entry and account stream over the WebSocket API (see the module docstring)."""
 
     def __init__(
@@ -498,56 +451,10 @@ class BinanceExecutor(Executor):
 
     # --- state machine -----------------------------------------------------------------------------------------
 
-    def _update_event(self, order: Order, status: OrderStatus, reason: str) -> OrderUpdate:
-        return OrderUpdate(order.order_id, order.symbol, order.side, order.order_type, status, order.qty,
-                           order.filled_qty, order.price, order.avg_fill_price, reason, self._clock.wall_ns(),
-                           order.slot, order.venue)
-
-    def _update(self, order: Order) -> None:
-        if not order.is_open and self._open.pop(order.order_id, None) is not None:
-            self._sent.discard(order.order_id)
-            self._unknown.pop(order.order_id, None)
-            self._cancel_wanted.discard(order.order_id)
-            if self.history is not None:
-                self._finished.append(order.order_id)
-                while len(self._finished) > self.history:
-                    old = self._orders.pop(self._finished.popleft(), None)
-                    if old is not None:
-                        self._by_client.pop(self._client_of.pop(old.order_id, ""), None)
-                        self._by_venue.pop(self._venue_id.pop(old.order_id, -1), None)
-        self._emit(order.slot, self._update_event(order, order.status, order.reason))
-
-    def _reject(self, order: Order, reason: str) -> None:
-        if not order.is_open:
-            return
-        order.status = "rejected"
-        order.reason = reason
-        log.info("order %s rejected: %s", order.order_id, reason)
-        self._update(order)
-
-    def _accept(self, order: Order) -> None:
-        if order.status == "new":
-            order.status = "accepted"
-            self._update(order)
-
-    def _finalize(self, order: Order, status: OrderStatus, reason: str) -> None:
-        if not order.is_open:
-            return
-        if status == "rejected" and order.filled_qty:
-            status = "canceled"
-        order.status = status
-        order.reason = reason
-        self._update(order)
-
     def _note_venue_id(self, order: Order, venue_id: Any) -> None:
         if isinstance(venue_id, int) and order.order_id not in self._venue_id:
             self._venue_id[order.order_id] = venue_id
             self._by_venue[venue_id] = order
-
-    def _settle(self, order: Order) -> None:
-        """The venue has told us about ``order``: its outcome is no longer unknown."""
-        if self._unknown.pop(order.order_id, None) is not None:
-            log.info("order %s: outcome known again", order.order_id)
 
     def _apply_trade(self, order: Order, trade_id: int, price: Decimal, qty: Decimal, fee: Decimal, asset: str,
                      maker: bool) -> bool:
@@ -568,8 +475,16 @@ class BinanceExecutor(Executor):
         order.filled_qty += qty
         order.notional += price * qty
         order.status = "filled" if order.filled_qty >= order.qty else "partially_filled"
-        self.position(order.slot, order.symbol).apply_fill(order.side, price, qty,
-                                                           self._fee_in_quote(order.symbol, fee, asset, price))
+        position = self.position(order.slot, order.symbol)
+        f = self._filters.get(order.symbol)
+        if f is not None and asset == f.base and fee:
+            # A commission in the base asset comes out of what the account holds, so the
+            # position is what the venue will let the strategy sell: a buy adds qty - fee,
+            # a sell removes qty + fee; the fee's value at the fill price is the cost.
+            net = qty - fee if order.side == "buy" else qty + fee
+            position.apply_fill(order.side, price, net, fee * price)
+        else:
+            position.apply_fill(order.side, price, qty, self._fee_in_quote(order.symbol, fee, asset, price))
         self.fills += 1
         fill = Fill(order.order_id, order.symbol, order.side, price, qty, fee, "maker" if maker else "taker",
                     self._clock.wall_ns(), str(trade_id), order.slot, order.venue)
@@ -583,9 +498,6 @@ class BinanceExecutor(Executor):
         f = self._filters.get(symbol)
         if f is None or asset == f.quote:
             return fee
-            return fee
-        if asset == f.base:
-            return fee * price
         return ZERO  # BNB and the like: not in the symbol's quote; see fee_assets
 
     # --- the account stream ------------------------------------------------------------------------------------
@@ -705,9 +617,9 @@ class BinanceExecutor(Executor):
             try:
                 await self._session()
             except* _Fatal as group:
-                self._fatal = _first(group).error
+                self._fatal = first_leaf(group).error
             except* _TRANSIENT as group:
-                exc = _first(group)
+                exc = first_leaf(group)
                 reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 self.last_error = reason
             if self._fatal is not None:
@@ -735,38 +647,8 @@ class BinanceExecutor(Executor):
     async def _session(self) -> None:
         self._ready_once_in_session = False
         self._session_end = trio.Event()
-        parts = urlsplit(self.ws_api_url)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise ConfigError(f"ws_api_url must be ws://... or wss://..., got {self.ws_api_url!r}")
-        host, secure = parts.hostname, parts.scheme == "wss"
-        port = parts.port or (443 if secure else 80)
-        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        stream: trio.abc.Stream | None = None
-        try:
-            # The TCP stream is ours, not trio-websocket's: its open_websocket() leaves the
-            # socket open after an abnormal closure (1006).
-            async with trio.open_nursery() as ws_nursery:
-                try:
-                    with trio.fail_after(self.connect_timeout):
-                        if secure:
-                            stream = await trio.open_ssl_over_tcp_stream(
-                                host, port, ssl_context=ssl.create_default_context(), https_compatible=True)
-                        else:
-                            stream = await trio.open_tcp_stream(host, port)
-                        ws = await trio_websocket.wrap_client_stream(
-                            ws_nursery, stream, host if port in (80, 443) else f"{host}:{port}", resource)
-                except trio.TooSlowError:
-                    raise _SessionLost(f"no WebSocket handshake with {host}:{port} within "
-                                       f"{self.connect_timeout:g} s") from None
-                try:
-                    await self._serve_session(ws)
-                finally:
-                    with trio.move_on_after(1.0):
-                        await ws.aclose()
-                    ws_nursery.cancel_scope.cancel()
-        finally:
-            if stream is not None:
-                await trio.aclose_forcefully(stream)
+        async with open_websocket(self.ws_api_url, self.connect_timeout) as ws:
+            await self._serve_session(ws)
 
     async def _serve_session(self, ws: WebSocketConnection) -> None:
         self.connects += 1
@@ -1144,39 +1026,6 @@ class BinanceExecutor(Executor):
 
     # --- views ---------------------------------------------------------------------------------------------------
 
-    def position(self, slot: int, symbol: str) -> Position:
-        key = (slot, symbol)
-        pos = self._positions.get(key)
-        if pos is None:
-            pos = self._positions[key] = Position(symbol)
-        return pos
-
-    def positions(self) -> dict[tuple[int, str], Position]:
-        return dict(self._positions)
-
-    def open_orders(self, slot: int, symbol: str | None = None) -> list[Order]:
-        return [o.copy() for o in self._open.values()
-                if o.slot == slot and (symbol is None or o.symbol == symbol)]
-
-    def orders(self) -> list[Order]:
-        return [o.copy() for o in self._orders.values()]
-
-    def fill_history(self) -> list[Fill]:
-        return list(self.fill_log)
-
-    @property
-    def ready(self) -> bool:
-        return self._ready
-
-    async def wait_ready(self) -> None:
-        """Until the session is connected and reconciled."""
-        while not self._ready:
-            await self._ready_event.wait()
-
-    @property
-    def pending_unknown(self) -> tuple[str, ...]:
-        return tuple(self._unknown)
-
     @property
     def settings(self) -> BinanceSettings:
         return self._settings
@@ -1194,13 +1043,6 @@ class BinanceExecutor(Executor):
 #: What ends one session, not the executor: the next session may do better.
 _TRANSIENT = (OSError, HandshakeError, ConnectionClosed, _SessionLost, trio.BrokenResourceError,
               trio_websocket.DisconnectionTimeout, httpx.HTTPError)
-
-
-def _first(group: BaseExceptionGroup[Any]) -> Any:
-    leaf: Any = group
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return leaf
 
 
 class _Fatal(Exception):

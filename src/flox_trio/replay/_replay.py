@@ -30,7 +30,7 @@ from .._core._status import ExecutorSettings, RunnerStatus
 from .._errors import TapeError
 from .._loader import rebuild_strategy
 from .._runner import open_runner
-from ..execution import PaperSettings, RiskExecutor, build_executor, run_outputs
+from ..execution import PaperSettings, RiskExecutor, RiskSettings, build_executor, run_outputs
 from ..tape import ControlRecord, TapeFeed, TapeReader
 from ._recorded import RecordedExecutor
 
@@ -117,7 +117,7 @@ class ReplayResult:
 async def _replay(tape: Path, plan: ReplayPlan, state_dir: Path, progress: Callable[[int], None] | None,
                   mode: ReplayMode = "simulate", record: Path | None = None) -> ReplayResult:
     recorded = RecordedExecutor(tape) if mode == "reproduce" else None
-    executor = recorded or build_executor(plan.executor, ack_clock="events", history=None)
+    executor = recorded or build_executor(on_paper(plan.executor), ack_clock="events", history=None)
     clock = EventClock()
     # The operator's halts and resumes, at the market event they came after (a
     # reproduction has their effect on the tape already).
@@ -151,6 +151,20 @@ async def _replay(tape: Path, plan: ReplayPlan, state_dir: Path, progress: Calla
         await h
     return ReplayResult(run_outputs(executor), runner.status(), feed.published, len(handles), mode,
                         tuple(recorded.divergences) if recorded is not None else ())
+
+
+def on_paper(settings: ExecutorSettings) -> ExecutorSettings:
+    """The stack a simulation runs: the recorded one, with a venue executor replaced by paper.
+
+    A replay never sends an order anywhere: a session traded on Binance is
+    simulated against the paper matching engine, behind the same risk limits.
+    """
+    if isinstance(settings, RiskSettings):
+        return attrs.evolve(settings, inner=on_paper(settings.inner))
+    if isinstance(settings, PaperSettings):
+        return settings
+    log.info("simulating on paper what %s executed live", type(settings).__name__.removesuffix("Settings"))
+    return PaperSettings()
 
 
 def apply_control(executor: Executor, record: ControlRecord) -> None:

@@ -1,0 +1,236 @@
+"""What the venue executors share: engine client ids, decimals, the order state machine, request slots, connections.
+
+``BinanceExecutor`` and ``BybitExecutor`` both track orders the same way
+(``VenueOrders``): statuses only move forward (``new`` → ``accepted`` →
+``partially_filled`` → ``filled`` | ``canceled`` | ``rejected``), each change is
+emitted once to the owning slot, final orders leave the open set and, past
+``history``, the indexes. Client ids are ``flx`` + a 10-character run id + a
+separator + the engine's order id, so an order of a previous run names its slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+import trio_websocket
+from trio_websocket import WebSocketConnection
+
+from .._core._clock import unix_time_ns
+from .._core._events import Fill, OrderStatus, OrderUpdate
+from .._core._orders import Order, Position
+from .._core._ports import Executor
+from .._errors import ConfigError
+
+_log = logging.getLogger("flox_trio.execution")
+
+#: Our client ids: ``flx`` + a 10-character run id + ``.`` (Binance) or ``_`` (Bybit) + the engine's order id.
+_OURS = re.compile(r"flx([0-9a-z]{10})[._](\d+)-(\d+)")
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def plain(value: Decimal) -> str:
+    """A Decimal as a plain decimal string ("0.001", "100"): never an exponent."""
+    return f"{value.normalize():f}"
+
+
+def dec(value: Any) -> Decimal:
+    """A venue's decimal string (or number) as an exact, finite Decimal."""
+    try:
+        out = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"not a decimal: {value!r}") from None
+    if not out.is_finite():
+        raise ValueError(f"not a finite decimal: {value!r}")
+    return out
+
+
+def new_run_id() -> str:
+    """Ten base-36 characters: the time in milliseconds (sortable, unique across restarts) and two random ones."""
+    ms = unix_time_ns() // 1_000_000
+    digits = []
+    for _ in range(8):
+        ms, r = divmod(ms, 36)
+        digits.append(_BASE36[r])
+    return "".join(reversed(digits)) + "".join(secrets.choice(_BASE36) for _ in range(2))
+
+
+def parse_client_id(client_id: str) -> tuple[str, int, str] | None:
+    """(run id, slot, engine order id) of one of our client ids, None for anyone else's."""
+    m = _OURS.fullmatch(client_id)
+    if m is None:
+        return None
+    return m[1], int(m[2]), f"{m[2]}-{m[3]}"
+
+
+def first_leaf(group: BaseExceptionGroup[Any]) -> Any:
+    """The first exception inside (nested) exception groups."""
+    leaf: Any = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
+
+
+class Pending:
+    """One request in flight: completes with the venue's response, or a failure."""
+
+    __slots__ = ("done", "failure", "method", "response")
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.done = trio.Event()
+        self.response: dict[str, Any] | None = None
+        self.failure = ""
+
+
+class SessionLost(Exception):
+    """A venue connection ended (or was never there) while a request needed it."""
+
+
+@asynccontextmanager
+async def open_websocket(url: str, connect_timeout: float) -> AsyncIterator[WebSocketConnection]:
+    """A client WebSocket on a TCP (or TLS) stream we own and close forcefully.
+
+    trio-websocket's ``open_websocket`` leaves the socket open after an abnormal closure (1006).
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ConfigError(f"a WebSocket URL must be ws://... or wss://..., got {url!r}")
+    host, secure = parts.hostname, parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    stream: trio.abc.Stream | None = None
+    try:
+        async with trio.open_nursery() as ws_nursery:
+            try:
+                with trio.fail_after(connect_timeout):
+                    if secure:
+                        stream = await trio.open_ssl_over_tcp_stream(
+                            host, port, ssl_context=ssl.create_default_context(), https_compatible=True)
+                    else:
+                        stream = await trio.open_tcp_stream(host, port)
+                    ws = await trio_websocket.wrap_client_stream(
+                        ws_nursery, stream, host if port in (80, 443) else f"{host}:{port}", resource)
+            except trio.TooSlowError:
+                raise SessionLost(f"no WebSocket handshake with {host}:{port} within {connect_timeout:g} s") from None
+            try:
+                yield ws
+            finally:
+                with trio.move_on_after(1.0):
+                    await ws.aclose()
+                ws_nursery.cancel_scope.cancel()
+    finally:
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
+
+
+class VenueOrders(Executor):
+    """The order state machine and the portfolio views of a venue executor.
+
+    The executor's ``__init__`` sets the attributes annotated here.
+    """
+
+    history: int | None
+    _orders: dict[str, Order]
+    _open: dict[str, Order]
+    _by_client: dict[str, Order]
+    _client_of: dict[str, str]
+    _venue_id: dict[str, Any]
+    _by_venue: dict[Any, Order]
+    _finished: deque[str]
+    _sent: set[str]
+    _unknown: dict[str, tuple[str, float]]
+    _cancel_wanted: set[str]
+    _positions: dict[tuple[int, str], Position]
+    fill_log: deque[Fill]
+    _ready: bool
+    _ready_event: trio.Event
+
+    def _update_event(self, order: Order, status: OrderStatus, reason: str) -> OrderUpdate:
+        return OrderUpdate(order.order_id, order.symbol, order.side, order.order_type, status, order.qty,
+                           order.filled_qty, order.price, order.avg_fill_price, reason, self._clock.wall_ns(),
+                           order.slot, order.venue)
+
+    def _update(self, order: Order) -> None:
+        if not order.is_open and self._open.pop(order.order_id, None) is not None:
+            self._sent.discard(order.order_id)
+            self._unknown.pop(order.order_id, None)
+            self._cancel_wanted.discard(order.order_id)
+            if self.history is not None:
+                self._finished.append(order.order_id)
+                while len(self._finished) > self.history:
+                    old = self._orders.pop(self._finished.popleft(), None)
+                    if old is not None:
+                        self._by_client.pop(self._client_of.pop(old.order_id, ""), None)
+                        self._by_venue.pop(self._venue_id.pop(old.order_id, -1), None)
+        self._emit(order.slot, self._update_event(order, order.status, order.reason))
+
+    def _reject(self, order: Order, reason: str) -> None:
+        if not order.is_open:
+            return
+        order.status = "rejected"
+        order.reason = reason
+        _log.info("order %s rejected: %s", order.order_id, reason)
+        self._update(order)
+
+    def _accept(self, order: Order) -> None:
+        if order.status == "new":
+            order.status = "accepted"
+            self._update(order)
+
+    def _finalize(self, order: Order, status: OrderStatus, reason: str) -> None:
+        if not order.is_open:
+            return
+        if status == "rejected" and order.filled_qty:
+            status = "canceled"
+        order.status = status
+        order.reason = reason
+        self._update(order)
+
+    def _settle(self, order: Order) -> None:
+        """The venue has told us about ``order``: its outcome is no longer unknown."""
+        if self._unknown.pop(order.order_id, None) is not None:
+            _log.info("order %s: outcome known again", order.order_id)
+
+    def position(self, slot: int, symbol: str) -> Position:
+        key = (slot, symbol)
+        pos = self._positions.get(key)
+        if pos is None:
+            pos = self._positions[key] = Position(symbol)
+        return pos
+
+    def positions(self) -> dict[tuple[int, str], Position]:
+        return dict(self._positions)
+
+    def open_orders(self, slot: int, symbol: str | None = None) -> list[Order]:
+        return [o.copy() for o in self._open.values()
+                if o.slot == slot and (symbol is None or o.symbol == symbol)]
+
+    def orders(self) -> list[Order]:
+        return [o.copy() for o in self._orders.values()]
+
+    def fill_history(self) -> list[Fill]:
+        return list(self.fill_log)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def wait_ready(self) -> None:
+        """Until the session is connected and reconciled."""
+        while not self._ready:
+            await self._ready_event.wait()
+
+    @property
+    def pending_unknown(self) -> tuple[str, ...]:
+        return tuple(self._unknown)
+
