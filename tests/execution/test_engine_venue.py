@@ -54,7 +54,7 @@ def test_a_venue_session_trades_and_leaves_no_secret_in_any_artifact(tmp_path: P
         proc = subprocess.Popen([sys.executable, "-m", "flox_trio.cli", "-vv", "run", "c.toml"], cwd=tmp_path,
                                 env=env, stdout=fout, stderr=ferr, text=True)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         status = None
         while time.monotonic() < deadline:
             time.sleep(0.5)  # a real process on the real clock: polling is the only way to observe it
