@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                         'symbol=...", "response": ...} lines are the REST snapshots served')
     p.add_argument("--loop", action="store_true", help="with --replay: start over at the end")
     p.add_argument("--json", action="store_true", help="print the URLs as one JSON line when ready")
+    p.add_argument("--account-env", metavar="NAME", default=None,
+                   help="open a Binance account for the API key and HMAC secret in the environment variable "
+                        "NAME, as KEY:SECRET (never on the command line, where any user can read it)")
     p.add_argument("--log-level", default="warning", help="logging level (default warning)")
     return p
 
@@ -69,10 +73,16 @@ async def _run(args: argparse.Namespace, recording: Recording | None) -> None:
         stamp=args.stamp, precise=args.precise, coalesce=not args.one_frame_per_write,
         ping_interval=args.ping_interval,
     )
+    if args.account_env:
+        key, _, secret = os.environ.get(args.account_env, "").partition(":")
+        if not key or not secret:
+            raise ConfigError(f"--account-env {args.account_env}: the variable must hold KEY:SECRET")
+        sim.binance_private.add_account(key, secret=secret, balances={"USDT": "10000000", "BTC": "1000"})
     async with trio.open_nursery() as nursery:
         await nursery.start(sim.serve)
         urls = {"port": sim.port, "binance_ws_url": sim.binance_ws_url,
-                "binance_rest_url": sim.binance_rest_url, "bybit_ws_url": sim.bybit_ws_url}
+                "binance_rest_url": sim.binance_rest_url, "bybit_ws_url": sim.bybit_ws_url,
+                "binance_ws_api_url": sim.binance_ws_api_url}
         if args.json:
             sys.stdout.write(orjson.dumps(urls).decode() + "\n")
         else:
