@@ -208,6 +208,8 @@ class Fill:
     trade_id: str = ""
     slot: int = -1
     venue: str = ""
+    #: The asset ``fee`` is in: "" for the symbol's quote (the paper executor's), else the venue's word.
+    fee_asset: str = ""
 
 
 def event_time_ns(ev: object) -> int:

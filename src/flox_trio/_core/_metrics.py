@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from ._events import Fill
-from ._orders import Position
+from ._orders import Position, book_fill
 
 ZERO = Decimal(0)
 
@@ -61,7 +61,7 @@ def measure(fills: Iterable[Fill], marks: Mapping[str, Decimal | None],
     n = 0
     for f in fills:
         pos = positions.get(f.symbol) or positions.setdefault(f.symbol, Position(f.symbol))
-        pos.apply_fill(f.side, f.price, f.qty, f.fee)
+        book_fill(pos, f)
         last_price[f.symbol] = f.price
         curve.append(_equity(positions, last_price) - base)
         n += 1

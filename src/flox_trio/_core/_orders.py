@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import attrs
 
-from ._events import OrderStatus, OrderType, Side
+from ._events import Fill, OrderStatus, OrderType, Side, quote_currency
 from ._money import ZERO
 
 OPEN_STATES: frozenset[OrderStatus] = frozenset({"new", "accepted", "partially_filled"})
@@ -96,3 +96,23 @@ class Position:
         if mark is None or self.qty == 0:
             return ZERO
         return mark * self.qty - self.cost_basis
+
+
+def book_fill(position: Position, fill: Fill) -> None:
+    """Book ``fill`` on ``position`` as the account sees it.
+
+    A fee in the quote asset (``fee_asset`` "" or the quote) is a fee. A fee in
+    the base asset comes out of what the account holds, so the position stays
+    what the venue lets the strategy sell: a buy adds ``qty - fee``, a sell
+    takes ``qty + fee``, and the fee's value at the fill price is the cost. A
+    fee in any other asset (BNB) is not in this symbol's PnL.
+    """
+    asset, symbol = fill.fee_asset, fill.symbol
+    quote = quote_currency([symbol])
+    if not asset or asset == quote:
+        position.apply_fill(fill.side, fill.price, fill.qty, fill.fee)
+    elif fill.fee and symbol.endswith(quote) and asset == symbol[: -len(quote)]:
+        net = fill.qty - fill.fee if fill.side == "buy" else fill.qty + fill.fee
+        position.apply_fill(fill.side, fill.price, net, fill.fee * fill.price)
+    else:
+        position.apply_fill(fill.side, fill.price, fill.qty, ZERO)

@@ -8,6 +8,10 @@ from ._binance import BinanceExecutor as BinanceExecutor
 from ._binance import BinanceSettings as BinanceSettings
 from ._binance import BinanceStatus as BinanceStatus
 from ._build import build_executor as build_executor
+from ._bybit import BybitAuthError as BybitAuthError
+from ._bybit import BybitExecutor as BybitExecutor
+from ._bybit import BybitSettings as BybitSettings
+from ._bybit import BybitStatus as BybitStatus
 from ._outputs import first_divergence as first_divergence
 from ._outputs import outputs_json as outputs_json
 from ._outputs import run_outputs as run_outputs
@@ -21,7 +25,7 @@ from ._risk import RiskSettings as RiskSettings
 from ._risk import RiskStatus as RiskStatus
 
 __all__ = [
-    "BinanceAuthError", "BinanceExecutor", "BinanceSettings", "BinanceStatus", "Executor", "Limits", "Order",
+    "BinanceAuthError", "BinanceExecutor", "BinanceSettings", "BinanceStatus", "BybitAuthError", "BybitExecutor", "BybitSettings", "BybitStatus", "Executor", "Limits", "Order",
     "PaperExecutor", "PaperSettings", "PaperStatus", "Position", "RiskExecutor", "RiskLimits", "RiskSettings", "RiskStatus", "build_executor", "first_divergence", "outputs_json",
     "run_outputs",
 ]

@@ -54,7 +54,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from .._core._events import Fill, OrderStatus, OrderType, Side
 from .._core._money import ZERO
-from .._core._orders import Order, Position
+from .._core._orders import Order, Position, book_fill
 from .._core._ports import Executor
 from .._core._status import ExecutorSettings, ExecutorStatus
 from .._errors import ConfigError, FloxError, OrderError
@@ -475,30 +475,20 @@ class BinanceExecutor(VenueOrders, Executor):
         order.filled_qty += qty
         order.notional += price * qty
         order.status = "filled" if order.filled_qty >= order.qty else "partially_filled"
-        position = self.position(order.slot, order.symbol)
-        f = self._filters.get(order.symbol)
-        if f is not None and asset == f.base and fee:
-            # A commission in the base asset comes out of what the account holds, so the
-            # position is what the venue will let the strategy sell: a buy adds qty - fee,
-            # a sell removes qty + fee; the fee's value at the fill price is the cost.
-            net = qty - fee if order.side == "buy" else qty + fee
-            position.apply_fill(order.side, price, net, fee * price)
-        else:
-            position.apply_fill(order.side, price, qty, self._fee_in_quote(order.symbol, fee, asset, price))
         self.fills += 1
         fill = Fill(order.order_id, order.symbol, order.side, price, qty, fee, "maker" if maker else "taker",
-                    self._clock.wall_ns(), str(trade_id), order.slot, order.venue)
+                    self._clock.wall_ns(), str(trade_id), order.slot, order.venue, self._fee_asset(order.symbol, asset))
+        book_fill(self.position(order.slot, order.symbol), fill)
         self.fill_log.append(fill)
         self.fee_assets[str(trade_id)] = asset
         self._emit(order.slot, fill)
         self._update(order)
         return True
 
-    def _fee_in_quote(self, symbol: str, fee: Decimal, asset: str, price: Decimal) -> Decimal:
+    def _fee_asset(self, symbol: str, asset: str) -> str:
+        """``Fill.fee_asset``: "" when the commission is in the symbol's quote asset."""
         f = self._filters.get(symbol)
-        if f is None or asset == f.quote:
-            return fee
-        return ZERO  # BNB and the like: not in the symbol's quote; see fee_assets
+        return "" if f is None or asset == f.quote else asset
 
     # --- the account stream ------------------------------------------------------------------------------------
 

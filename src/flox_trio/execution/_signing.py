@@ -77,7 +77,7 @@ class HmacSigner(Signer):
 
     def __init__(self, secret: str | bytes) -> None:
         if not secret:
-            raise ConfigError("the Binance API secret is empty")
+            raise ConfigError("the API secret is empty")
         self._secret = secret.encode() if isinstance(secret, str) else bytes(secret)
 
     def sign(self, text: str) -> str:
@@ -131,3 +131,17 @@ class Ed25519Signer(Signer):
     def public_pem(self) -> bytes:
         """The public half, PEM (what one registers with the venue, or gives the simulator)."""
         return self._key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+
+
+# --- Bybit v5 ------------------------------------------------------------------------------------------
+# Bybit signs with the same HMAC-SHA256 (lowercase hex) over different text: ``HmacSigner.sign`` of these.
+
+
+def bybit_auth_text(expires_ms: int) -> str:
+    """What a WebSocket ``op: auth`` signature covers: ``"GET/realtime" + expires`` (wss-authentication.mdx)."""
+    return f"GET/realtime{expires_ms}"
+
+
+def bybit_rest_text(timestamp_ms: int | str, api_key: str, recv_window_ms: int | str, query_or_body: str) -> str:
+    """What an ``X-BAPI-SIGN`` covers: timestamp + API key + recv window + the query string (GET) or body (POST)."""
+    return f"{timestamp_ms}{api_key}{recv_window_ms}{query_or_body}"

@@ -21,7 +21,7 @@ from pathlib import Path
 import attrs
 
 from .._core._events import Fill, OrderUpdate
-from .._core._orders import Order, Position
+from .._core._orders import Order, Position, book_fill
 from .._core._ports import Executor
 from .._core._status import ExecutorSettings, ExecutorStatus
 from ..tape import TapeReader
@@ -94,7 +94,7 @@ class RecordedExecutor(Executor):
         if isinstance(e, Fill):
             key = (e.slot, e.symbol)
             pos = self._positions.get(key) or self._positions.setdefault(key, Position(e.symbol))
-            pos.apply_fill(e.side, e.price, e.qty, e.fee)
+            book_fill(pos, e)
             self._fills.append(e)
             return
         order = self._orders.get(e.order_id)

@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from .._core._events import Bar, Book, Fill, Gap, Trade, quote_currency
+from .._core._orders import book_fill
 from .._core._status import change_label
 from ..execution import Position
 
@@ -105,7 +106,7 @@ def build_report(tape: str | Path, *, points: int = 2000) -> Report:
             if isinstance(ev, Fill):
                 key = (ev.slot, ev.symbol)
                 pos = positions.get(key) or positions.setdefault(key, Position(ev.symbol))
-                pos.apply_fill(ev.side, ev.price, ev.qty, ev.fee)
+                book_fill(pos, ev)
                 fills += 1
                 continue
             if isinstance(ev, Trade | Book | Bar | Gap):

@@ -21,6 +21,8 @@ to subscribers, the public API) from ``_transport`` (TCP, HTTP or WebSocket),
 
 from ._binance_private import BinancePrivate as BinancePrivate
 from ._binance_private import PrivateFaults as PrivateFaults
+from ._bybit_private import BybitFaults as BybitFaults
+from ._bybit_private import BybitPrivate as BybitPrivate
 from ._cli import main as main
 from ._connection import SimConnection as SimConnection
 from ._faults import Faults as Faults

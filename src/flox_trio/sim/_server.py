@@ -31,6 +31,10 @@ from ._binance import BinanceVenue
 from ._binance_private import ROUTE as WS_API_ROUTE
 from ._binance_private import BinancePrivate
 from ._bybit import BybitVenue
+from ._bybit_private import PRIVATE_ROUTE as BYBIT_PRIVATE_ROUTE
+from ._bybit_private import REST_PATHS as BYBIT_REST_PATHS
+from ._bybit_private import TRADE_ROUTE as BYBIT_TRADE_ROUTE
+from ._bybit_private import BybitPrivate
 from ._connection import Frame, Limits, SimConnection, Venue
 from ._faults import Faults
 from ._market import (
@@ -123,6 +127,8 @@ class Simulator:
         }
         #: The Binance WebSocket API (``/ws-api/v3``): accounts, orders, the account stream, its faults.
         self.binance_private = BinancePrivate(self.binance, specs, self.now_ms, self._limits["binance"])
+        #: Bybit v5's trade WebSocket, private stream and signed REST: accounts, orders, their faults.
+        self.bybit_private = BybitPrivate(self.bybit, specs, self.now_ms, self._limits["bybit"])
         #: Every WebSocket connection ever accepted, in order.
         self.connections: list[SimConnection] = []
         self.ticks = 0
@@ -155,6 +161,18 @@ class Simulator:
         return f"ws://{self.host}:{self.port}/v5/public/spot"
 
     # --- observing -------------------------------------------------------------------------------
+
+    @property
+    def bybit_trade_url(self) -> str:
+        return f"ws://{self.host}:{self.port}{BYBIT_TRADE_ROUTE}"
+
+    @property
+    def bybit_private_url(self) -> str:
+        return f"ws://{self.host}:{self.port}{BYBIT_PRIVATE_ROUTE}"
+
+    @property
+    def bybit_rest_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
     @property
     def binance_books(self) -> dict[str, SimBook]:
@@ -259,7 +277,8 @@ class Simulator:
         self.port = listeners[0].socket.getsockname()[1]
         self._t0 = trio.current_time()
         async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, Transport(self._on_websocket, self.binance.rest), listeners)
+            transport = Transport(self._on_websocket, self.binance.rest, self.bybit_private.rest, BYBIT_REST_PATHS)
+            await nursery.start(trio.serve_listeners, transport, listeners)
             nursery.start_soon(self._clock)
             log.info("simulator listening on %s (Binance WS and REST), %s (Bybit)", self.binance_ws_url,
                      self.bybit_ws_url)
@@ -269,6 +288,9 @@ class Simulator:
         route = urlsplit(request.path).path
         if route == WS_API_ROUTE:  # its connections are its own: no market frames, no market faults
             await self.binance_private.serve(request, stream)
+            return
+        if route in (BYBIT_TRADE_ROUTE, BYBIT_PRIVATE_ROUTE):
+            await self.bybit_private.serve(request, stream)
             return
         venue: Venue | None = "binance" if _binance.serves(route) else "bybit" if _bybit.serves(route) else None
         refusal = self.faults.take_refusal()
@@ -360,6 +382,7 @@ class Simulator:
             self.binance.market_frames(m, trades, changes, now, keys, frames)
             if trades:
                 self.binance_private.on_step(m, trades)
+                self.bybit_private.on_step(m, trades)
             self.bybit.market_frames(m, trades, changes, now, keys, frames)
         if klines:
             self._kline_frames(now, frames)

@@ -27,6 +27,8 @@ HttpResponse = tuple[int, bytes, list[tuple[bytes, bytes]]]
 HttpHandler = Callable[[str, str], Awaitable[HttpResponse]]
 #: Takes one WebSocket handshake: accepts or rejects it, and serves it until it ends.
 WebSocketHandler = Callable[[WebSocketRequest, "_SimStream"], Awaitable[None]]
+#: Answers one HTTP request that needs its headers (signed REST): (method, target, lower-case headers) → response.
+SignedHttpHandler = Callable[[str, str, dict[str, str]], Awaitable[HttpResponse]]
 
 
 class _SimStream(trio.abc.HalfCloseableStream):
@@ -94,9 +96,12 @@ def text_frame(payload: bytes) -> bytes:
 class Transport:
     """The handler of every accepted TCP connection (``trio.serve_listeners(transport, ...)``)."""
 
-    def __init__(self, on_websocket: WebSocketHandler, on_http: HttpHandler) -> None:
+    def __init__(self, on_websocket: WebSocketHandler, on_http: HttpHandler,
+                 on_signed_http: SignedHttpHandler | None = None, signed_paths: frozenset[str] = frozenset()) -> None:
         self._on_websocket = on_websocket
         self._on_http = on_http
+        self._on_signed_http = on_signed_http
+        self._signed_paths = signed_paths
 
     async def __call__(self, tcp: trio.SocketStream) -> None:
         stream = _SimStream(tcp)
@@ -145,7 +150,12 @@ class Transport:
             if isinstance(event, h11.Request):
                 request = event
             elif isinstance(event, h11.EndOfMessage) and request is not None:
-                status, body, extra = await self._on_http(request.method.decode(), request.target.decode())
+                method, target = request.method.decode(), request.target.decode()
+                if self._on_signed_http is not None and target.split("?", 1)[0] in self._signed_paths:
+                    headers = {k.decode().lower(): v.decode() for k, v in request.headers}
+                    status, body, extra = await self._on_signed_http(method, target, headers)
+                else:
+                    status, body, extra = await self._on_http(method, target)
                 h_out = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                          *extra]
                 await stream.send_all(h.send(h11.Response(status_code=status, headers=h_out)) or b"")
