@@ -15,6 +15,7 @@ import argparse
 import resource
 import sys
 import tempfile
+import tracemalloc
 from pathlib import Path
 
 import trio
@@ -35,7 +36,7 @@ def rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-async def soak(seconds: float, urls: dict[str, str], state: Path) -> dict[str, object]:
+async def soak(seconds: float, urls: dict[str, str], state: Path, trace: bool = False) -> dict[str, object]:
     ema = strategy_class(STRATEGIES / "ema.py", "EmaStrategy")
     samples: list[tuple[float, float]] = []
     feed = Binance(["BTCUSDT"], ws_url=urls["binance_ws_url"], rest_url=urls["binance_rest_url"])
@@ -48,8 +49,11 @@ async def soak(seconds: float, urls: dict[str, str], state: Path) -> dict[str, o
         js = runner.add_strategy(script.call("makeStrategy", "v1", 12, 26, 0.01))
         start = trio.current_time()
         next_swap = start + 60
+        halfway: tracemalloc.Snapshot | None = None
         while (now := trio.current_time()) - start < seconds:
             samples.append((now - start, rss_mb()))
+            if trace and halfway is None and now - start >= seconds / 2:
+                halfway = tracemalloc.take_snapshot()
             if now >= next_swap:
                 await runner.replace_strategy(py, ema(["BTCUSDT"], qty=0.01, snapshot=state / "ema.json"))
                 await runner.replace_strategy(js, script.call("makeStrategy", "v2", 8, 21, 0.01))
@@ -57,6 +61,10 @@ async def soak(seconds: float, urls: dict[str, str], state: Path) -> dict[str, o
             await trio.sleep(10)
         samples.append((trio.current_time() - start, rss_mb()))
         status = runner.status()
+        if halfway is not None:
+            # What grew over the second half, by where it was allocated.
+            for stat in tracemalloc.take_snapshot().compare_to(halfway, "lineno")[:15]:
+                print(stat, file=sys.stderr)
     half = samples[len(samples) // 2:]
     n = len(half)
     mx = sum(t for t, _ in half) / n
@@ -75,10 +83,14 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3600)
     ap.add_argument("--rate", type=float, default=200, help="simulator ticks per second")
     ap.add_argument("--json", default="bench/results/soak.json")
+    ap.add_argument("--trace", action="store_true",
+                    help="trace allocations (slow) and print what grew over the second half")
     args = ap.parse_args()
+    if args.trace:
+        tracemalloc.start(5)
     with tempfile.TemporaryDirectory() as tmp, simulator("--symbols", "BTCUSDT", "--seed", "3",
                                                          "--rate", str(args.rate)) as urls:
-        result = trio.run(soak, args.seconds, urls, Path(tmp))
+        result = trio.run(soak, args.seconds, urls, Path(tmp), args.trace)
     t = Table(title=f"soak: {args.seconds:.0f} s on the simulator")
     t.add_column("what")
     t.add_column("value", justify="right")

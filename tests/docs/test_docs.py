@@ -149,7 +149,8 @@ def test_the_reference_example_loads_and_sets_every_top_level_key(tmp_path: Path
     data = tomllib.loads(example)
     assert set(data) == set(toml_keys(cfg.Config))
     # A paper executor refuses the venue executors' keys; the page's second example sets them.
-    venue_only = {"testnet", "api_key_env", "secret_env", "key_file", "ws_api_url", "rest_url"}
+    venue_only = {"testnet", "api_key_env", "secret_env", "key_file", "ws_api_url", "rest_url", "trade_url",
+                  "private_url", "category"}
     for table, cls, left_out in (("executor", cfg.ExecutorConfig, venue_only), ("log", cfg.LogConfig, set()),
                                  ("risk", cfg.RiskConfig, set())):
         assert set(data[table]) == set(toml_keys(cls)) - left_out, table

@@ -101,3 +101,28 @@ def test_venue_executor_config_mistakes_are_one_line(tmp_path: Path, body: str, 
     with pytest.raises(ConfigError, match=message) as info:
         parse_config(text, tmp_path / "x.toml")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["binance", "bybit"])
+async def test_a_config_sends_its_orders_to_the_simulators_venue_api(
+    tmp_path: Path, kind: str, autojump_clock: object
+) -> None:
+    import trio
+
+    from flox_trio.app import open_engine
+
+    text = (f'symbols = ["BTCUSDT"]\nrun_dir = "run"\n[venue]\nname = "sim"\nsim_rate = 40\n[executor]\n'
+            f'kind = "{kind}"\n[[slots]]\nstrategy = "{EMA}:EmaStrategy"\n'
+            f'params = {{ fast = 3, slow = 8, qty = 0.01, snapshot = "{tmp_path / "ema.json"}" }}\n')
+    config = parse_config(text, tmp_path / "c.toml")
+    with trio.fail_after(120):
+        async with open_engine(config) as engine:
+            while engine.runner.executor.status().fills < 3:
+                await trio.sleep(0.5)
+            status = engine.runner.status()
+            engine.stop()
+    inner = status.executor.inner  # type: ignore[attr-defined]
+    assert type(inner).__name__ == ("BinanceStatus" if kind == "binance" else "BybitStatus")
+    assert inner.settings.account_from == "simulator account"
+    orders = [o for o in engine.runner.executor.orders() if o.status == "rejected"]
+    assert orders == []

@@ -40,6 +40,7 @@ from ..connectors import Binance, Bybit
 from ..control import announce_engine, named_run_dir, prepare_run_dir, serve_control, serve_metrics
 from ..execution import (
     BinanceExecutor,
+    BybitExecutor,
     Limits,
     PaperSettings,
     RiskExecutor,
@@ -49,6 +50,9 @@ from ..execution import (
 )
 from ..execution._binance import TESTNET_REST_URL as BINANCE_TESTNET_REST_URL
 from ..execution._binance import TESTNET_WS_API_URL as BINANCE_TESTNET_WS_API_URL
+from ..execution._bybit import TESTNET_PRIVATE_URL as BYBIT_TESTNET_PRIVATE_URL
+from ..execution._bybit import TESTNET_REST_URL as BYBIT_TESTNET_REST_URL
+from ..execution._bybit import TESTNET_TRADE_URL as BYBIT_TESTNET_TRADE_URL
 from ..sim import Simulator, open_simulator
 from ..tape._format import list_segments
 
@@ -100,19 +104,12 @@ def build_engine_executor(config: Config, simulator: Simulator | None) -> Execut
     ex = config.executor
     if ex.kind == "paper":
         return build_executor(settings)
+    if ex.kind == "bybit":
+        return RiskExecutor(_bybit_executor(config, simulator), settings.limits)
     venue: Executor
     options: dict[str, Any] = {"symbols": tuple(config.symbols)}
     if simulator is not None:
-        if ex.api_key_env is not None and ex.secret_env is not None:
-            api_key, secret = os.environ.get(ex.api_key_env), os.environ.get(ex.secret_env)
-            if not api_key or not secret:
-                raise ConfigError(f"{where(config, 'executor')}: the environment variables {ex.api_key_env} and "
-                                  f"{ex.secret_env} must hold the API key and its secret")
-            named = f"env:{ex.api_key_env}", f"env:{ex.secret_env}"
-        else:
-            # A key made for this run, known to this process and the simulator only.
-            api_key, secret = secrets.token_hex(32), secrets.token_hex(32)
-            named = "simulator account", "simulator account"
+        api_key, secret, named = _sim_account(config)
         simulator.binance_private.add_account(api_key, secret=secret, balances=SIM_BALANCES)
         venue = BinanceExecutor(api_key=api_key, secret=secret, ws_api_url=simulator.binance_ws_api_url,
                                 rest_url=simulator.binance_rest_url, api_key_from=named[0], secret_from=named[1],
@@ -131,6 +128,37 @@ def build_engine_executor(config: Config, simulator: Simulator | None) -> Execut
                                          private_key=None if ex.key_file is None else config.path(ex.key_file),
                                          **options)
     return RiskExecutor(venue, settings.limits)
+
+
+def _sim_account(config: Config) -> tuple[str, str, tuple[str, str]]:
+    """The key a venue executor uses on the simulator: the one the environment names, or one made for the run."""
+    ex = config.executor
+    if ex.api_key_env is not None and ex.secret_env is not None:
+        api_key, secret = os.environ.get(ex.api_key_env), os.environ.get(ex.secret_env)
+        if not api_key or not secret:
+            raise ConfigError(f"{where(config, 'executor')}: the environment variables {ex.api_key_env} and "
+                              f"{ex.secret_env} must hold the API key and its secret")
+        return api_key, secret, (f"env:{ex.api_key_env}", f"env:{ex.secret_env}")
+    # Known to this process and the simulator only.
+    return secrets.token_hex(32), secrets.token_hex(32), ("simulator account", "simulator account")
+
+
+def _bybit_executor(config: Config, simulator: Simulator | None) -> BybitExecutor:
+    ex = config.executor
+    options: dict[str, Any] = {"symbols": tuple(config.symbols), "category": ex.category}
+    if simulator is not None:
+        api_key, secret, named = _sim_account(config)
+        simulator.bybit_private.add_account(api_key, secret=secret, balances=SIM_BALANCES)
+        return BybitExecutor(api_key=api_key, secret=secret, trade_url=simulator.bybit_trade_url,
+                             private_url=simulator.bybit_private_url, rest_url=simulator.bybit_rest_url,
+                             api_key_from=named[0], secret_from=named[1], **options)
+    for key, testnet in (("trade_url", BYBIT_TESTNET_TRADE_URL), ("private_url", BYBIT_TESTNET_PRIVATE_URL),
+                         ("rest_url", BYBIT_TESTNET_REST_URL)):
+        value = getattr(ex, key)
+        if value is not None or ex.testnet:
+            options[key] = value or testnet
+    assert ex.api_key_env is not None and ex.secret_env is not None  # checked with the config
+    return BybitExecutor.from_env(api_key_env=ex.api_key_env, secret_env=ex.secret_env, **options)
 
 
 def _limits(cfg: LimitsConfig) -> Limits:

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--report", metavar="DIR", help="also write report.json and report.png of the run into DIR")
     demo.set_defaults(func=_demo)
 
-    from . import _control, _run, _tape
+    from . import _backtest, _control, _run, _sweep, _tape
 
     # Listed for --help; main() hands `flox-trio sim ...` to the simulator's own parser.
     sub.add_parser("sim", help="run the exchange simulator standalone (Binance and Bybit wire formats)")
@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     _run.register(sub)
     _control.register(sub)
     _tape.register(sub)
+    _backtest.register(sub)
+    _sweep.register(sub)
     return parser
 
 

@@ -206,12 +206,21 @@ def where(config: Config, *key_path: PathPart) -> str:
 
 def _check_executor(config: Config, fail: Fail) -> None:
     ex = config.executor
-    venue_keys = ("testnet", "api_key_env", "secret_env", "key_file", "ws_api_url", "rest_url")
+    venue_keys = ("testnet", "api_key_env", "secret_env", "key_file", "ws_api_url", "rest_url", "trade_url",
+                  "private_url")
     if ex.kind == "paper":
         for key in venue_keys:
             if getattr(ex, key) not in (None, False):
-                fail(("executor", key), 'is for a venue executor; set kind = "binance" or leave it out')
+                fail(("executor", key), 'is for a venue executor; set kind = "binance" or "bybit", or leave it out')
+        if ex.category != "spot":
+            fail(("executor", "category"), 'is for the bybit executor')
         return
+    only = {"binance": ("trade_url", "private_url"), "bybit": ("ws_api_url", "key_file")}[ex.kind]
+    for key in only:
+        if getattr(ex, key) is not None:
+            fail(("executor", key), f'is not a key of kind = "{ex.kind}"')
+    if ex.kind == "binance" and ex.category != "spot":
+        fail(("executor", "category"), "Binance orders are spot orders here; category is for bybit")
     if ex.secret_env is not None and ex.key_file is not None:
         fail(("executor", "key_file"), "give secret_env (an HMAC secret) or key_file (an Ed25519 key), not both")
     if config.venue.name != "sim":
@@ -225,11 +234,11 @@ def _check_executor(config: Config, fail: Fail) -> None:
         value = getattr(ex, key)
         if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", value):
             fail(("executor", key), f"must name an environment variable, got {value!r}")
-    for key in ("ws_api_url", "rest_url"):
+    for key in ("ws_api_url", "rest_url", "trade_url", "private_url"):
         value = getattr(ex, key)
-        if value is not None and not value.startswith(("ws://", "wss://") if key == "ws_api_url"
-                                                      else ("http://", "https://")):
-            fail(("executor", key), f"must be a {'ws(s)' if key == 'ws_api_url' else 'http(s)'}:// URL, got {value!r}")
+        web = key == "rest_url"
+        if value is not None and not value.startswith(("http://", "https://") if web else ("ws://", "wss://")):
+            fail(("executor", key), f"must be a {'http(s)' if web else 'ws(s)'}:// URL, got {value!r}")
 
 
 def _default_name(path: Path) -> str:

@@ -68,7 +68,7 @@ class RiskConfig:
 
 @attrs.frozen
 class ExecutorConfig:
-    """``[executor]``: where orders go. ``paper`` (the default) simulates fills; ``binance`` sends them.
+    """``[executor]``: where orders go. ``paper`` (the default) simulates fills; ``binance``/``bybit`` send them.
 
     With ``venue.name = "sim"`` a venue executor trades on the simulator's own
     private API, with an account made for the run (or the key the environment
@@ -76,7 +76,7 @@ class ExecutorConfig:
     file only readable by you; they are never written anywhere.
     """
 
-    kind: Literal["paper", "binance"] = "paper"
+    kind: Literal["paper", "binance", "bybit"] = "paper"
     #: paper: seconds, finite, 0..3600.
     latency: float = 0.005
     #: paper: fractions of the notional in [0, 1), e.g. "0.0004" (rebates are not modelled).
@@ -90,9 +90,13 @@ class ExecutorConfig:
     secret_env: str | None = None
     #: binance: ... or an Ed25519 private key file (PEM, mode 0600).
     key_file: str | None = None
-    #: binance: the WebSocket API and REST URLs, when not the venue's (or testnet's) own.
+    #: binance: the WebSocket API URL; both: the REST URL, when not the venue's (or testnet's) own.
     ws_api_url: str | None = None
     rest_url: str | None = None
+    #: bybit: the trade and private WebSocket URLs, likewise, and the product category.
+    trade_url: str | None = None
+    private_url: str | None = None
+    category: Literal["spot", "linear"] = "spot"
 
 
 @attrs.frozen
