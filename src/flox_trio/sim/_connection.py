@@ -139,8 +139,7 @@ class SimConnection:
             self._send.send_nowait(item)
         except trio.WouldBlock:
             log.warning("sim %s connection %d: outbox full (client too slow); disconnecting", self.venue, self.id)
-            self.close_reason = "slow consumer"
-            self.scope.cancel()
+            self.abort("slow consumer")
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
 
@@ -302,6 +301,11 @@ class SimConnection:
             await self.stream.send_all(b"".join(text_frame(t.encode()) for t in texts))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return False
+        except trio.Cancelled:
+            # Part of a frame may be on the wire: anything written after it (a close
+            # frame) would read as that frame's payload. The connection is cut instead.
+            self.dropped = True
+            raise
         self.sent += len(batch)
         self.last_sent_at = trio.current_time()
         by_key = self.sent_by_key
