@@ -103,9 +103,12 @@ class Driver(flox.Strategy):
 
     def on_fill(self, ctx: flox.Context, fill: flox.Fill) -> None:
         self.filled[fill.trade_id] = time.perf_counter_ns()
-        self.busy = False
-        if not self.left and not ctx.open_orders:
-            self.done.set()
+
+    def on_order_update(self, ctx: flox.Context, update: flox.OrderUpdate) -> None:
+        if update.status in ("filled", "rejected", "canceled"):
+            self.busy = False
+            if not self.left and not ctx.open_orders:
+                self.done.set()
 
 
 def percentiles(values_ns: list[int]) -> dict[str, float]:
@@ -143,7 +146,8 @@ async def run(urls: dict[str, str], key: str, secret: str, orders: int, burst: i
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--orders", type=int, default=200, help="orders placed one after another (latency)")
+    ap.add_argument("--orders", type=int, default=90,
+                    help="orders placed one after another (latency; under the 100 per 10 s limit)")
     ap.add_argument("--burst", type=int, default=150, help="orders placed as fast as allowed (rate limits)")
     ap.add_argument("--rate", type=float, default=50, help="simulator ticks per second")
     ap.add_argument("--json", default="bench/results/execution.json")

@@ -220,13 +220,28 @@ _SKEW_MS = 250
 
 
 class _RateLimits:
-    """The venue's limits as its ``rateLimits`` report them, spent locally before each request."""
+    """The venue's limits as its ``rateLimits`` report them, spent locally before each request.
+
+    The venue counts in fixed windows on its own clock, which ours only
+    estimates; so each limit is kept as a sliding window ``_SKEW_MS`` longer
+    than the venue's: whatever its windows' alignment, no window of it can
+    see more than the limit. A count the venue reports above ours (requests of
+    an earlier session) is added as spent now.
+    """
 
     def __init__(self, now_ms: Callable[[], int]) -> None:
         self._now_ms = now_ms
-        #: (type, interval ms) → [limit, count, window start ms]
-        self.windows: dict[tuple[str, int], list[int]] = {}
+        #: (type, interval ms) → limit
+        self.limits: dict[tuple[str, int], int] = {}
+        #: (type, interval ms) → (when, cost) of what was spent in the last interval + skew
+        self._spent: dict[tuple[str, int], deque[tuple[int, int]]] = {}
         self.paused_until_ms = 0
+
+    def _used(self, key: tuple[str, int], now: int, span: int) -> int:
+        log_ = self._spent.setdefault(key, deque())
+        while log_ and log_[0][0] <= now - span:
+            log_.popleft()
+        return sum(cost for _, cost in log_)
 
     def observe(self, limits: Any) -> None:
         if type(limits) is not list:
@@ -240,35 +255,43 @@ class _RateLimits:
                 continue
             if kind not in ("ORDERS", "REQUEST_WEIGHT"):
                 continue
-            window = now - now % interval
-            slot = self.windows.get((kind, interval))
-            if slot is None or slot[2] != window or "count" in rl:
-                self.windows[(kind, interval)] = [limit, count if "count" in rl else 0, window]
+            key = (kind, interval)
+            self.limits[key] = limit
+            used = self._used(key, now, interval + _SKEW_MS)
+            if count > used:
+                self._spent[key].append((now, count - used))
 
     def pause_until(self, epoch_ms: int) -> None:
         self.paused_until_ms = max(self.paused_until_ms, epoch_ms)
 
     async def spend(self, weight: int, order: bool) -> None:
         while True:
-            # Our estimate of the venue's clock can be off by a few ms: a window is
-            # taken to have rolled over only _SKEW_MS after it did by our reckoning.
-            now = self._now_ms() - _SKEW_MS
-            wait = self.paused_until_ms - now
-            for (kind, interval), slot in self.windows.items():
-                if slot[2] != now - now % interval:
-                    slot[1], slot[2] = 0, now - now % interval
+            now = self._now_ms()
+            wait = self.paused_until_ms + _SKEW_MS - now if self.paused_until_ms else 0
+            for key, limit in self.limits.items():
+                kind, interval = key
+                if kind == "ORDERS" and not order:
+                    continue
                 cost = 1 if kind == "ORDERS" else weight
-                if (kind == "REQUEST_WEIGHT" or order) and slot[1] + cost > slot[0]:
-                    wait = max(wait, slot[2] + interval - now)
+                span = interval + _SKEW_MS
+                used = self._used(key, now, span)
+                if used + cost > limit:
+                    # Until enough of the oldest spending has left the window.
+                    excess = used + cost - limit
+                    for when, spent in self._spent[key]:
+                        excess -= spent
+                        if excess <= 0:
+                            wait = max(wait, when + span - now + 1)
+                            break
             if wait <= 0:
                 break
             log.warning("Binance rate limit reached: holding requests for %.3f s", wait / 1000)
             await trio.sleep(wait / 1000)
-        for (kind, _interval), slot in self.windows.items():
-            if kind == "REQUEST_WEIGHT":
-                slot[1] += weight
+        for key in self.limits:
+            if key[0] == "REQUEST_WEIGHT":
+                self._spent[key].append((now, weight))
             elif order:
-                slot[1] += 1
+                self._spent[key].append((now, 1))
 
 
 # --- the executor -------------------------------------------------------------------------------------------
