@@ -56,12 +56,19 @@ from .._core._events import Fill, OrderStatus, OrderType, Side
 from .._core._money import ZERO
 from .._core._orders import Order, Position, book_fill
 from .._core._ports import Executor
-from .._core._status import ExecutorSettings, ExecutorStatus
+from .._core._status import ExecutorSettings
 from .._errors import ConfigError, FloxError, OrderError
 from ._signing import Ed25519Signer, HmacSigner, KeyType, Signer
 from ._venue import Pending as _Pending
 from ._venue import SessionLost as _SessionLost
-from ._venue import VenueOrders, first_leaf, new_run_id, open_websocket, parse_client_id
+from ._venue import (
+    VenueOrders,
+    VenueStatus,
+    first_leaf,
+    new_run_id,
+    open_websocket,
+    parse_client_id,
+)
 from ._venue import dec as _dec
 from ._venue import plain as _plain
 
@@ -127,23 +134,8 @@ class BinanceSettings(ExecutorSettings):
 
 
 @attrs.frozen(kw_only=True)
-class BinanceStatus(ExecutorStatus):
+class BinanceStatus(VenueStatus):
     settings: BinanceSettings
-    connected: bool
-    #: Connected, reconciled, taking intents.
-    ready: bool
-    connects: int
-    reconciliations: int
-    #: Orders whose outcome is unknown until the venue tells (engine order ids).
-    pending_unknown: tuple[str, ...]
-    queued_intents: int
-    #: Free balance per asset, as the venue last reported it.
-    balances: dict[str, Decimal]
-    #: Open venue orders not placed by this engine (client ids), left alone.
-    foreign_orders: tuple[str, ...]
-    #: Open venue orders of a previous run of this engine, adopted (client ids).
-    adopted_orders: tuple[str, ...]
-    last_error: str
 
 
 @attrs.frozen

@@ -49,7 +49,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from .._core._events import Fill, OrderType, Side
 from .._core._orders import Order, Position, book_fill
-from .._core._status import ExecutorSettings, ExecutorStatus
+from .._core._status import ExecutorSettings
 from .._errors import ConfigError, FloxError, OrderError
 from ._binance import SymbolFilters
 from ._signing import HmacSigner, bybit_auth_text, bybit_rest_text
@@ -57,6 +57,7 @@ from ._venue import (
     Pending,
     SessionLost,
     VenueOrders,
+    VenueStatus,
     dec,
     first_leaf,
     new_run_id,
@@ -118,18 +119,8 @@ class BybitSettings(ExecutorSettings):
 
 
 @attrs.frozen(kw_only=True)
-class BybitStatus(ExecutorStatus):
+class BybitStatus(VenueStatus):
     settings: BybitSettings
-    connected: bool
-    ready: bool
-    connects: int
-    reconciliations: int
-    pending_unknown: tuple[str, ...]
-    queued_intents: int
-    balances: dict[str, Decimal]
-    foreign_orders: tuple[str, ...]
-    adopted_orders: tuple[str, ...]
-    last_error: str
 
 
 #: What ends one session, not the executor.

@@ -21,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
+import attrs
 import trio
 import trio_websocket
 from trio_websocket import WebSocketConnection
@@ -29,6 +30,7 @@ from .._core._clock import unix_time_ns
 from .._core._events import Fill, OrderStatus, OrderUpdate
 from .._core._orders import Order, Position
 from .._core._ports import Executor
+from .._core._status import ExecutorStatus
 from .._errors import ConfigError
 
 _log = logging.getLogger("flox_trio.execution")
@@ -78,6 +80,27 @@ def first_leaf(group: BaseExceptionGroup[Any]) -> Any:
     while isinstance(leaf, BaseExceptionGroup):
         leaf = leaf.exceptions[0]
     return leaf
+
+
+@attrs.frozen(kw_only=True)
+class VenueStatus(ExecutorStatus):
+    """What a venue executor reports beyond every executor's counts (its subclass adds its settings)."""
+
+    connected: bool
+    #: Connected, reconciled, taking intents.
+    ready: bool
+    connects: int
+    reconciliations: int
+    #: Orders whose outcome is unknown until the venue tells (engine order ids).
+    pending_unknown: tuple[str, ...]
+    queued_intents: int
+    #: Free balance per asset, as the venue last reported it.
+    balances: dict[str, Decimal]
+    #: Open venue orders not placed by this engine (client ids), left alone.
+    foreign_orders: tuple[str, ...]
+    #: Open venue orders of a previous run of this engine, adopted (client ids).
+    adopted_orders: tuple[str, ...]
+    last_error: str
 
 
 class Pending:
