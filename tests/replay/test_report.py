@@ -12,7 +12,8 @@ from flox_trio.report import build_report, write_report
 from .test_bundle import record
 
 
-def test_report_rebuilds_equity_and_marks_the_swap(tmp_path: Path) -> None:
+def test_report_rebuilds_equity_and_marks_the_swap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the EMA keeps its snapshot under a relative path: not in the repository
     tape = tmp_path / "run.tape"
     trio.run(record, tape, tmp_path, clock=trio.testing.MockClock(autojump_threshold=0))
     report = build_report(tape)
