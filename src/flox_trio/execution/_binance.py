@@ -59,16 +59,16 @@ from .._core._ports import Executor
 from .._core._status import ExecutorSettings
 from .._errors import ConfigError, FloxError, OrderError
 from ._signing import Ed25519Signer, HmacSigner, KeyType, Signer
-from ._venue import Pending as _Pending
-from ._venue import SessionLost as _SessionLost
 from ._venue import (
+    Fatal,
     VenueOrders,
     VenueStatus,
-    first_leaf,
     new_run_id,
     open_websocket,
     parse_client_id,
 )
+from ._venue import Pending as _Pending
+from ._venue import SessionLost as _SessionLost
 from ._venue import dec as _dec
 from ._venue import plain as _plain
 
@@ -387,7 +387,6 @@ class BinanceExecutor(VenueOrders, Executor):
         self._session_end = trio.Event()
         self._session_nursery: trio.Nursery | None = None
         self._run_nursery: trio.Nursery | None = None
-        self._ready_once_in_session = False
         self._unknown_wake = trio.Event()
         self._fatal: BinanceAuthError | None = None
         self._time_offset_ms = 0
@@ -609,48 +608,13 @@ class BinanceExecutor(VenueOrders, Executor):
                     self._run_nursery = nursery
                     nursery.start_soon(self._consume_events)
                     nursery.start_soon(self._send_intents)
-                    nursery.start_soon(self._sessions, nursery.cancel_scope)
+                    nursery.start_soon(self._supervise, nursery.cancel_scope, "Binance WebSocket API", _TRANSIENT)
         finally:
             self._http = None
         if self._fatal is not None:
             raise self._fatal
 
-    async def _sessions(self, scope: trio.CancelScope) -> None:
-        failures = 0
-        while True:
-            reason = "the session ended"
-            try:
-                await self._session()
-            except* _Fatal as group:
-                self._fatal = first_leaf(group).error
-            except* _TRANSIENT as group:
-                exc = first_leaf(group)
-                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                self.last_error = reason
-            if self._fatal is not None:
-                self._fail(self._fatal)
-                scope.cancel()
-                return
-            if self._ready_once_in_session:
-                failures = 0
-            delay = min(self.backoff_cap, self.backoff_base * 2.0 ** min(failures, 32))
-            failures += 1
-            log.warning("Binance WebSocket API session lost (%s); reconnecting in %.2f s", reason, delay)
-            await trio.sleep(delay)
-
-    def _fail(self, error: BinanceAuthError) -> None:
-        self._fatal = error
-        self.last_error = str(error)
-        log.error("%s", error)
-        for kind, order in list(self._intents):
-            if kind == "place":
-                self._reject(order, f"not sent: {error}")
-        self._intents.clear()
-        for order_id in list(self._unknown):
-            log.error("order %s: outcome unknown, and the session cannot be restored", order_id)
-
     async def _session(self) -> None:
-        self._ready_once_in_session = False
         self._session_end = trio.Event()
         async with open_websocket(self.ws_api_url, self.connect_timeout) as ws:
             await self._serve_session(ws)
@@ -664,7 +628,7 @@ class BinanceExecutor(VenueOrders, Executor):
             nursery.start_soon(self._read, ws)
             try:
                 await self._start_session()
-                self._ready = self._ready_once_in_session = True
+                self._ready = True
                 self._ready_event.set()
                 self._intent_wake.set()
                 nursery.start_soon(self._resolve_unknown)
@@ -745,7 +709,7 @@ class BinanceExecutor(VenueOrders, Executor):
                 await self._call("userDataStream.subscribe.signature", {}, weight=2)
         except _VenueError as exc:
             if exc.code in _AUTH_CODES:
-                raise _Fatal(BinanceAuthError(f"Binance refused the session: {exc.describe()}; check the API key, "
+                raise Fatal(BinanceAuthError(f"Binance refused the session: {exc.describe()}; check the API key, "
                                               "its secret or private key and the machine's clock")) from None
             raise _SessionLost(exc.describe()) from None
         self._authed.set()
@@ -755,10 +719,10 @@ class BinanceExecutor(VenueOrders, Executor):
             await self._reconcile()
         except _VenueError as exc:
             if exc.code in _AUTH_CODES:
-                raise _Fatal(BinanceAuthError(f"Binance refused a reconciliation query: {exc.describe()}")) from None
+                raise Fatal(BinanceAuthError(f"Binance refused a reconciliation query: {exc.describe()}")) from None
             raise _SessionLost(f"reconciliation failed: {exc.describe()}") from None
         if self._fatal is not None:
-            raise _Fatal(self._fatal)
+            raise Fatal(self._fatal)
 
     async def _resubscribe(self) -> None:
         try:
@@ -1050,7 +1014,3 @@ _TRANSIENT = (OSError, HandshakeError, ConnectionClosed, _SessionLost, trio.Brok
               trio_websocket.DisconnectionTimeout, httpx.HTTPError)
 
 
-class _Fatal(Exception):
-    def __init__(self, error: BinanceAuthError) -> None:
-        super().__init__(str(error))
-        self.error = error

@@ -54,12 +54,12 @@ from .._errors import ConfigError, FloxError, OrderError
 from ._binance import SymbolFilters
 from ._signing import HmacSigner, bybit_auth_text, bybit_rest_text
 from ._venue import (
+    Fatal,
     Pending,
     SessionLost,
     VenueOrders,
     VenueStatus,
     dec,
-    first_leaf,
     new_run_id,
     open_websocket,
     parse_client_id,
@@ -97,10 +97,6 @@ class _VenueError(Exception):
         return f"Bybit retCode {self.code}{f' ({name})' if name else ''}: {self.msg}"
 
 
-class _Fatal(Exception):
-    def __init__(self, error: BybitAuthError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 @attrs.frozen
@@ -376,38 +372,11 @@ class BybitExecutor(VenueOrders):
                 async with trio.open_nursery() as nursery:
                     self._run_nursery = nursery
                     nursery.start_soon(self._send_intents)
-                    nursery.start_soon(self._sessions, nursery.cancel_scope)
+                    nursery.start_soon(self._supervise, nursery.cancel_scope, "Bybit", _TRANSIENT)
         finally:
             self._http = None
         if self._fatal is not None:
             raise self._fatal
-
-    async def _sessions(self, scope: trio.CancelScope) -> None:
-        failures = 0
-        while True:
-            reason = "the session ended"
-            ready_before = self.reconciliations
-            try:
-                await self._session()
-            except* _Fatal as group:
-                self._fatal = first_leaf(group).error
-            except* _TRANSIENT as group:
-                exc = first_leaf(group)
-                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                self.last_error = reason
-            if self._fatal is not None:
-                self.last_error = str(self._fatal)
-                log.error("%s", self._fatal)
-                for kind, order in list(self._intents):
-                    if kind == "place":
-                        self._reject(order, f"not sent: {self._fatal}")
-                self._intents.clear()
-                scope.cancel()
-                return
-            failures = 0 if self.reconciliations > ready_before else failures + 1
-            delay = min(self.backoff_cap, self.backoff_base * 2.0 ** min(failures, 32))
-            log.warning("Bybit session lost (%s); reconnecting in %.2f s", reason, delay)
-            await trio.sleep(delay)
 
     async def _session(self) -> None:
         self._session_end = trio.Event()
@@ -425,11 +394,11 @@ class BybitExecutor(VenueOrders):
                 try:
                     await self._trade_call("auth", auth, header=False)
                 except _VenueError as exc:
-                    raise _Fatal(BybitAuthError(f"Bybit refused the trade connection's auth: {exc.describe()}; "
+                    raise Fatal(BybitAuthError(f"Bybit refused the trade connection's auth: {exc.describe()}; "
                                                 "check the API key, its secret and the machine's clock")) from None
                 ack = await self._private_op(pws, "auth", auth)
                 if not ack.get("success"):
-                    raise _Fatal(BybitAuthError(f"Bybit refused the private stream's auth: "
+                    raise Fatal(BybitAuthError(f"Bybit refused the private stream's auth: "
                                                 f"{ack.get('ret_msg') or 'no reason given'}"))
                 topics = ["order", "execution", "wallet"] + (["position"] if self.category != "spot" else [])
                 ack = await self._private_op(pws, "subscribe", topics)
@@ -439,7 +408,7 @@ class BybitExecutor(VenueOrders):
                     await self._reconcile()
                 except _VenueError as exc:
                     if exc.code in _AUTH_CODES:
-                        raise _Fatal(BybitAuthError(f"Bybit refused a reconciliation query: {exc.describe()}")) \
+                        raise Fatal(BybitAuthError(f"Bybit refused a reconciliation query: {exc.describe()}")) \
                             from None
                     raise
                 buffered, self._buffer = self._buffer or [], None

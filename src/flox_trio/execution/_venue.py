@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import attrs
@@ -31,7 +31,9 @@ from .._core._events import Fill, OrderStatus, OrderUpdate
 from .._core._orders import Order, Position
 from .._core._ports import Executor
 from .._core._status import ExecutorStatus
-from .._errors import ConfigError
+from .._errors import ConfigError, FloxError
+
+log = logging.getLogger("flox_trio.execution")
 
 _log = logging.getLogger("flox_trio.execution")
 
@@ -156,6 +158,14 @@ async def open_websocket(url: str, connect_timeout: float) -> AsyncIterator[WebS
             await trio.aclose_forcefully(stream)
 
 
+class Fatal(Exception):
+    """Ends a venue executor, not just its session: a key, signature or clock no retry fixes."""
+
+    def __init__(self, error: FloxError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class VenueOrders(Executor):
     """The order state machine and the portfolio views of a venue executor.
 
@@ -177,6 +187,56 @@ class VenueOrders(Executor):
     fill_log: deque[Fill]
     _ready: bool
     _ready_event: trio.Event
+    _intents: deque[tuple[Literal["place", "cancel"], Order]]
+    _fatal: FloxError | None
+    reconciliations: int
+    last_error: str
+    backoff_base: float
+    backoff_cap: float
+
+    async def _session(self) -> None:
+        """One connected session: connect, reconcile, serve until it ends."""
+        raise NotImplementedError
+
+    async def _supervise(self, scope: trio.CancelScope, venue: str, transient: tuple[type[BaseException], ...]
+                         ) -> None:
+        """Run sessions one after another, with capped backoff; a ``Fatal`` ends the executor.
+
+        The backoff starts over after a session that got as far as reconciling.
+        """
+        failures = 0
+        while True:
+            reason = "the session ended"
+            reconciled = self.reconciliations
+            try:
+                await self._session()
+            except* Fatal as group:
+                error = first_leaf(group).error
+                self._fatal = error
+            except* transient as group:
+                exc = first_leaf(group)
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                self.last_error = reason
+            if self._fatal is not None:
+                self._fail(self._fatal)
+                scope.cancel()
+                return
+            failures = 0 if self.reconciliations > reconciled else failures + 1
+            delay = min(self.backoff_cap, self.backoff_base * 2.0 ** min(max(failures - 1, 0), 32))
+            log.warning("%s session lost (%s); reconnecting in %.2f s", venue, reason, delay)
+            await trio.sleep(delay)
+
+    def _fail(self, error: FloxError) -> None:
+        """The executor cannot go on: queued orders are rejected, unknown outcomes are said."""
+        self._fatal = error
+        self.last_error = str(error)
+        log.error("%s", error)
+        for kind, order in list(self._intents):
+            if kind == "place":
+                self._reject(order, f"not sent: {error}")
+        self._intents.clear()
+        for order_id in list(self._unknown):
+            log.error("order %s: outcome unknown, and the session cannot be restored", order_id)
 
     def _update_event(self, order: Order, status: OrderStatus, reason: str) -> OrderUpdate:
         return OrderUpdate(order.order_id, order.symbol, order.side, order.order_type, status, order.qty,
