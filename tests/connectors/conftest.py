@@ -173,11 +173,19 @@ def assert_same_book(client: Any, server: Any) -> None:
 # --- a venue on its own: what its decoder sees of the session and the connection ------------------
 
 
+class _Every:
+    """A container of every symbol: a link that carries them all."""
+
+    def __contains__(self, symbol: object) -> bool:
+        return True
+
+
 class RecordingLink:
     """The connection a frame came on, as a venue's decoder uses it (``connectors._venue.Link``)."""
 
-    def __init__(self, connection_id: int = 1) -> None:
+    def __init__(self, connection_id: int = 1, symbols: Any = None) -> None:
         self.id = connection_id
+        self.symbols = _Every() if symbols is None else symbols
         self.replies: list[tuple[str | None, bool, str, str | None]] = []
         self.pongs = 0
         self.planned: list[str] = []
@@ -207,6 +215,9 @@ class RecordingPort:
         self.queued: list[list[Any]] = []
         self.refusals: list[tuple[str, str | bytes]] = []
         self.trade_gaps: list[tuple[str, str, int, int]] = []
+
+    def connection_for(self, symbol: str) -> int | None:
+        return self.connection_id
 
     def wall_ns(self) -> int:
         return self.now_ns

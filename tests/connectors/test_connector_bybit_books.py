@@ -113,7 +113,7 @@ async def test_a_planned_successors_trailing_snapshot_is_not_applied() -> None:
     decode(v, message("snapshot", 100, [["100", "1"]], [["101", "1"]]))
     for u in range(101, 106):
         decode(v, message("delta", u, [["100", str(u)]], []))
-    v.handover()
+    v.handover(frozenset({"BTCUSDT"}))
     # The successor subscribed at u=102; the old connection delivered up to 105 meanwhile.
     assert decode(v, message("snapshot", 102, [["100", "102"]], [["101", "1"]])) == []
     assert decode(v, message("delta", 103, [["100", "103"]], [])) == []
@@ -130,7 +130,7 @@ async def test_at_level_1_a_successor_trails_with_every_message_until_it_catches
     v, port = venue(depth=1)
     for u in range(100, 106):
         decode(v, message("snapshot", u, [["100", str(u)]], [["101", "1"]], depth=1))
-    v.handover()
+    v.handover(frozenset({"BTCUSDT"}))
     # Level 1 is snapshots only: all the successor held before the switch is older than the book.
     for u in range(102, 106):
         assert decode(v, message("snapshot", u, [["100", str(u)]], [["101", "1"]], depth=1)) == []

@@ -240,3 +240,27 @@ async def test_exchange_info_lists_the_simulated_symbols_as_the_venue_does(
         assert await refused(symbolStatus="SLEEPING") == -1122
         r = await http.get("/api/v3/exchangeInfo", params={"symbol": "BTCUSDT", "showPermissionSets": "false"})
         assert r.json()["symbols"][0]["permissionSets"] == []
+
+
+async def test_stamped_frames_carry_their_write_time_and_every_other_field(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """``stamp=True`` (latency benchmarks) renders a trade's fields once and sets E and T when it is written."""
+    import time
+
+    async with open_simulator(**{**OPTIONS, "stamp": True}) as stamping, open_simulator(**OPTIONS) as sim:
+        frames = []
+        for s in (stamping, sim):
+            async with ws_client(f"{s.binance_ws_url}/stream?streams=btcusdt@trade&timeUnit=MICROSECOND") as ws:
+                await s.wait_subscribed("binance", "btcusdt@trade")
+                if s is stamping:
+                    before = time.time_ns() // 1000
+                await s.tick(20)
+                frames.append([orjson.loads(await ws.get_message()) for _ in range(5)])
+                if s is stamping:
+                    after = time.time_ns() // 1000
+        for stamped, plain in zip(*frames, strict=True):
+            data = stamped["data"]
+            assert before <= data["E"] == data["T"] <= after
+            assert {k: v for k, v in data.items() if k not in "ET"} == \
+                {k: v for k, v in plain["data"].items() if k not in "ET"}
+            assert stamped["stream"] == plain["stream"] == "btcusdt@trade"

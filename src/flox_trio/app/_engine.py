@@ -79,6 +79,8 @@ async def open_venue(config: Config) -> AsyncIterator[tuple[Feed, Simulator | No
     venue = config.venue
     symbols = list(config.symbols)
     options: dict[str, Any] = {} if venue.channels is None else {"channels": venue.channels}
+    if venue.max_streams_per_connection is not None:
+        options["max_streams_per_connection"] = venue.max_streams_per_connection
     if venue.name == "sim":
         async with open_simulator(symbols=symbols, rate=venue.sim_rate) as simulator:
             yield (Binance(symbols, ws_url=simulator.binance_ws_url, rest_url=simulator.binance_rest_url, **options),

@@ -57,6 +57,8 @@ PARAM_DECIMAL_PLACES = 30
 MONEY_LIMIT = Decimal("1e30")
 #: The simulator's tick rate, in ticks per second.
 MAX_SIM_RATE = 100_000.0
+#: Streams per connection each venue allows (Binance: 1024; the simulator speaks Binance).
+MAX_STREAMS_PER_CONNECTION = {"sim": 1024, "binance": 1024, "bybit": 2000}
 #: The paper executor's acknowledgement latency, in seconds.
 MAX_LATENCY = 3600.0
 
@@ -343,6 +345,13 @@ def _check_venue(config: Config, fail: Fail) -> None:
         if not url.startswith(schemes) or len(url) <= len(url.split("//", 1)[0]) + 2 or any(
                 c.isspace() or ord(c) < 32 for c in url):
             fail(("venue", name), f"must be a URL starting with {' or '.join(schemes)}, got {_short(url)}")
+    streams = venue.max_streams_per_connection
+    if streams is not None:
+        # Binance's limit (the simulator is reached through a Binance connector), Bybit's as the connector uses.
+        limit = MAX_STREAMS_PER_CONNECTION[venue.name]
+        if not 0 < streams <= limit:
+            fail(("venue", "max_streams_per_connection"), f"must be an integer > 0 and at most {limit} "
+                 f"(the {venue.name} venue's streams per connection), got {streams!r}")
     if venue.channels is not None:
         if not venue.channels:
             fail(("venue", "channels"), "list at least one channel, or leave it out for the venue's default")

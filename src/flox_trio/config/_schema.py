@@ -44,6 +44,8 @@ class VenueConfig:
     channels: tuple[str, ...] | None = None
     #: Market ticks per second of the embedded simulator (venue "sim" only): > 0, at most 100,000.
     sim_rate: float = 50.0
+    #: Streams one connection carries; more symbols open more connections. Not set: the venue's limit.
+    max_streams_per_connection: int | None = None
 
 
 @attrs.frozen

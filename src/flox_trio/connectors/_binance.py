@@ -21,9 +21,15 @@ What a strategy receives:
   the depth stream said, so it can be compared with the venue's.
 - ``kline_<interval>`` → a ``Bar`` when the kline closes (``x`` true).
 
-Every price and quantity is checked on the way in (``_venue.levels``,
+Frames decode with typed ``msgspec`` structs (one per channel, picked by the
+stream name of the envelope) straight into events, with no dict between:
+the envelope's ``data`` stays raw JSON until its stream says what it is.
+Control replies, ``serverShutdown`` and anything odd take a slower path
+(``orjson`` objects) that reports each the way it always did. Every price
+and quantity is checked on the way in (``_venue.levels``,
 ``trade_values``): a frame with a value no market could mean is refused and
-counted, and a depth book that refused a level is resynced.
+counted, a frame whose fields have the wrong types or are missing is
+counted as malformed, and a depth book that refused a level is resynced.
 
 REST depth snapshots spend request weight (``GET /api/v3/depth``: 5, 25, 50 or
 250 for limits up to 100, 500, 1000, 5000) from a per-minute budget
@@ -43,6 +49,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
+import msgspec
 import orjson
 import trio
 
@@ -56,6 +63,7 @@ from ._status import BinanceStatus
 from ._venue import (
     MAX_VALUE,
     Link,
+    Num,
     RefusedValue,
     SessionPort,
     WireOp,
@@ -81,8 +89,81 @@ _MAX_BUFFER = 10_000
 # Waited after a 429 or 418 that names no Retry-After: the venue's whole counting window.
 _DEFAULT_RETRY_AFTER = 60.0
 
-#: A channel's decoder: (symbol, stream, payload, recv_ns, out).
-Handler = Callable[[str, str, dict[str, Any], int, list[Event]], None]
+#: A stream's route: (decode its payload, the channel's handler, symbol, stream name).
+Route = tuple[Callable[[bytes], Any], Callable[[str, str, Any, int, list[Event]], None], str, str]
+#: Beyond this the URL of a new connection names no more streams (the rest are subscribed live):
+#: HTTP servers refuse long request lines (h11, under the simulator, stops at 16 KiB of head).
+_MAX_URL = 8000
+
+
+# --- the wire, as typed structs (field names are the venue's; ``Num``: a JSON string or number) ----
+
+
+class _Envelope(msgspec.Struct):
+    """A combined-stream frame; ``data`` stays raw until the stream says what it is."""
+
+    stream: str
+    data: msgspec.Raw
+
+
+class _TradeMsg(msgspec.Struct):
+    id: int = msgspec.field(name="t")
+    p: Num
+    q: Num
+    time: int = msgspec.field(name="T")
+    m: bool
+
+
+class _AggTradeMsg(msgspec.Struct):
+    id: int = msgspec.field(name="a")
+    p: Num
+    q: Num
+    time: int = msgspec.field(name="T")
+    m: bool
+
+
+class _BookTickerMsg(msgspec.Struct):
+    u: int
+    bid: Num = msgspec.field(name="b")
+    bid_qty: Num = msgspec.field(name="B")
+    ask: Num = msgspec.field(name="a")
+    ask_qty: Num = msgspec.field(name="A")
+
+
+class _DepthMsg(msgspec.Struct):
+    first: int = msgspec.field(name="U")
+    last: int = msgspec.field(name="u")
+    time: int = msgspec.field(name="E")
+    bids: list[tuple[Num, Num]] = msgspec.field(name="b")
+    asks: list[tuple[Num, Num]] = msgspec.field(name="a")
+
+
+class _KlineBody(msgspec.Struct):
+    start: int = msgspec.field(name="t")
+    end: int = msgspec.field(name="T")
+    closed: bool = msgspec.field(name="x")
+    o: Num
+    h: Num
+    low: Num = msgspec.field(name="l")
+    c: Num
+    v: Num
+    n: int
+
+
+class _KlineMsg(msgspec.Struct):
+    k: _KlineBody
+
+
+_decode_envelope = msgspec.json.Decoder(_Envelope).decode
+_PAYLOADS: dict[str, Callable[[bytes], Any]] = {
+    "trade": msgspec.json.Decoder(_TradeMsg).decode,
+    "aggTrade": msgspec.json.Decoder(_AggTradeMsg).decode,
+    "bookTicker": msgspec.json.Decoder(_BookTickerMsg).decode,
+    "depth": msgspec.json.Decoder(_DepthMsg).decode,
+    "kline": msgspec.json.Decoder(_KlineMsg).decode,
+}
+#: A diff held while the snapshot is on its way: (U, u, E, bids, asks), its levels already checked.
+_Diff = tuple[int, int, int, list[Level], list[Level]]
 
 
 class SnapshotError(ConnectorError):
@@ -110,7 +191,7 @@ class _DepthState:
         self.synced = False
         self.fetching = False
         self.after_gap = False
-        self.buffer: list[dict[str, Any]] = []
+        self.buffer: list[_Diff] = []
         self.ticker: tuple[int, Level, Level] | None = None
 
 
@@ -121,6 +202,8 @@ class BinanceVenue:
     # "A single connection can listen to a maximum of 1024 streams."
     max_topics_per_connection = 1024
     max_topics_per_request = 200
+    # "There is a limit of 300 connections per attempt every 5 minutes per IP."
+    connects_per_window = 300
 
     def __init__(self, ws_url: str, rest_url: str, channels: Sequence[str], options: SessionOptions) -> None:
         self.ws_url = check_ws_url("Binance", ws_url.removesuffix("/").removesuffix("/stream").removesuffix("/ws"))
@@ -130,13 +213,13 @@ class BinanceVenue:
         if isinstance(channels, str):
             channels = [channels]
         self.channels = tuple(channels)
-        self._streams: list[tuple[str, Handler]] = [self._channel(c) for c in self.channels]
+        self._streams: list[tuple[str, Route]] = [self._channel(c) for c in self.channels]
         if not self._streams:
             raise ConfigError("Binance needs at least one channel, e.g. channels=('trade',)")
         self._options = options
         self._has_depth = any(s.startswith("depth") for s, _ in self._streams)
         self._ts = 1_000_000 if options.time_unit == "ms" else 1_000
-        self._routes: dict[str, tuple[Handler, str, str]] = {}
+        self._routes: dict[str, Route] = {}
         self.books: dict[str, _DepthState] = {}
         self._tickers: dict[str, int] = {}
         # The last trade id published per trade stream ("btcusdt@trade"): the next must be one more.
@@ -165,17 +248,18 @@ class BinanceVenue:
     def rest_weight_used(self) -> int:
         return self._budget.used()
 
-    def _channel(self, name: str) -> tuple[str, Handler]:
+    def _channel(self, name: str) -> tuple[str, Route]:
+        """The stream suffix of a channel, and its route (symbol and stream name filled in per symbol)."""
         if name in ("trade", "aggTrade"):
-            return name, self._on_trade if name == "trade" else self._on_agg_trade
+            return name, (_PAYLOADS[name], self._on_trade, "", "")
         if name == "bookTicker":
-            return name, self._on_book_ticker
+            return name, (_PAYLOADS[name], self._on_book_ticker, "", "")
         if name in ("depth", "depth@100ms"):
-            return "depth@100ms", self._on_depth
+            return "depth@100ms", (_PAYLOADS["depth"], self._on_depth, "", "")
         if name in ("depth@1000ms",):
-            return "depth", self._on_depth
+            return "depth", (_PAYLOADS["depth"], self._on_depth, "", "")
         if name.startswith("kline_") and name[6:] in _KLINE_INTERVALS:
-            return name, self._on_kline
+            return name, (_PAYLOADS["kline"], self._on_kline, "", "")
         raise ConfigError(
             f"Binance channel {name!r} is not supported; use trade, aggTrade, bookTicker, depth, "
             f"depth@1000ms or kline_<interval> with interval one of {' '.join(sorted(_KLINE_INTERVALS))}"
@@ -217,12 +301,15 @@ class BinanceVenue:
         # live, so a refusal comes back as a reply naming them.
         live: set[str] = set()
         streams: list[str] = []
+        length = len(self.ws_url) + 40
         for s in sorted(symbols & self._confirmed):
             topics = self.topics(s)
-            if len(streams) + len(topics) > self.max_topics_per_connection:
+            grow = sum(len(t) + 1 for t in topics)
+            if len(streams) + len(topics) > self.max_topics_per_connection or length + grow > _MAX_URL:
                 break
             live.add(s)
             streams.extend(topics)
+            length += grow
         params = []
         if streams:
             params.append("streams=" + "/".join(streams))
@@ -244,8 +331,8 @@ class BinanceVenue:
     def symbols_changed(self, added: frozenset[str], removed: frozenset[str]) -> None:
         for s in added:
             low = s.lower()
-            for stream, handler in self._streams:
-                self._routes[f"{low}@{stream}"] = (handler, s, f"{low}@{stream}")
+            for stream, (parse, handler, _, _) in self._streams:
+                self._routes[f"{low}@{stream}"] = (parse, handler, s, f"{low}@{stream}")
             if self._has_depth and s not in self.books:
                 self.books[s] = _DepthState(s)
         for s in removed:
@@ -258,21 +345,60 @@ class BinanceVenue:
             self.books.pop(s, None)
             self._tickers.pop(s, None)
 
-    def connection_lost(self) -> None:
+    def connection_lost(self, symbols: frozenset[str]) -> None:
         """Nothing to reset: what went by meanwhile shows as a gap on the next connection.
 
         Diffs missed resync the book; trade ids missed are a ``Gap`` before the
         new connection's first trade, since the last ids are kept.
         """
 
-    def handover(self) -> None:
+    def handover(self, symbols: frozenset[str]) -> None:
         # The successor repeats what the old connection delivered last; trade ids
         # are consecutive per stream, so its trades up to those are dropped.
-        self._dedupe = set(self._last_id)
+        routes = self._routes
+        self._dedupe |= {st for st in self._last_id if st in routes and routes[st][2] in symbols}
 
     # --- decoding ----------------------------------------------------------------------------------
 
     def decode(self, link: Link, msg: str | bytes, recv_ns: int) -> list[Event] | None:
+        # The fast path: a data frame of a routed stream, typed from the wire up.
+        try:
+            env = _decode_envelope(msg)
+        except msgspec.DecodeError:  # (ValidationError included) not a data frame, or not JSON
+            return self._decode_other(link, msg, recv_ns)
+        route = self._routes.get(env.stream)
+        if route is None:
+            return self._decode_other(link, msg, recv_ns)
+        return self._route(link, msg, route, env.data, recv_ns)
+
+    def _route(self, link: Link, msg: str | bytes, route: Route, data: msgspec.Raw | bytes,
+               recv_ns: int) -> list[Event] | None:
+        parse, handler, sym, stream = route
+        if sym not in link.symbols:
+            # Another connection carries it now (or it was dropped a moment ago).
+            self._port.late_frame()
+            return None
+        try:
+            payload = parse(data)
+        except msgspec.DecodeError as exc:
+            if bytes(data)[:1] != b"{":
+                self._port.frame_error(link, "malformed envelope", msg)
+            else:
+                self._port.frame_error(link, f"malformed {stream} payload", msg, exc)
+            return None
+        out: list[Event] = []
+        try:
+            handler(sym, stream, payload, recv_ns, out)
+        except RefusedValue as exc:
+            self._port.refused(link, msg, exc)
+            return None
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            self._port.frame_error(link, f"malformed {stream} payload", msg, exc)
+            return None
+        return out
+
+    def _decode_other(self, link: Link, msg: str | bytes, recv_ns: int) -> list[Event] | None:
+        """Control replies, venue events, and every frame the typed envelope does not fit."""
         frame = load_object(self._port, link, msg)
         if frame is None:
             return None
@@ -284,16 +410,8 @@ class BinanceVenue:
             if route is None or type(data) is not dict:
                 self._odd_stream(link, stream, data, msg)
                 return None
-            out: list[Event] = []
-            try:
-                route[0](route[1], route[2], data, recv_ns, out)
-            except RefusedValue as exc:
-                self._port.refused(link, msg, exc)
-                return None
-            except (KeyError, TypeError, ValueError, IndexError) as exc:
-                self._port.frame_error(link, f"malformed {stream} payload", msg, exc)
-                return None
-            return out
+            # An envelope only orjson reads (the two parsers differ at the edges): its payload still decodes typed.
+            return self._route(link, msg, route, orjson.dumps(data), recv_ns)
         if "id" in frame and ("result" in frame or "error" in frame or "code" in frame):
             self._control_reply(link, frame)
         elif frame.get("e") == "serverShutdown":
@@ -330,25 +448,17 @@ class BinanceVenue:
             text = f"Binance error {err!r}"
         link.reply(key, False, text)
 
-    # --- channel handlers: (symbol, stream, data, recv_ns, out) ------------------------------------
+    # --- channel handlers: (symbol, stream, payload, recv_ns, out) ---------------------------------
 
-    def _on_trade(self, sym: str, stream: str, d: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
-        self._trade(sym, stream, as_int(d["t"], "t"), d, recv_ns, out)
-
-    def _on_agg_trade(self, sym: str, stream: str, d: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
-        self._trade(sym, stream, as_int(d["a"], "a"), d, recv_ns, out)
-
-    def _trade(self, sym: str, stream: str, t: int, d: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
+    def _on_trade(self, sym: str, stream: str, d: _TradeMsg | _AggTradeMsg, recv_ns: int, out: list[Event]) -> None:
+        t = d.id
         last = self._last_id.get(stream)
         if last is not None and t <= last and stream in self._dedupe:
             return  # a planned successor repeating what its predecessor delivered
-        m = d["m"]
-        if m is not True and m is not False:
-            raise TypeError(f"field 'm' must be a boolean, got {m!r}")
-        price, qty = float(d["p"]), float(d["q"])
+        price, qty = float(d.p), float(d.q)
         if not (0.0 < price <= MAX_VALUE and 0.0 < qty <= MAX_VALUE):
             trade_values(price, qty)
-        ts = as_int(d["T"], "T") * self._ts
+        ts = d.time * self._ts
         # Only a trade that decoded whole moves the sequence on: a refused or
         # malformed one is missing, and the next trade says so.
         if last is not None and t != last + 1:
@@ -358,16 +468,16 @@ class BinanceVenue:
                 self._port.trade_gap(sym, channel, last + 1, t)
             else:
                 self._port.error("trade ids went back", f"{sym} {channel}: id {t} came after {last}; the sequence "
-                                 "starts over from it", connection_id=self._port.connection_id, symbol=sym)
+                                 "starts over from it", connection_id=self._port.connection_for(sym), symbol=sym)
         if self._dedupe:
             self._dedupe.discard(stream)
-        out.append(Trade(sym, price, qty, "sell" if m else "buy", str(t), ts, recv_ns, "binance"))
+        out.append(Trade(sym, price, qty, "sell" if d.m else "buy", str(t), ts, recv_ns, "binance"))
         self._last_id[stream] = t
 
-    def _on_book_ticker(self, sym: str, stream: str, d: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
-        u = as_int(d["u"], "u")
-        bid: Level = (float(d["b"]), float(d["B"]))
-        ask: Level = (float(d["a"]), float(d["A"]))
+    def _on_book_ticker(self, sym: str, stream: str, d: _BookTickerMsg, recv_ns: int, out: list[Event]) -> None:
+        u = d.u
+        bid: Level = (float(d.bid), float(d.bid_qty))
+        ask: Level = (float(d.ask), float(d.ask_qty))
         if not (0.0 < bid[0] <= MAX_VALUE and 0.0 < bid[1] <= MAX_VALUE
                 and 0.0 < ask[0] <= MAX_VALUE and 0.0 < ask[1] <= MAX_VALUE):
             _ticker_side(bid)
@@ -403,13 +513,13 @@ class BinanceVenue:
                 asks = ((ap, aq), *(lv for lv in asks if lv[0] > ap))[:depth]
         return Book(book.symbol, bids, asks, exchange_ts_ns, recv_ns, "binance", seq)
 
-    def _on_depth(self, sym: str, stream: str, d: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
+    def _on_depth(self, sym: str, stream: str, d: _DepthMsg, recv_ns: int, out: list[Event]) -> None:
         st = self.books[sym]
-        first, last = as_int(d["U"], "U"), as_int(d["u"], "u")
+        first, last = d.first, d.last
         if first > last:
             raise ValueError(f"first update id U={first} is after the final one u={last}")
         try:
-            bids, asks = levels(d["b"]), levels(d["a"])
+            bids, asks = levels(d.bids), levels(d.asks)
         except RefusedValue as exc:
             if st.synced and last > st.book.seq:
                 # The diff cannot be applied, so the book is no longer the venue's: rebuild it.
@@ -421,7 +531,7 @@ class BinanceVenue:
             raise
         if not st.synced:
             buf = st.buffer
-            buf.append(d)
+            buf.append((first, last, d.time, bids, asks))
             if len(buf) > _MAX_BUFFER:
                 del buf[: len(buf) // 2]
             if not st.fetching:
@@ -432,16 +542,16 @@ class BinanceVenue:
             return
         if first > book.seq + 1:
             self._gap(sym, st, book.seq + 1, first)
-            st.buffer = [d]
+            st.buffer = [(first, last, d.time, bids, asks)]
             if not st.fetching:
                 self._start_sync(sym, st)
             return
-        exchange_ts = as_int(d["E"], "E") * self._ts
+        exchange_ts = d.time * self._ts
         try:
             book.apply_delta(bids, asks, last)
         except FloxError as exc:
             # Half-applied: the book is no longer the venue's. Rebuild it.
-            self._port.error("bad depth level", f"{sym}: {exc}", connection_id=self._port.connection_id,
+            self._port.error("bad depth level", f"{sym}: {exc}", connection_id=self._port.connection_for(sym),
                              symbol=sym)
             self._gap(sym, st, book.seq + 1, first)
             st.buffer = []
@@ -450,21 +560,17 @@ class BinanceVenue:
             return
         out.append(self._book_event(st, exchange_ts, recv_ns))
 
-    def _on_kline(self, sym: str, stream: str, d: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
-        k = d["k"]
-        closed = k["x"]
-        if closed is not True:
-            if closed is not False:
-                raise TypeError(f"field 'x' must be a boolean, got {closed!r}")
+    def _on_kline(self, sym: str, stream: str, d: _KlineMsg, recv_ns: int, out: list[Event]) -> None:
+        k = d.k
+        if not k.closed:
             return
-        start, end = as_int(k["t"], "t"), as_int(k["T"], "T")
+        start, end = k.start, k.end
         if start <= self._last_bar.get(stream, -1):
             return
         f = self._ts
-        o, h, lo, c, v = float(k["o"]), float(k["h"]), float(k["l"]), float(k["c"]), float(k["v"])
+        o, h, lo, c, v = float(k.o), float(k.h), float(k.low), float(k.c), float(k.v)
         bar_values(o, h, lo, c, v)
-        bar = Bar(sym, o, h, lo, c, v, as_int(k["n"], "n"), start * f, (end + 1) * f, (end + 1 - start) * f / 1e9,
-                  "binance")
+        bar = Bar(sym, o, h, lo, c, v, k.n, start * f, (end + 1) * f, (end + 1 - start) * f / 1e9, "binance")
         self._last_bar[stream] = start
         out.append(bar)
 
@@ -519,7 +625,7 @@ class BinanceVenue:
             if self.books.get(sym) is not st:
                 return False
             buf = st.buffer
-            if buf and last_id < buf[0]["U"]:
+            if buf and last_id < buf[0][0]:
                 # Step 4: the snapshot is older than the first diff we hold.
                 self.stale_snapshots += 1
                 await trio.sleep(min(backoff.next_delay(), 1.0))
@@ -536,22 +642,22 @@ class BinanceVenue:
 
     def _apply_snapshot(self, sym: str, st: _DepthState, last_id: int, bids: list[Level], asks: list[Level]) -> bool:
         book = st.book
-        pending = [e for e in st.buffer if e["u"] > last_id]
+        pending = [e for e in st.buffer if e[1] > last_id]
         book.apply_snapshot(bids, asks, last_id)
         # The snapshot has no time of its own; it includes at least every diff we hold.
-        exchange_ts = as_int(st.buffer[-1]["E"], "E") * self._ts if st.buffer else 0
-        for i, e in enumerate(pending):
-            if e["u"] <= book.seq:
+        exchange_ts = st.buffer[-1][2] * self._ts if st.buffer else 0
+        for i, (first, last, _time, diff_bids, diff_asks) in enumerate(pending):
+            if last <= book.seq:
                 continue
-            if e["U"] > book.seq + 1:
-                self._gap(sym, st, book.seq + 1, e["U"])
+            if first > book.seq + 1:
+                self._gap(sym, st, book.seq + 1, first)
                 st.buffer = pending[i:]
                 return False
             try:
-                book.apply_delta(levels(e["b"]), levels(e["a"]), e["u"])
-            except (KeyError, TypeError, ValueError, FloxError) as exc:
+                book.apply_delta(diff_bids, diff_asks, last)
+            except FloxError as exc:
                 self._port.error("malformed buffered depth diff", f"{sym}: {exc}",
-                                 connection_id=self._port.connection_id, symbol=sym)
+                                 connection_id=self._port.connection_for(sym), symbol=sym)
                 st.buffer = pending[i + 1:]
                 return False
         st.buffer = []

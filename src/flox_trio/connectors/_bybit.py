@@ -13,8 +13,12 @@ Wire format: Bybit ``docs/v5/websocket/public/{trade,orderbook,kline}.mdx`` and
   again so the venue sends a fresh snapshot.
 - ``kline.<interval>`` → a ``Bar`` when the candle is confirmed.
 
-Values no market could mean (NaN, inf, <= 0, beyond 1e15) are refused and
-counted: a trade alone (the rest of its frame is published), a book frame
+Frames decode with typed ``msgspec`` structs straight into events, with no
+dict between: the envelope's ``data`` stays raw JSON until its topic says
+what it is; replies, pongs and anything odd take a slower path that reports
+them as it always did. A frame whose fields have the wrong types or are
+missing is counted as malformed. Values no market could mean (NaN, inf,
+<= 0, beyond 1e15) are refused and counted: a trade alone (the rest of its frame is published), a book frame
 whole (and the book is subscribed again for a fresh snapshot). Trade ids are
 not ordered, so no gap is inferred from them.
 
@@ -30,6 +34,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
 import orjson
 import trio
 
@@ -41,6 +46,7 @@ from ._session import Session
 from ._venue import (
     MAX_VALUE,
     Link,
+    Num,
     RefusedValue,
     SessionPort,
     WireOp,
@@ -59,8 +65,59 @@ _SIDES: dict[str, Side] = {"Buy": "buy", "Sell": "sell"}
 # Trade ids remembered per symbol to drop what a planned successor repeats.
 _RECENT_TRADES = 4096
 
-#: A topic's decoder: (symbol, topic, frame, recv_ns, out).
-Handler = Callable[[str, str, dict[str, Any], int, list[Event]], None]
+
+
+# --- the wire, as typed structs (field names are the venue's; ``Num``: a JSON string or number) ----
+
+
+class _Envelope(msgspec.Struct):
+    """A topic's message; ``data`` stays raw until the topic says what it is."""
+
+    topic: str
+    data: msgspec.Raw
+    kind: Any = msgspec.field(default=msgspec.UNSET, name="type")
+    ts: Any = msgspec.UNSET
+    cts: Any = None
+
+
+class _TradeMsg(msgspec.Struct):
+    id: str | int = msgspec.field(name="i")
+    time: int = msgspec.field(name="T")
+    p: Num
+    v: Num
+    side: str = msgspec.field(name="S")
+
+
+class _BookData(msgspec.Struct):
+    u: int
+    bids: list[tuple[Num, Num]] = msgspec.field(name="b")
+    asks: list[tuple[Num, Num]] = msgspec.field(name="a")
+
+
+class _KlineMsg(msgspec.Struct):
+    start: int
+    end: int
+    confirm: bool
+    open: Num
+    high: Num
+    low: Num
+    close: Num
+    volume: Num
+
+
+_decode_envelope = msgspec.json.Decoder(_Envelope).decode
+_decode_trades = msgspec.json.Decoder(list[_TradeMsg]).decode
+_decode_book = msgspec.json.Decoder(_BookData).decode
+_decode_klines = msgspec.json.Decoder(list[_KlineMsg]).decode
+
+#: A topic's route: (decode its data, the channel's handler, symbol, topic).
+Route = tuple[Callable[[bytes], Any], Callable[[str, str, _Envelope, Any, int, list[Event]], None], str, str]
+
+
+def _given(value: Any, name: str) -> Any:
+    if value is msgspec.UNSET:
+        raise KeyError(name)
+    return value
 
 
 class _BookState:
@@ -81,13 +138,15 @@ class BybitVenue:
     # "Spot can input up to 10 args for each subscription request".
     max_topics_per_request = 10
     max_topics_per_connection = 2000
+    # "Do not build over 500 connections in 5 minutes. This is counted per WebSocket domain."
+    connects_per_window = 500
 
     def __init__(self, ws_url: str, channels: Sequence[str], options: SessionOptions) -> None:
         self.ws_url = check_ws_url("Bybit", ws_url)
         if isinstance(channels, str):
             channels = [channels]
         self.channels = tuple(channels)
-        self._prefixes: list[tuple[str, Handler]] = [self._channel(c) for c in self.channels]
+        self._prefixes: list[tuple[str, Route]] = [self._channel(c) for c in self.channels]
         if not self._prefixes:
             raise ConfigError("Bybit needs at least one channel, e.g. channels=('publicTrade',)")
         books = [int(p.split(".")[1]) for p, _ in self._prefixes if p.startswith("orderbook.")]
@@ -96,21 +155,23 @@ class BybitVenue:
         self._options = options
         self._book_levels = books[0] if books else 0
         self._depth = min(options.book_depth, self._book_levels)
-        self._routes: dict[str, tuple[Handler, str, str]] = {}
+        self._routes: dict[str, Route] = {}
         self.books: dict[str, _BookState] = {}
         self._last_bar: dict[str, int] = {}
         self._recent: dict[str, tuple[deque[str], set[str]]] = {}
-        self._dedupe_until = -1.0
+        # Per symbol: until when a planned successor's repeats of its trades are dropped.
+        self._dedupe_until: dict[str, float] = {}
         self._port: SessionPort
 
-    def _channel(self, name: str) -> tuple[str, Handler]:
+    def _channel(self, name: str) -> tuple[str, Route]:
+        """The topic prefix of a channel, and its route (symbol and topic filled in per symbol)."""
         if name == "publicTrade":
-            return name, self._on_trade
+            return name, (_decode_trades, self._on_trade, "", "")
         head, _, tail = name.partition(".")
         if head == "orderbook" and tail.isdigit() and int(tail) in _BOOK_DEPTHS:
-            return name, self._on_book
+            return name, (_decode_book, self._on_book, "", "")
         if head == "kline" and tail in _KLINE_INTERVALS:
-            return name, self._on_kline
+            return name, (_decode_klines, self._on_kline, "", "")
         raise ConfigError(
             f"Bybit channel {name!r} is not supported; use publicTrade, orderbook.1, orderbook.50, "
             f"orderbook.200, orderbook.1000 or kline.<interval> ({' '.join(sorted(_KLINE_INTERVALS))})"
@@ -146,9 +207,9 @@ class BybitVenue:
 
     def symbols_changed(self, added: frozenset[str], removed: frozenset[str]) -> None:
         for s in added:
-            for prefix, handler in self._prefixes:
+            for prefix, (parse, handler, _, _) in self._prefixes:
                 topic = f"{prefix}.{s}"
-                self._routes[topic] = (handler, s, topic)
+                self._routes[topic] = (parse, handler, s, topic)
             if self._book_levels and s not in self.books:
                 self.books[s] = _BookState(s)
         for s in removed:
@@ -157,22 +218,59 @@ class BybitVenue:
                 self._last_bar.pop(f"{prefix}.{s}", None)
             self.books.pop(s, None)
             self._recent.pop(s, None)
+            self._dedupe_until.pop(s, None)
 
-    def connection_lost(self) -> None:
+    def connection_lost(self, symbols: frozenset[str]) -> None:
         # Subscribing again brings a snapshot; deltas before it cannot be placed.
-        for st in self.books.values():
-            st.synced = False
+        for s in symbols:
+            st = self.books.get(s)
+            if st is not None:
+                st.synced = False
 
-    def handover(self) -> None:
+    def handover(self, symbols: frozenset[str]) -> None:
         # Bybit trade ids are not ordered (the docs show UUIDs), so a successor's
         # repeats are recognised by id among the latest trades, for a while.
-        self._dedupe_until = trio.current_time() + 4 * self._options.handover_overlap + 5.0
-        for st in self.books.values():
-            st.successor = True
+        until = trio.current_time() + 4 * self._options.handover_overlap + 5.0
+        for s in symbols:
+            self._dedupe_until[s] = until
+            st = self.books.get(s)
+            if st is not None:
+                st.successor = True
 
     # --- decoding ----------------------------------------------------------------------------------
 
     def decode(self, link: Link, msg: str | bytes, recv_ns: int) -> list[Event] | None:
+        # The fast path: a message of a routed topic, typed from the wire up.
+        try:
+            env = _decode_envelope(msg)
+        except msgspec.DecodeError:  # (ValidationError included) not a topic message, or not JSON
+            return self._decode_other(link, msg, recv_ns)
+        route = self._routes.get(env.topic)
+        if route is None:
+            return self._decode_other(link, msg, recv_ns)
+        return self._route(link, msg, route, env, recv_ns)
+
+    def _route(self, link: Link, msg: str | bytes, route: Route, env: _Envelope,
+               recv_ns: int) -> list[Event] | None:
+        parse, handler, sym, topic = route
+        if sym not in link.symbols:
+            # Another connection carries it now (or it was dropped a moment ago).
+            self._port.late_frame()
+            return None
+        out: list[Event] = []
+        try:
+            handler(sym, topic, env, parse(env.data), recv_ns, out)
+        except RefusedValue as exc:
+            # What the handler took of the frame before refusing the rest still goes out.
+            self._port.refused(link, msg, exc)
+            return out or None
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            self._port.frame_error(link, f"malformed {topic} message", msg, exc)
+            return None
+        return out
+
+    def _decode_other(self, link: Link, msg: str | bytes, recv_ns: int) -> list[Event] | None:
+        """Replies, pongs, and every frame the typed envelope does not fit."""
         frame = load_object(self._port, link, msg)
         if frame is None:
             return None
@@ -186,17 +284,12 @@ class BybitVenue:
                 else:
                     self._port.frame_error(link, f"unknown topic {topic!r}", msg)
                 return None
-            out: list[Event] = []
             try:
-                route[0](route[1], route[2], frame, recv_ns, out)
-            except RefusedValue as exc:
-                # What the handler took of the frame before refusing the rest still goes out.
-                self._port.refused(link, msg, exc)
-                return out or None
-            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                env = _decode_envelope(orjson.dumps(frame))
+            except msgspec.DecodeError as exc:
                 self._port.frame_error(link, f"malformed {topic} message", msg, exc)
                 return None
-            return out
+            return self._route(link, msg, route, env, recv_ns)
         op = frame.get("op")
         # Pongs differ per category: spot and linear answer {"op": "ping", "ret_msg": "pong"},
         # option and spread {"op": "pong"}.
@@ -215,22 +308,29 @@ class BybitVenue:
             self._port.frame_error(link, "unknown frame", msg)
         return None
 
-    # --- topic handlers: (symbol, topic, frame, recv_ns, out) ----------------------------------------
+    # --- topic handlers: (symbol, topic, envelope, data, recv_ns, out) ------------------------------
 
-    def _on_trade(self, sym: str, topic: str, frame: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
+    def _on_trade(self, sym: str, topic: str, env: _Envelope, data: list[_TradeMsg], recv_ns: int,
+                  out: list[Event]) -> None:
         recent = self._recent.get(sym)
         if recent is None:
             recent = self._recent[sym] = (deque(), set())
         order, seen = recent
-        dedupe = self._dedupe_until > 0 and trio.current_time() < self._dedupe_until
+        dedupe = False
+        if self._dedupe_until:
+            until = self._dedupe_until.get(sym)
+            if until is not None:
+                dedupe = trio.current_time() < until
+                if not dedupe:
+                    del self._dedupe_until[sym]
         trades = []
         refused: dict[str, int] = {}
         first: RefusedValue | None = None
-        for t in frame["data"]:
-            tid = str(t["i"])
+        for t in data:
+            tid = t.id if type(t.id) is str else str(t.id)
             if dedupe and tid in seen:
                 continue
-            price, qty = float(t["p"]), float(t["v"])
+            price, qty = float(t.p), float(t.v)
             if not (0.0 < price <= MAX_VALUE and 0.0 < qty <= MAX_VALUE):
                 try:
                     trade_values(price, qty)
@@ -238,8 +338,7 @@ class BybitVenue:
                     first = first or exc
                     refused[exc.reason] = refused.get(exc.reason, 0) + 1
                     continue
-            trades.append(Trade(sym, price, qty, _SIDES[t["S"]], tid, as_int(t["T"], "T") * 1_000_000, recv_ns,
-                                "bybit"))
+            trades.append(Trade(sym, price, qty, _SIDES[t.side], tid, t.time * 1_000_000, recv_ns, "bybit"))
         # Remembered only once the whole frame decoded: a malformed frame publishes nothing.
         for trade in trades:
             if len(order) == _RECENT_TRADES:
@@ -252,18 +351,18 @@ class BybitVenue:
             raise RefusedValue(first.reason, first.value, refused,
                                outcome=f"{n} trades of the frame refused, the other {len(trades)} published")
 
-    def _on_book(self, sym: str, topic: str, frame: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
+    def _on_book(self, sym: str, topic: str, env: _Envelope, data: _BookData, recv_ns: int,
+                 out: list[Event]) -> None:
         st = self.books[sym]
-        data = frame["data"]
-        kind = frame["type"]
-        u = as_int(data["u"], "u")
+        kind = _given(env.kind, "type")
+        u = data.u
         # "cts: the timestamp from the matching engine when this orderbook data is produced.
         # It can be correlated with T from public trade"; ts is when the message was sent.
-        cts = frame.get("cts")
-        ts = (as_int(frame["ts"], "ts") if cts is None else as_int(cts, "cts")) * 1_000_000
+        cts = env.cts
+        ts = (as_int(_given(env.ts, "ts"), "ts") if cts is None else as_int(cts, "cts")) * 1_000_000
         book = st.book
         try:
-            bids, asks = levels(data["b"]), levels(data["a"])
+            bids, asks = levels(data.bids), levels(data.asks)
         except RefusedValue as exc:
             if kind == "snapshot" or u == 1 or (st.synced and u > book.seq):
                 # The book would have taken this frame: without it, it is not the venue's.
@@ -320,22 +419,20 @@ class BybitVenue:
 
     def _bad_book(self, sym: str, st: _BookState, exc: FloxError) -> None:
         self._port.error("bad orderbook level", f"{sym}: {exc}; resubscribing",
-                         connection_id=self._port.connection_id, symbol=sym)
+                         connection_id=self._port.connection_for(sym), symbol=sym)
         st.synced = False
         st.after_gap = True
         self._port.request_resync(sym)
 
-    def _on_kline(self, sym: str, topic: str, frame: dict[str, Any], recv_ns: int, out: list[Event]) -> None:
-        for k in frame["data"]:
-            confirm = k["confirm"]
-            if confirm is not True:
-                if confirm is not False:
-                    raise TypeError(f"field 'confirm' must be a boolean, got {confirm!r}")
+    def _on_kline(self, sym: str, topic: str, env: _Envelope, data: list[_KlineMsg], recv_ns: int,
+                  out: list[Event]) -> None:
+        for k in data:
+            if not k.confirm:
                 continue
-            start, end = as_int(k["start"], "start"), as_int(k["end"], "end")
+            start, end = k.start, k.end
             if start <= self._last_bar.get(topic, -1):
                 continue
-            o, h, lo, c, v = float(k["open"]), float(k["high"]), float(k["low"]), float(k["close"]), float(k["volume"])
+            o, h, lo, c, v = float(k.open), float(k.high), float(k.low), float(k.close), float(k.volume)
             bar_values(o, h, lo, c, v)
             self._last_bar[topic] = start
             out.append(Bar(sym, o, h, lo, c, v, 0, start * 1_000_000, (end + 1) * 1_000_000, (end + 1 - start) / 1000,

@@ -8,31 +8,36 @@ from collections import deque
 from urllib.parse import urlsplit
 
 import trio
-import trio_websocket
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from .._errors import ConfigError
+from ._shards import Shard
 from ._subscriptions import LiveSubscriptions, Subscriptions
 from ._venue import WireOp
+from ._websocket import MarketSocket
 
 _CONNECTION_IDS = itertools.count(1)
 
 
 class Connection:
-    """One WebSocket connection and everything scoped to it; the ``Link`` its frames decode against.
+    """One WebSocket connection of a shard and everything scoped to it; the ``Link`` its frames decode against.
 
     The reader only reads, decodes and queues (``Publisher.queue`` never
-    waits), so its one wait is ``get_message()``: that is where ``stop()``
-    cancels it, and a frame read is always decoded and queued whole. The
+    waits), so its one cancellable wait is ``receive()``: that is where
+    ``stop()`` cancels it, and a read is always decoded and queued whole. The
     publishing belongs to the session, not to a connection, so tearing a
     connection down never cuts a batch in half.
     """
 
-    def __init__(self, url: str, initial: frozenset[str], subscriptions: Subscriptions, *, hold: bool) -> None:
+    def __init__(self, url: str, initial: frozenset[str], subscriptions: Subscriptions, shard: Shard, *,
+                 hold: bool) -> None:
         self.id = next(_CONNECTION_IDS)
         self.url = url
-        self.subs = LiveSubscriptions(subscriptions, self.id, initial)
-        self.ws: trio_websocket.WebSocketConnection | None = None
+        self.shard = shard
+        #: The shard's symbols (the same set, kept current): frames of any other symbol are late.
+        self.symbols = shard.symbols
+        self.subs = LiveSubscriptions(subscriptions, self.id, initial, shard)
+        self.ws: MarketSocket | None = None
         self.started = False
         self.opened_at = 0.0
         self.ended_at = 0.0

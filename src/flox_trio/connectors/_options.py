@@ -85,8 +85,19 @@ class SessionOptions:
     max_backlog: int = attrs.field(default=50_000, validator=_positive("max_backlog"))
     #: Binance: "ms" or "us" (the timeUnit=MICROSECOND stream parameter).
     time_unit: Literal["ms", "us"] = "ms"
+    #: Streams (one per symbol and channel) one connection carries; more symbols are sharded over
+    #: more connections. None: the venue's limit (Binance 1024, Bybit 2000); never more than it.
+    max_streams_per_connection: int | None = attrs.field(
+        default=None, validator=_optional_positive("max_streams_per_connection"))
+    #: WebSocket connection attempts in any 5 minutes, all of the session's connections together.
+    #: None: the venue's limit (Binance 300 per IP, Bybit 500 per domain); never more than it.
+    connect_budget: int | None = attrs.field(default=None, validator=_optional_positive("connect_budget"))
+    #: Unused by the connectors since they read frames themselves (no message queue); still
+    #: accepted so configurations that set it keep working.
     message_queue_size: int = attrs.field(default=256, validator=_positive("message_queue_size"))
+    #: A message longer than this closes the connection (1009), which then reconnects.
     max_message_size: int = attrs.field(default=4 * 2**20, validator=_positive("max_message_size"))
+    #: Bytes read from the socket at once; the messages one read completes are decoded back to back.
     receive_buffer_size: int = attrs.field(default=64 * 2**10, validator=_positive("receive_buffer_size"))
     ssl_context: ssl.SSLContext | None = None
     #: Source of jitter; pass random.Random(seed) for reproducible delays.
@@ -102,9 +113,10 @@ class SessionOptions:
         if self.time_unit not in ("ms", "us"):
             raise ConfigError(f"connector option time_unit must be 'ms' or 'us', got {self.time_unit!r}")
         for name in ("book_depth", "snapshot_limit", "rest_weight_budget", "max_backlog", "message_queue_size",
-                     "max_message_size", "receive_buffer_size"):
-            if not isinstance(getattr(self, name), int):
-                raise ConfigError(f"connector option {name} must be an int, got {getattr(self, name)!r}")
+                     "max_message_size", "receive_buffer_size", "max_streams_per_connection", "connect_budget"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, int):
+                raise ConfigError(f"connector option {name} must be an int, got {value!r}")
 
 
 _OPTION_NAMES = frozenset(a.name for a in attrs.fields(SessionOptions))

@@ -6,11 +6,14 @@ Shape of a running connector (all inside the nursery its ``run()`` owns)::
     ├── Venue.run             venue-wide work (Binance: REST depth snapshots)
     ├── Publisher.run         the one task that publishes into the engine, in production order
     ├── _watch_symbols        hub.watched_symbols ∪ own symbols → Subscriptions.desired
-    └── Supervisor.run        connections: read, decode (Venue.decode), queue, reconnect
+    └── Supervisor.run        a connection per shard of the symbols: read, decode (Venue.decode),
+                              queue, reconnect
 
-The parts: ``Supervisor`` (``_supervisor.py``) keeps a connection serving,
-``Subscriptions`` (``_subscriptions.py``) keeps each connection's
-subscriptions in step with the desired symbols, ``Publisher``
+The parts: ``Supervisor`` (``_supervisor.py``) keeps a connection serving
+each shard, ``Subscriptions`` (``_subscriptions.py``) shards the desired
+symbols over connections (``_shards.py``, within the venue's streams per
+connection) and keeps each connection's subscriptions in step with its
+shard, ``Publisher``
 (``_publisher.py``) publishes batches in production order from a bounded
 backlog, so the reader never waits for the engine, and the venue
 (``_binance.py``, ``_bybit.py``) knows the wire. The venue reaches the rest
@@ -30,10 +33,11 @@ from .._core._market import L2Book
 from .._core._ports import Feed, FeedHub
 from .._errors import ConfigError, ConnectorError
 from ._backoff import Backoff
+from ._budget import CONNECT_WINDOW
 from ._options import SessionOptions
 from ._publisher import Publisher
 from ._report import Reporter
-from ._status import BookStatus, SessionState, SessionStatus
+from ._status import BookStatus, ConnectionStatus, SessionState, SessionStatus
 from ._subscriptions import Subscriptions
 from ._supervisor import HandshakeRefusedError, RetriesExhaustedError, Supervisor
 from ._venue import Link, RefusedValue, Venue
@@ -62,12 +66,23 @@ class Session(Feed):
         self.symbols = tuple(own)
         self.options = options
         self._venue = venue
+        #: Streams one connection carries: more symbols open more connections.
+        self.streams_per_connection = _within(feed, "max_streams_per_connection", options.max_streams_per_connection,
+                                              venue.max_topics_per_connection, "streams per connection")
+        per_symbol = len(venue.topics("X"))
+        if per_symbol > self.streams_per_connection:
+            raise ConfigError(
+                f"{feed} connector option max_streams_per_connection ({self.streams_per_connection}) must be at "
+                f"least the streams of one symbol ({per_symbol}, one per channel)")
+        connects = _within(feed, "connect_budget", options.connect_budget, venue.connects_per_window,
+                           f"connections per {CONNECT_WINDOW:g} s")
         self._rng = options.rng if options.rng is not None else random.Random()
         self._reporter = Reporter(feed, venue.name)
         self._publisher = Publisher(venue.name, options.max_backlog, self._reporter)
-        self._subscriptions = Subscriptions(venue, options, self._reporter, self._new_backoff, self.symbols)
+        self._subscriptions = Subscriptions(venue, options, self._reporter, self._new_backoff, self.symbols,
+                                            self.streams_per_connection)
         self._supervisor = Supervisor(venue, self._subscriptions, self._publisher, self._reporter, options,
-                                      self._reconnect_backoff)
+                                      self._reconnect_backoff, connects)
         venue.bind(_Port(self._reporter, self._publisher, self._subscriptions, self._supervisor,
                          self._reconnect_backoff))
         self._running = False
@@ -94,18 +109,26 @@ class Session(Feed):
 
     @property
     def state(self) -> SessionState:
-        """"idle" (nothing to subscribe), "connecting", "connected", "backoff", "stopped"."""
+        """"idle" (nothing to subscribe), "connecting", "connected", "backoff", "stopped".
+
+        With several connections, the least ready one's: "connected" once every one is.
+        """
         return self._supervisor.state
 
     @property
     def connection_id(self) -> int | None:
-        """Identity of the connection now serving data; changes on every new connection."""
+        """Identity of the connection now serving data (the first one's, with several); changes on every new one."""
         return self._supervisor.connection_id
 
     @property
     def connect_count(self) -> int:
-        """WebSocket handshakes that succeeded (planned handovers included)."""
+        """WebSocket handshakes that succeeded, all connections together (planned handovers included)."""
         return self._supervisor.connect_count
+
+    @property
+    def connections(self) -> int:
+        """Connections the session's symbols need: one per ``streams_per_connection`` streams, at least."""
+        return len(self._supervisor.shards)
 
     @property
     def messages(self) -> int:
@@ -149,9 +172,11 @@ class Session(Feed):
 
     @property
     def subscribed(self) -> frozenset[str]:
-        """Symbols the venue confirmed on the connection now serving data."""
-        conn = self._supervisor.serving
-        return frozenset(conn.subs.live) if conn is not None else frozenset()
+        """Symbols the venue confirmed on the connections now serving data."""
+        live: set[str] = set()
+        for conn in self._supervisor.serving():
+            live |= conn.subs.live
+        return frozenset(live)
 
     @property
     def wanted(self) -> frozenset[str]:
@@ -175,6 +200,21 @@ class Session(Feed):
 
     def status(self) -> SessionStatus:
         return SessionStatus(**self._status_fields())
+
+    def _connection_status(self) -> tuple[ConnectionStatus, ...]:
+        out = []
+        try:
+            now_ns: int | None = self._supervisor.clock.wall_ns()
+        except RuntimeError:  # asked from outside Trio
+            now_ns = None
+        for sh in self._supervisor.shards:
+            conn = sh.serving
+            live = len(conn.subs.live) if conn is not None else 0
+            age = None if now_ns is None or sh.last_recv_ns is None else max(0.0, (now_ns - sh.last_recv_ns) / 1e9)
+            out.append(ConnectionStatus(shard=sh.index, state=sh.state, connection_id=sh.connection_id,
+                                        connect_count=sh.connect_count, symbols=len(sh.symbols), streams=sh.streams,
+                                        subscribed=live, messages=sh.messages, last_message_age=age))
+        return tuple(out)
 
     def _status_fields(self) -> dict[str, Any]:
         return {
@@ -203,6 +243,9 @@ class Session(Feed):
             "dropped": dict(self._publisher.dropped),
             "backlog": self._publisher.pending,
             "backlog_age": self._publisher.backlog_age,
+            "streams_per_connection": self.streams_per_connection,
+            "connections": self._connection_status(),
+            "connects_in_window": self._supervisor.connects.used(),
         }
 
     async def run(self, hub: FeedHub) -> None:
@@ -219,7 +262,7 @@ class Session(Feed):
                 self._subscriptions.begin(frozenset(self.symbols) | hub.watched_symbols)
                 nursery.start_soon(self._watch_symbols, hub)
                 try:
-                    await self._supervisor.run(nursery, hub.clock)
+                    await self._supervisor.run(hub.clock)
                 except (HandshakeRefusedError, RetriesExhaustedError) as exc:
                     # Raised after the nursery closes, so the caller gets the error
                     # itself rather than a group around it.
@@ -258,6 +301,9 @@ class _Port:
     def connection_id(self) -> int | None:
         return self._supervisor.connection_id
 
+    def connection_for(self, symbol: str) -> int | None:
+        return self._supervisor.connection_for(symbol)
+
     def wall_ns(self) -> int:
         return self._supervisor.clock.wall_ns()
 
@@ -271,10 +317,10 @@ class _Port:
         self._reporter.frame_error(link.id, what, msg, exc)
 
     def gap(self, symbol: str, channel: str, expected: int, got: int) -> None:
-        self._reporter.gap(symbol, channel, expected, got, self._supervisor.connection_id)
+        self._reporter.gap(symbol, channel, expected, got, self._supervisor.connection_for(symbol))
 
     def resynced(self, symbol: str, channel: str, seq: int) -> None:
-        self._reporter.resync(symbol, channel, seq, self._supervisor.connection_id)
+        self._reporter.resync(symbol, channel, seq, self._supervisor.connection_for(symbol))
 
     def late_frame(self) -> None:
         self._reporter.late_frames += 1
@@ -283,10 +329,20 @@ class _Port:
         self._reporter.refuse(link.id, refusal.counts, msg, str(refusal), refusal.outcome)
 
     def trade_gap(self, symbol: str, channel: str, expected: int, got: int) -> None:
-        self._reporter.trade_gap(symbol, channel, expected, got, self._supervisor.connection_id)
+        self._reporter.trade_gap(symbol, channel, expected, got, self._supervisor.connection_for(symbol))
 
     def request_resync(self, symbol: str) -> None:
         self._subscriptions.request_resync(symbol)
 
     def queue(self, events: list[Event]) -> None:
         self._publisher.queue(events, self._supervisor.clock.wall_ns())
+
+
+def _within(feed: str, option: str, value: int | None, limit: int, what: str) -> int:
+    """An option bounded by the venue's own limit; None is the limit itself."""
+    if value is None:
+        return limit
+    if value > limit:
+        raise ConfigError(f"{feed} connector option {option} must be at most {limit} (the venue's {what}), "
+                          f"got {value}")
+    return value

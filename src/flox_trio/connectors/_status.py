@@ -25,20 +25,40 @@ class BookStatus:
 
 
 @attrs.frozen(kw_only=True)
+class ConnectionStatus:
+    """One of a session's connections: the shard of its symbols it carries, and how it is doing."""
+
+    #: Its place among the session's connections (0 first; a shard keeps its number).
+    shard: int
+    state: SessionState
+    #: The connection serving the shard now (the last one, between connections).
+    connection_id: int | None
+    #: WebSocket handshakes of this shard that succeeded, planned handovers included.
+    connect_count: int
+    #: Symbols assigned to it, the streams they take, and the symbols the venue confirmed on it.
+    symbols: int
+    streams: int
+    subscribed: int
+    messages: int
+    #: Seconds since its last message, None before the first.
+    last_message_age: float | None
+
+
+@attrs.frozen(kw_only=True)
 class SessionStatus(FeedStatus):
-    """A connector's session: its connection, subscriptions, books and counters."""
+    """A connector's session: its connections, subscriptions, books and counters."""
 
     venue: str
     url: str
     channels: tuple[str, ...]
     state: SessionState
-    #: The connection now serving data (the last one, between connections).
+    #: The connection now serving data (the first connection's, with several).
     connection_id: int | None
-    #: WebSocket handshakes that succeeded, planned handovers included.
+    #: WebSocket handshakes that succeeded, all connections together, planned handovers included.
     connect_count: int
     #: What the session subscribes: its own symbols and what the slots watch.
     symbols: tuple[str, ...]
-    #: What the venue confirmed on the connection serving data.
+    #: What the venue confirmed on the connections serving data.
     subscribed: tuple[str, ...]
     #: Symbols the venue refused, with its last error (retried with backoff).
     failing: dict[str, str]
@@ -60,6 +80,12 @@ class SessionStatus(FeedStatus):
     #: Events read from the venue and waiting to be published, and how long the oldest waited (s).
     backlog: int = 0
     backlog_age: float | None = None
+    #: Streams one connection carries (``max_streams_per_connection``, else the venue's limit).
+    streams_per_connection: int = 0
+    #: One per shard of the symbols, in shard order.
+    connections: tuple[ConnectionStatus, ...] = ()
+    #: Connection attempts in the last 5 minutes (the venues limit them per IP).
+    connects_in_window: int = 0
 
 
 @attrs.frozen(kw_only=True)

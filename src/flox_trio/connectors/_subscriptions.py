@@ -1,12 +1,14 @@
 """Keeping what each connection carries in step with the symbols the session wants.
 
-``Subscriptions`` holds the session-wide side: the desired symbols, the ones
-the venue refused (retried per symbol with capped backoff), the ones to send
-alone after a multi-symbol request was refused, and book resyncs due.
-``LiveSubscriptions`` is one connection's side: what the venue confirmed on
-it and the requests still unanswered. A connection's control loop sends
-what it takes (chunked within the venue's limits, spaced by
-``control_interval``) for its live set to match the desired one.
+``Subscriptions`` holds the session-wide side: the desired symbols, which
+shard (connection) carries each (``ShardMap``, within the streams a
+connection may carry), the ones the venue refused (retried per symbol with
+capped backoff), the ones to send alone after a multi-symbol request was
+refused, and book resyncs due. ``LiveSubscriptions`` is one connection's
+side: what the venue confirmed on it and the requests still unanswered. A
+connection's control loop sends what it takes (chunked within the venue's
+limits, spaced by ``control_interval``) for its live set to match its
+shard's symbols.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import trio
 from ._backoff import Backoff
 from ._options import SessionOptions
 from ._report import Reporter
+from ._shards import Shard, ShardMap
 from ._venue import Venue, WireOp
 
 log = logging.getLogger("flox_trio.connectors")
@@ -55,11 +58,12 @@ class _Retry:
 class LiveSubscriptions:
     """One connection's subscriptions: confirmed (``live``) and asked for (``pending``)."""
 
-    __slots__ = ("_manager", "connection_id", "live", "next_control_at", "pending", "wake")
+    __slots__ = ("_manager", "connection_id", "live", "next_control_at", "pending", "shard", "wake")
 
-    def __init__(self, manager: Subscriptions, connection_id: int, initial: frozenset[str]) -> None:
+    def __init__(self, manager: Subscriptions, connection_id: int, initial: frozenset[str], shard: Shard) -> None:
         self._manager = manager
         self.connection_id = connection_id
+        self.shard = shard
         #: Symbols the venue confirmed on this connection (the URL's own count as confirmed).
         self.live: set[str] = set(initial)
         self.pending: dict[str, _Request] = {}
@@ -85,20 +89,21 @@ class Subscriptions:
     """The session's desired symbols and how far each connection is from them."""
 
     def __init__(self, venue: Venue, options: SessionOptions, reporter: Reporter,
-                 backoff: Callable[[float, float], Backoff], symbols: tuple[str, ...]) -> None:
+                 backoff: Callable[[float, float], Backoff], symbols: tuple[str, ...], cap: int) -> None:
         self._venue = venue
         self._options = options
         self._reporter = reporter
         self._backoff = backoff
         #: What the session subscribes: its own symbols and what the slots watch.
         self.desired: frozenset[str] = frozenset(symbols)
-        self._desired_event = trio.Event()
         self._failing: dict[str, _Retry] = {}
         self._solo: set[str] = set()
         self._resync_due: dict[str, float] = {}
-        self._over_capacity: set[str] = set()
         self._req_ids = itertools.count(1)
         self._open: set[LiveSubscriptions] = set()
+        #: Which connection carries which symbols, ``cap`` streams at most each.
+        self.shards = ShardMap(cap, lambda s: len(venue.topics(s)))
+        self._shards_event = trio.Event()
 
     # --- the desired set --------------------------------------------------------------------
 
@@ -116,24 +121,22 @@ class Subscriptions:
             self._failing.pop(s, None)
             self._solo.discard(s)
             self._resync_due.pop(s, None)
-            self._over_capacity.discard(s)
+        if self.shards.update(desired):
+            self._shards_event.set()
+            self._shards_event = trio.Event()
         if added or removed:
-            log.info("%s: subscriptions now %s (added %s, removed %s)", self._reporter.venue, sorted(desired),
-                     sorted(added), sorted(removed))
+            log.info("%s: subscriptions now %d symbols on %d connections (added %s, removed %s)",
+                     self._reporter.venue, len(desired), len(self.shards.shards), _few(added), _few(removed))
         self._poke_all()
-        if desired:
-            self._desired_event.set()
 
-    async def wait_desired(self) -> None:
-        """Return once there is something to subscribe."""
-        self._desired_event = trio.Event()
-        if not self.desired:
-            await self._desired_event.wait()
+    async def wait_new_shard(self) -> None:
+        """Return once the symbols needed another shard (connection)."""
+        await self._shards_event.wait()
 
-    def subscribable(self) -> frozenset[str]:
-        """Desired symbols not waiting out a retry delay."""
+    def subscribable(self, shard: Shard) -> frozenset[str]:
+        """The shard's symbols not waiting out a retry delay."""
         now = trio.current_time()
-        return frozenset(s for s in self.desired
+        return frozenset(s for s in shard.symbols
                          if (r := self._failing.get(s)) is None or r.retry_at <= now)
 
     @property
@@ -144,9 +147,10 @@ class Subscriptions:
         self._resync_due[symbol] = trio.current_time()
         self._poke_all()
 
-    def connection_lost(self) -> None:
-        # The next connection subscribes afresh, which resyncs every book anyway.
-        self._resync_due.clear()
+    def connection_lost(self, shard: Shard) -> None:
+        # The shard's next connection subscribes afresh, which resyncs its books anyway.
+        for s in shard.symbols:
+            self._resync_due.pop(s, None)
 
     # --- connections ------------------------------------------------------------------------
 
@@ -164,7 +168,7 @@ class Subscriptions:
     # --- requests ---------------------------------------------------------------------------
 
     async def reconcile(self, conn: LiveSubscriptions, send: SendFn) -> float:
-        """Send what it takes for ``conn`` to match the desired symbols; return when to look again."""
+        """Send what it takes for ``conn`` to match its shard's symbols; return when to look again."""
         opts = self._options
         venue = self._venue
         now = trio.current_time()
@@ -172,15 +176,14 @@ class Subscriptions:
             if now - req.sent_at >= opts.request_timeout:
                 del conn.pending[rid]
                 self._request_failed(conn, req, f"no reply within {opts.request_timeout:g} s")
-        desired = self.desired
+        desired = conn.shard.symbols
         subscribing = {s for r in conn.pending.values() if r.op == "subscribe" for s in r.symbols}
         unsubscribing = {s for r in conn.pending.values() if r.op == "unsubscribe" for s in r.symbols}
         resyncing = {s for r in conn.pending.values() if r.op.startswith("resync") for s in r.symbols}
         deadline = math.inf
         remove = sorted(s for s in conn.live if s not in desired and s not in unsubscribing)
+        # The shard map keeps each shard within the streams a connection may carry.
         add: list[str] = []
-        limit = venue.max_topics_per_connection
-        room = limit - sum(len(venue.topics(s)) for s in conn.live | subscribing)
         for s in sorted(desired):
             if s in conn.live or s in subscribing:
                 continue
@@ -188,16 +191,6 @@ class Subscriptions:
             if retry is not None and retry.retry_at > now:
                 deadline = min(deadline, retry.retry_at)
                 continue
-            need = len(venue.topics(s))
-            if need > room:
-                if s not in self._over_capacity:
-                    self._over_capacity.add(s)
-                    self._reporter.error("too many streams for one connection", (
-                        f"{s} would exceed {limit} streams; split the symbols "
-                        f"across two {self._reporter.feed} connectors"),
-                        connection_id=conn.connection_id, symbols=[s])
-                continue
-            room -= need
             add.append(s)
         resync: list[str] = []
         for s, due in list(self._resync_due.items()):
@@ -313,3 +306,10 @@ class Subscriptions:
         else:
             log.info("%s: %s %s answered %s (the subscribe that follows resets the book)",
                      self._reporter.venue, req.op, req.topics, error)
+
+
+def _few(symbols: frozenset[str], limit: int = 10) -> str:
+    """Symbols for a log line: a whole market would flood it."""
+    shown = sorted(symbols)[:limit]
+    more = f" and {len(symbols) - limit} more" if len(symbols) > limit else ""
+    return f"{shown}{more}"

@@ -12,7 +12,7 @@ a frame came on), never into the session itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -33,6 +33,10 @@ class Link(Protocol):
     @property
     def id(self) -> int: ...
 
+    @property
+    def symbols(self) -> Container[str]:
+        """The symbols this connection carries: a frame of any other is late (it moved, or was dropped)."""
+
     def reply(self, req_id: str | None, ok: bool, error: str, *, op_hint: WireOp | None = None) -> None:
         """The venue answered a request sent on this connection (matched by id, else the oldest ``op_hint``)."""
 
@@ -52,7 +56,10 @@ class SessionPort(Protocol):
 
     @property
     def connection_id(self) -> int | None:
-        """The connection serving data (the last one, between connections)."""
+        """The connection serving data (the first connection's, with several)."""
+
+    def connection_for(self, symbol: str) -> int | None:
+        """The connection carrying ``symbol`` now, for reports."""
 
     def wall_ns(self) -> int:
         """Receive time for events that do not come from a frame (``FeedHub.clock``)."""
@@ -117,7 +124,12 @@ class Venue(Protocol):
     def max_topics_per_request(self) -> int: ...
 
     @property
-    def max_topics_per_connection(self) -> int: ...
+    def max_topics_per_connection(self) -> int:
+        """Streams one connection may carry: the default and the bound of ``max_streams_per_connection``."""
+
+    @property
+    def connects_per_window(self) -> int:
+        """Connection attempts the venue allows in 5 minutes: the default and bound of ``connect_budget``."""
 
     @property
     def books(self) -> Mapping[str, BookState]:
@@ -152,11 +164,11 @@ class Venue(Protocol):
     def subscribed(self, symbols: Sequence[str]) -> None:
         """The venue confirmed ``symbols``."""
 
-    def connection_lost(self) -> None:
-        """The connection serving data is gone; the next one subscribes afresh."""
+    def connection_lost(self, symbols: frozenset[str]) -> None:
+        """The connection serving ``symbols`` is gone; the next one subscribes them afresh."""
 
-    def handover(self) -> None:
-        """A planned successor takes over; it repeats a little of what its predecessor delivered."""
+    def handover(self, symbols: frozenset[str]) -> None:
+        """A planned successor takes ``symbols`` over; it repeats a little of what its predecessor delivered."""
 
 
 def check_ws_url(feed: str, url: str) -> str:
@@ -177,6 +189,10 @@ def load_object(port: SessionPort, link: Link, msg: str | bytes) -> dict[str, An
         return None
     return frame
 
+
+#: A price or quantity in a typed wire struct: venues send decimal strings, and a JSON number is
+#: read the same way (``float()`` of either; the range check comes after).
+Num = str | float
 
 #: The largest price or quantity taken from a venue. Prices span about 1e-8 (a satoshi) to
 #: 1e6 and one trade or level holds at most ~1e12 units of the cheapest tokens; anything

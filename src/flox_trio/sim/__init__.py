@@ -7,7 +7,8 @@
 
 Market data comes from a seeded generator (trades that eat the top of an L2
 book, makers that refill it, correct Binance ``U``/``u`` and Bybit ``u``
-sequencing) or from recorded frames (``await sim.play(venue, frames)``, or a
+sequencing; ``symbols=500`` is a whole market, a few symbols very active and
+a long quiet tail) or from recorded frames (``await sim.play(venue, frames)``, or a
 recording replayed by ``flox-trio sim --replay``). Every connection counts
 what it really wrote, so tests can check that a client lost nothing the
 server sent.
@@ -29,6 +30,7 @@ from ._faults import Faults as Faults
 from ._market import DEFAULT_SYMBOLS as DEFAULT_SYMBOLS
 from ._market import BookView as BookView
 from ._market import SymbolSpec as SymbolSpec
+from ._market import whole_market as whole_market
 from ._server import Simulator as Simulator
 from ._server import open_simulator as open_simulator
 from ._server import serve_simulator as serve_simulator

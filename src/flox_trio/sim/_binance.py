@@ -60,6 +60,8 @@ INTERVALS: Final[Mapping[str, int]] = {
     "4h": 14400, "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400, "3d": 259200, "1w": 604800,
     "1M": 2592000,
 }
+#: The payload fields a stamped frame gets at write time.
+_TIMES: Final[tuple[str, ...]] = ("E", "T")
 #: A trade frame cut short: not valid JSON.
 MALFORMED_FRAME: Final = '{"stream":"btcusdt@trade","data":{"e":"trade","E":17000'
 #: ``GET /api/v3/depth``: "Default: 100; Maximum: 5000. If limit > 5000, only 5000 entries will be returned."
@@ -85,6 +87,10 @@ _RATE_LIMITS = (
 _SYMBOL_STATUSES = ("TRADING", "END_OF_DAY", "HALT", "BREAK")
 #: ``REQUEST_WEIGHT`` per ``MINUTE`` (the limit ``exchangeInfo`` lists).
 WEIGHT_LIMIT: Final = 6000
+#: "A single connection can listen to a maximum of 1024 streams."
+MAX_STREAMS: Final = 1024
+#: "There is a limit of 300 connections per attempt every 5 minutes per IP."
+CONNECT_LIMIT: Final = (300, 300.0)
 # Requests refused with 429 in one minute before the IP is banned, and for how long (the
 # venue's bans run "from 2 minutes to 3 days" and grow; the shortest is enough here).
 _BAN_AFTER = 5
@@ -113,7 +119,7 @@ class BinanceFrame(Frame):
     """A Binance payload. Rendered per connection when it needs it: combined or raw, in
     milliseconds or microseconds (``timeUnit=MICROSECOND``), or stamped at write time."""
 
-    __slots__ = ("data", "raw", "stamp")
+    __slots__ = ("_unstamped", "data", "raw", "stamp")
 
     def __init__(self, key: str, data: dict[str, Any] | None, *, text: str = "", raw: str | None = None,
                  symbol: str = "", trade_ids: tuple[str, ...] = (), stamp: bool = False,
@@ -131,22 +137,20 @@ class BinanceFrame(Frame):
         #: The payload alone, for raw (``/ws``) connections (None: ``text`` is all there is).
         self.raw = raw
         self.stamp = stamp
+        self._unstamped: tuple[tuple[str, ...], str] | None = None
 
     def render(self, conn: SimConnection) -> str:
         data = self.data
-        if data is not None and (self.stamp or conn.micros):
+        if self.stamp and (data is not None or self._unstamped is not None):
+            body = self._stamped(unix_time_ns() // (1_000 if conn.micros else 1_000_000))
+            return f'{{"stream":"{self.key}","data":{body}}}' if conn.combined else body
+        if data is not None and conn.micros:
             d = dict(data)
-            if self.stamp:
-                now = unix_time_ns() // (1_000 if conn.micros else 1_000_000)
-                for k in ("E", "T"):
-                    if k in d:
-                        d[k] = now
-            else:
-                for k in ("E", "T"):
-                    if k in d:
-                        d[k] *= 1000
-                if "k" in d:
-                    d["k"] = {**d["k"], "t": d["k"]["t"] * 1000, "T": d["k"]["T"] * 1000 + 999}
+            for k in ("E", "T"):
+                if k in d:
+                    d[k] *= 1000
+            if "k" in d:
+                d["k"] = {**d["k"], "t": d["k"]["t"] * 1000, "T": d["k"]["T"] * 1000 + 999}
             body = orjson.dumps(d).decode()
             return f'{{"stream":"{self.key}","data":{body}}}' if conn.combined else body
         if not self.text:
@@ -156,6 +160,24 @@ class BinanceFrame(Frame):
         if conn.combined or self.raw is None:
             return self.text
         return self.raw
+
+    def _stamped(self, now: int) -> str:
+        """The payload with its times (``E``, ``T``) set to ``now``: the rest is rendered once, not per write."""
+        parts = self._unstamped
+        if parts is None:
+            data = self.data
+            assert data is not None
+            keys = tuple(k for k in _TIMES if k in data)
+            keys = _TIMES if keys == _TIMES else keys
+            rest = orjson.dumps({k: v for k, v in data.items() if k not in keys}).decode()[1:]
+            parts = self._unstamped = (keys, rest)
+        keys, rest = parts
+        if not keys:
+            return "{" + rest
+        if keys is _TIMES:
+            return f'{{"E":{now},"T":{now},{rest}'
+        head = ",".join([f'"{k}":{now}' for k in keys])
+        return "{" + head + ("}" if rest == "}" else "," + rest)
 
 
 class _Units:
@@ -227,7 +249,8 @@ class BinanceVenue:
     """The Binance side of the simulator: its book mirrors, its frames, its control and REST answers."""
 
     def __init__(self, specs: Sequence[SymbolSpec], faults: Faults, clock: Callable[[], int], *,
-                 stamp: bool = False, weight_limit: int | None = WEIGHT_LIMIT) -> None:
+                 stamp: bool = False, weight_limit: int | None = WEIGHT_LIMIT,
+                 max_streams: int | None = MAX_STREAMS) -> None:
         self._specs = {s.symbol: s for s in specs}
         self._units = {s.symbol: _Units(s) for s in specs}
         self._streams = {s.symbol: _Streams.of(s.symbol) for s in specs}
@@ -241,6 +264,8 @@ class BinanceVenue:
         #: REST requests, the latest 100,000: (start, end Trio time, path, symbol param, weight, HTTP status).
         self.rest_log: deque[tuple[float, float, str, str, int, int]] = deque(maxlen=100_000)
         self.weight_limit = weight_limit
+        #: Streams one connection may listen to (None: no limit).
+        self.max_streams = max_streams
         self._minute = -1
         self._weight_used = 0
         self._limited = 0
@@ -290,13 +315,21 @@ class BinanceVenue:
             return None
         return sym.upper(), code, 1000 * INTERVALS[code]
 
-    def open(self, conn: SimConnection) -> None:
-        """Subscribe a new connection to the streams its URL names."""
-        parts = urlsplit(conn.path)
+    def url_streams(self, path: str) -> list[str]:
+        """The streams a connection's URL names (``/stream?streams=a/b``, ``/ws/a/b``)."""
+        parts = urlsplit(path)
         streams = [s for v in parse_qs(parts.query).get("streams", []) for s in v.split("/") if s]
         if parts.path.startswith("/ws/"):
             streams += [s for s in parts.path[4:].split("/") if s]
-        for s in streams:
+        return streams
+
+    def too_many_streams(self, path: str) -> bool:
+        """Whether a URL names more streams than one connection may listen to."""
+        return self.max_streams is not None and len(set(self.url_streams(path))) > self.max_streams
+
+    def open(self, conn: SimConnection) -> None:
+        """Subscribe a new connection to the streams its URL names."""
+        for s in self.url_streams(conn.path):
             if self.stream_ok(s):
                 conn.subs.add(s)
             else:
@@ -314,7 +347,15 @@ class BinanceVenue:
             price, qty = units.price, units.qty
             for t in trades:
                 p, q = price(t.ticks), qty(t.lots)
-                if tkey in keys:
+                if stamp and tkey in keys:
+                    # Stamped when written (the latency benchmarks, at tens of thousands a second): the
+                    # rest of the payload is rendered here once, as orjson would, without a dict.
+                    tid = t.binance_id
+                    frame = BinanceFrame(tkey, None, symbol=sym, trade_ids=(str(tid),), stamp=True)
+                    frame._unstamped = (_TIMES, f'"e":"trade","s":"{sym}","t":{tid},"p":"{p}","q":"{q}",'
+                                                f'"m":{"true" if t.buyer_is_maker else "false"},"M":true}}')
+                    out.append(frame)
+                elif tkey in keys:
                     out.append(BinanceFrame(tkey, {
                         "e": "trade", "E": now, "s": sym, "t": t.binance_id, "p": p, "q": q, "T": now,
                         "m": t.buyer_is_maker, "M": True}, symbol=sym, trade_ids=(str(t.binance_id),), stamp=stamp))
@@ -420,6 +461,12 @@ class BinanceVenue:
                     return False
                 if not all(self.stream_ok(p) for p in params):
                     reply({"error": {"code": 2, "msg": "Invalid request: invalid stream"}, "id": rid})
+                    return False
+                if self.max_streams is not None and len(conn.subs | set(params)) > self.max_streams:
+                    # The docs give the limit, not the answer to going past it: this one is made up.
+                    reply({"error": {"code": 2, "msg": (
+                        f"Invalid request: a connection listens to at most {self.max_streams} streams")},
+                        "id": rid})
                     return False
                 conn.subs.update(params)
             else:

@@ -134,6 +134,15 @@ class PrivateFaults:
             session.conn.push(text)
         return len(held)
 
+    def server_shutdown(self) -> int:
+        """Announce ``serverShutdown`` on every open WebSocket API connection; they stay open (the
+        client is to move to a new one). Returns how many were told."""
+        text = orjson.dumps({"event": {"e": "serverShutdown", "E": self._private._clock()}}).decode()
+        conns = [s.conn for s in self._private.sessions if s.conn.open]
+        for c in conns:
+            c.push(text)
+        return len(conns)
+
     def disconnect(self) -> int:
         """Cut every WebSocket API connection now (no close frame, nothing queued is sent)."""
         conns = [s.conn for s in self._private.sessions if s.conn.open]

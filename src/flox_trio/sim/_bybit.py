@@ -47,6 +47,8 @@ INTERVALS: Final[Mapping[str, int]] = {
 MALFORMED_FRAME: Final = '{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":17'
 #: Spot takes at most this many topics per subscribe request.
 MAX_ARGS: Final = 10
+#: "Do not build over 500 connections in 5 minutes. This is counted per WebSocket domain."
+CONNECT_LIMIT: Final = (500, 300.0)
 
 
 def serves(route: str) -> bool:

@@ -31,7 +31,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=10.0,
                    help="market steps (or replayed frames) per second; 0 = as fast as clients read")
     p.add_argument("--symbols", help=f"comma-separated symbols (default {_SYMBOLS}; with --replay, the "
-                                     "recorded ones)")
+                                     "recorded ones), or a number N: a whole market of N symbols, a few very "
+                                     "active and a long quiet tail (see --skew)")
+    p.add_argument("--skew", type=float, default=1.0,
+                   help="with --symbols N: the symbol of rank r steps 1/r**skew times a tick (default 1; "
+                        "0: every symbol alike)")
+    p.add_argument("--activity", type=float, default=1.0,
+                   help="with --symbols N: steps a tick of the most active symbol, within (0, 1] (default 1); "
+                        "e.g. --symbols 200 --skew 0 --activity 0.05 moves 10 random symbols a tick")
     p.add_argument("--trades-per-tick", default="0,3", metavar="MIN,MAX",
                    help="taker trades per symbol per step (default 0,3)")
     p.add_argument("--no-book", action="store_true", help="trades only: no order book activity")
@@ -68,7 +75,8 @@ async def _run(args: argparse.Namespace, recording: Recording | None) -> None:
     sim = Simulator(
         host=args.host, port=args.port, seed=args.seed,
         rate=None if recording else args.rate,
-        symbols=[s.strip().upper() for s in symbols.split(",") if s.strip()],
+        symbols=int(symbols) if symbols.strip().isdigit() else
+        [s.strip().upper() for s in symbols.split(",") if s.strip()], skew=args.skew, activity=args.activity,
         generate=recording is None, trades_per_tick=_pair(args.trades_per_tick), book=not args.no_book,
         stamp=args.stamp, precise=args.precise, coalesce=not args.one_frame_per_write,
         ping_interval=args.ping_interval,

@@ -18,6 +18,8 @@ from typing import Literal
 
 import attrs
 
+from .._errors import ConfigError
+
 #: A book side on the wire of both venues: bids and asks.
 Side = Literal["b", "a"]
 #: One price level as the venues send it: [price, quantity].
@@ -37,6 +39,14 @@ class SymbolSpec:
     #: Levels kept on each side (below Bybit's smallest multi-level depth, 50, so every
     #: orderbook.N view of the book is the whole book).
     levels: int = 20
+    #: Market steps (taker trades, then makers) per tick, on average, in (0, 1]: 1 steps every
+    #: tick; 0.001 about once in a thousand ticks, at random (a quiet symbol of a whole market).
+    activity: float = 1.0
+
+    def __attrs_post_init__(self) -> None:
+        if not 0.0 < self.activity <= 1.0:
+            raise ConfigError(f"sim symbol {self.symbol}: activity must be within (0, 1] steps per tick, "
+                              f"got {self.activity!r}")
 
 
 DEFAULT_SYMBOLS: tuple[SymbolSpec, ...] = (
@@ -44,6 +54,39 @@ DEFAULT_SYMBOLS: tuple[SymbolSpec, ...] = (
     SymbolSpec("ETHUSDT", 2_300.0, tick=0.01, lot=0.0001, median_qty=0.08),
     SymbolSpec("SOLUSDT", 95.0, tick=0.01, lot=0.001, median_qty=2.0),
 )
+
+
+def whole_market(n: int, *, skew: float = 1.0, activity: float = 1.0) -> tuple[SymbolSpec, ...]:
+    """``n`` symbols as a whole market trades: a few very active, a long quiet tail.
+
+    The first are ``DEFAULT_SYMBOLS``, then ``S0004USDT``, ``S0005USDT``, ...;
+    the symbol of rank r steps ``activity / r**skew`` times per tick (Zipf's
+    law, as venues' volumes roughly follow), so at ``skew=1`` the 500th symbol
+    moves about once in 500 ticks. ``skew=0``: every symbol alike (each tick
+    moves ``n * activity`` symbols on average, drawn at random).
+    """
+    if n < 1:
+        raise ConfigError(f"sim market: at least one symbol, got {n}")
+    if not 0.0 <= skew <= 4.0:
+        raise ConfigError(f"sim market skew must be within [0, 4], got {skew!r}")
+    specs = []
+    for rank in range(1, n + 1):
+        base = DEFAULT_SYMBOLS[rank - 1] if rank <= len(DEFAULT_SYMBOLS) else SymbolSpec(f"S{rank:04d}USDT", 100.0)
+        specs.append(attrs.evolve(base, activity=activity / rank**skew))
+    return tuple(specs)
+
+
+def poisson(rng: random.Random, mean: float) -> int:
+    """A Poisson draw (Knuth's method for the handful of steps per tick it is meant for)."""
+    if mean > 30.0:  # Knuth's loop grows with the mean (and exp(-mean) underflows): the normal limit
+        return max(0, round(rng.gauss(mean, math.sqrt(mean))))
+    limit = math.exp(-mean)
+    k = 0
+    p = rng.random()
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k
 
 
 def spec_for(symbol: str) -> SymbolSpec:

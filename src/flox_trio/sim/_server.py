@@ -12,10 +12,11 @@ them, and the public ``Simulator`` API.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,8 +46,10 @@ from ._market import (
     SymbolMarket,
     SymbolSpec,
     WireLevel,
+    poisson,
     spec_for,
     view,
+    whole_market,
 )
 from ._pacer import Pacer
 from ._transport import Transport, _SimStream
@@ -60,6 +63,13 @@ class Simulator:
     Fed by a seeded market generator (``generate=True``) at ``rate`` ticks per
     second on the Trio clock (``rate=None``: only ``await sim.tick()``; ``rate=0``:
     as fast as the clients read), and/or by recorded frames (``await sim.play``).
+
+    ``symbols`` names them (or gives their ``SymbolSpec``); a number ``n`` is a
+    whole market of ``n`` symbols (``whole_market(n, skew=, activity=)``): a
+    few very active, a long tail of quiet ones. Venue limits are enforced as the
+    venues document them: Binance ``max_streams`` per connection, and
+    ``connect_limits`` WebSocket handshakes per venue in a window (beyond
+    them the handshake is answered 429).
     """
 
     def __init__(
@@ -69,7 +79,9 @@ class Simulator:
         port: int = 0,
         seed: int = 0,
         rate: float | None = 10.0,
-        symbols: Sequence[str | SymbolSpec] | None = None,
+        symbols: int | Sequence[str | SymbolSpec] | None = None,
+        skew: float = 1.0,
+        activity: float = 1.0,
         generate: bool = True,
         trades_per_tick: tuple[int, int] = (0, 3),
         book: bool = True,
@@ -82,6 +94,8 @@ class Simulator:
         max_connection_age: float | None = 24 * 3600.0,
         rate_limit: int | None = 5,
         rest_weight_limit: int | None = _binance.WEIGHT_LIMIT,
+        max_streams: int | None = _binance.MAX_STREAMS,
+        connect_limits: Mapping[Venue, tuple[int, float] | None] | None = None,
         outbox_size: int = 100_000,
         start_ms: int | None = None,
     ) -> None:
@@ -90,7 +104,10 @@ class Simulator:
         lo, hi = trades_per_tick
         if not 0 <= lo <= hi:
             raise ConfigError(f"sim trades_per_tick must be (min, max) with 0 <= min <= max, got {trades_per_tick}")
-        specs = [s if isinstance(s, SymbolSpec) else spec_for(s.upper()) for s in (symbols or DEFAULT_SYMBOLS)]
+        if isinstance(symbols, int):
+            specs = list(whole_market(symbols, skew=skew, activity=activity))
+        else:
+            specs = [s if isinstance(s, SymbolSpec) else spec_for(s.upper()) for s in (symbols or DEFAULT_SYMBOLS)]
         self.host = host
         self._port = port
         self.port = 0
@@ -113,9 +130,23 @@ class Simulator:
         #: Symbols the venues list; others are refused by SUBSCRIBE and REST.
         self.symbols: tuple[str, ...] = tuple(s.symbol for s in specs)
         self.faults = Faults(self)
-        self.binance = BinanceVenue(specs, self.faults, self.now_ms, stamp=stamp, weight_limit=rest_weight_limit)
+        self.binance = BinanceVenue(specs, self.faults, self.now_ms, stamp=stamp, weight_limit=rest_weight_limit,
+                                    max_streams=max_streams)
+        limits: dict[Venue, tuple[int, float] | None] = {"binance": _binance.CONNECT_LIMIT,
+                                                         "bybit": _bybit.CONNECT_LIMIT}
+        limits.update(connect_limits or {})
+        #: WebSocket handshakes each venue accepts in a window: (count, seconds), None for no limit.
+        self.connect_limits = limits
+        #: Trio times of each venue's WebSocket handshakes (refused ones too) within its window.
+        self.handshakes: dict[Venue, deque[float]] = {"binance": deque(), "bybit": deque()}
+        #: Handshakes answered 429 because the venue's connection limit was reached.
+        self.over_connect_limit = 0
         self.bybit = BybitVenue(specs, self.faults, self.now_ms)
         self.markets: dict[str, SymbolMarket] = {s.symbol: SymbolMarket(s, self.rng) for s in specs} if generate else {}
+        # Symbols that step every tick, and the quiet ones that step now and then (drawn by activity).
+        self._steady = [m for m in self.markets.values() if m.spec.activity >= 1.0]
+        self._quiet = [m for m in self.markets.values() if m.spec.activity < 1.0]
+        self._quiet_weights = list(itertools.accumulate(m.spec.activity for m in self._quiet))
         for m in self.markets.values():
             self.binance.start_book(m, self.rng.randrange(10**9, 10**10))
             u = self.rng.randrange(10**7, 10**8)
@@ -293,6 +324,14 @@ class Simulator:
             await self.bybit_private.serve(request, stream)
             return
         venue: Venue | None = "binance" if _binance.serves(route) else "bybit" if _bybit.serves(route) else None
+        if venue is not None and self._over_connect_limit(venue):
+            # Venues document the limit, not the answer to going past it: 429 is a guess.
+            self.over_connect_limit += 1
+            await request.reject(429, body=b'{"msg":"too many connection attempts (simulated)"}')
+            return
+        if venue == "binance" and self.binance.too_many_streams(request.path):
+            await request.reject(400, body=f'{{"msg":"more than {self.binance.max_streams} streams"}}'.encode())
+            return
         refusal = self.faults.take_refusal()
         if refusal is not None:
             await request.reject(refusal, body=b'{"msg":"service unavailable (simulated)"}')
@@ -308,6 +347,17 @@ class Simulator:
             self.binance.open(conn)
             self._subs_changed()
         await conn.run(self._on_message, self._on_written, self._on_closed)
+
+    def _over_connect_limit(self, venue: Venue) -> bool:
+        """Count a handshake attempt; True if it is one more than the venue allows in its window."""
+        limit = self.connect_limits.get(venue)
+        times = self.handshakes[venue]
+        now = trio.current_time()
+        times.append(now)
+        count, window = limit if limit is not None else (None, 300.0)
+        while times and times[0] + window <= now:
+            times.popleft()
+        return count is not None and len(times) > count
 
     def _on_message(self, conn: SimConnection, text: str) -> None:
         side = self.binance if conn.venue == "binance" else self.bybit
@@ -372,7 +422,8 @@ class Simulator:
         lo, hi = self.trades_per_tick
         keys = self._keys
         klines = self._klines
-        for sym, m in self.markets.items():
+        for m in self._stepping():
+            sym = m.spec.symbol
             n = lo if lo == hi else self.rng.randint(lo, hi)
             trades, changes = m.step(n, self.book)
             if sym in klines:
@@ -381,13 +432,24 @@ class Simulator:
                         k.add(t.ticks, t.lots, t.binance_id, not t.buyer_is_maker)
             self.binance.market_frames(m, trades, changes, now, keys, frames)
             if trades:
-                self.binance_private.on_step(m, trades)
-                self.bybit_private.on_step(m, trades)
+                # Only resting orders can fill; most runs have none, and this is once per symbol a tick.
+                if self.binance_private.orders:
+                    self.binance_private.on_step(m, trades)
+                if self.bybit_private.orders:
+                    self.bybit_private.on_step(m, trades)
             self.bybit.market_frames(m, trades, changes, now, keys, frames)
         if klines:
             self._kline_frames(now, frames)
         self._dispatch(frames)
         self.ticks += 1
+
+    def _stepping(self) -> list[SymbolMarket]:
+        """The symbols that move this tick: every steady one, and quiet ones drawn by their activity."""
+        if not self._quiet:
+            return self._steady
+        weights = self._quiet_weights
+        drawn = self.rng.choices(self._quiet, cum_weights=weights, k=poisson(self.rng, weights[-1]))
+        return [*self._steady, *drawn] if drawn else self._steady
 
     def _kline_frames(self, now: int, frames: list[Frame]) -> None:
         for sym, candles in self._klines.items():
