@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
+import msgspec
 import trio
 from hypothesis import strategies as st
 
@@ -39,6 +40,8 @@ def canon(x: Any) -> Any:
         return ("dict", tuple((canon(k), canon(v)) for k, v in x.items()))
     if attrs.has(type(x)):
         return (type(x).__name__, tuple(canon(getattr(x, f.name)) for f in attrs.fields(type(x))))
+    if isinstance(x, msgspec.Struct):
+        return (type(x).__name__, tuple(canon(getattr(x, f)) for f in x.__struct_fields__))
     return (type(x).__name__, x)
 
 

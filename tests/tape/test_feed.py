@@ -152,3 +152,23 @@ async def test_record_through_the_runner_then_replay(tmp_path: Path) -> None:
     async with flox.open_runner(TapeFeed(path)) as runner:
         runner.add_strategy(replayed)
     assert replayed.trades == first.trades == [str(i) for i in range(3000)]
+
+
+async def test_on_record_gets_every_other_record_where_it_was_written(tmp_path: Path) -> None:
+    trades = make_trades(6)
+    with TapeWriter(tmp_path / "t", flush_bytes=1 << 20) as w:
+        w.write_slot(seq=0, slot=0, action="add", hash="a", language="python")
+        w.write_events(0, trades[:3])
+        w.write_events(3, [_update(1)])                  # not replayed, and not a record either
+        w.write_control(seq=4, at_market_event=3, action="halt", reason="r", ts_ns=BASE_NS)
+        w.write_events(4, trades[3:])
+        w.write_connector("disconnect", {}, BASE_NS + 1)
+    seen: list[Any] = []
+    feed = TapeFeed(tmp_path / "t", on_batch=lambda b: seen.append(len(b)), on_record=seen.append)
+    await feed.run(CollectingHub())
+    assert [type(x).__name__ if not isinstance(x, int) else x for x in seen] == [
+        "SlotRecord", 3, "ControlRecord", 3, "ConnectorRecord"]
+    # Without on_record, only the batches: the same as before.
+    plain: list[int] = []
+    await TapeFeed(tmp_path / "t", on_batch=lambda b: plain.append(len(b))).run(CollectingHub())
+    assert plain == [3, 3]

@@ -53,15 +53,12 @@ class RecordedExecutor(Executor):
         # (market events published before it live, the batch of order events)
         self._due: deque[tuple[int, list[OrderUpdate | Fill]]] = deque()
         self._recorded: dict[str, OrderUpdate] = {}
-        market = 0
-        for rec in TapeReader(tape).iter_batches():
-            orders = [e for e in rec.events if isinstance(e, OrderUpdate | Fill)]
-            if orders:
-                self._due.append((market, orders))
-                for e in orders:
-                    if isinstance(e, OrderUpdate) and e.order_id not in self._recorded:
-                        self._recorded[e.order_id] = e
-            market += len(rec.events) - len(orders)
+        # Market events are counted, not decoded: the feed decodes them when it publishes them.
+        for market, orders in TapeReader(tape).order_batches():
+            self._due.append((market, orders))
+            for e in orders:
+                if isinstance(e, OrderUpdate) and e.order_id not in self._recorded:
+                    self._recorded[e.order_id] = e
         self._seen = 0
         self._orders: dict[str, Order] = {}
         self._positions: dict[tuple[int, str], Position] = {}

@@ -9,12 +9,15 @@ market event. Two replays of one tape produce byte-identical outputs.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import logging
 import os
 import tempfile
+import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +34,7 @@ from .._errors import TapeError
 from .._loader import rebuild_strategy
 from .._runner import open_runner
 from ..execution import PaperSettings, RiskExecutor, RiskSettings, build_executor, run_outputs
-from ..tape import ControlRecord, TapeFeed, TapeReader
+from ..tape import ControlRecord, Record, SlotRecord, SwapRecord, TapeFeed, TapeReader
 from ._recorded import RecordedExecutor
 
 log = logging.getLogger("flox_trio.replay")
@@ -81,18 +84,21 @@ def plan_from_tape(path: str | Path) -> ReplayPlan:
     reader = TapeReader(path)
     slots: list[tuple[int, RecordedStrategy]] = []
     swaps: list[tuple[int, int, RecordedStrategy]] = []
-    for rec in reader.slot_records():
-        if rec.action != "add":
-            continue
-        if rec.source is None:
-            raise TapeError(f"{path}: slot {rec.slot} was recorded without its strategy source; cannot replay it")
-        slots.append((rec.slot, RecordedStrategy(rec.language, rec.source, rec.spec or "", dict(rec.params))))
-    for sw in reader.swaps():
-        if sw.new_source is None:
-            raise TapeError(f"{path}: the swap in slot {sw.slot} at event {sw.seq} has no recorded source")
-        new_params = dict(sw.params.get("new", {}))
-        swaps.append((sw.slot, sw.slot_market_event,
-                      RecordedStrategy(sw.new_language, sw.new_source, sw.new_spec or "", new_params)))
+    # One pass over the tape for both (events are skipped, not decoded).
+    for rec in reader.engine_records():
+        if isinstance(rec, SlotRecord):
+            if rec.action != "add":
+                continue
+            if rec.source is None:
+                raise TapeError(f"{path}: slot {rec.slot} was recorded without its strategy source; "
+                                "cannot replay it")
+            slots.append((rec.slot, RecordedStrategy(rec.language, rec.source, rec.spec or "", dict(rec.params))))
+        elif isinstance(rec, SwapRecord):
+            if rec.new_source is None:
+                raise TapeError(f"{path}: the swap in slot {rec.slot} at event {rec.seq} has no recorded source")
+            new_params = dict(rec.params.get("new", {}))
+            swaps.append((rec.slot, rec.slot_market_event,
+                          RecordedStrategy(rec.new_language, rec.new_source, rec.new_spec or "", new_params)))
     meta = reader.meta
     return ReplayPlan(slots, swaps, executor_settings(meta, str(path)),
                       tuple(meta.get("bar_intervals", (60.0,))))
@@ -119,10 +125,15 @@ async def _replay(tape: Path, plan: ReplayPlan, state_dir: Path, progress: Calla
     recorded = RecordedExecutor(tape) if mode == "reproduce" else None
     executor = recorded or build_executor(on_paper(plan.executor), ack_clock="events", history=None)
     clock = EventClock()
-    # The operator's halts and resumes, at the market event they came after (a
-    # reproduction has their effect on the tape already).
-    controls = deque(TapeReader(tape).control_records() if recorded is None else ())
+    # The operator's halts and resumes, done again after the market event they came after
+    # (a reproduction has their effect on the tape already). The feed hands them over where
+    # they were written, after the batches they count, so the tape is read once.
+    controls: deque[ControlRecord] = deque()
     seen = 0
+
+    def on_record(record: Record) -> None:
+        if recorded is None and isinstance(record, ControlRecord):
+            controls.append(record)
 
     def before_publish(batch: list[Event]) -> None:
         nonlocal seen
@@ -135,7 +146,8 @@ async def _replay(tape: Path, plan: ReplayPlan, state_dir: Path, progress: Calla
         if progress is not None:
             progress(len(batch))
 
-    feed = TapeFeed(tape, on_batch=before_publish, on_end=None if recorded is None else recorded.finish)
+    feed = TapeFeed(tape, on_batch=before_publish, on_end=None if recorded is None else recorded.finish,
+                    on_record=on_record)
     handles = []
     async with open_runner(feed, executor, lockstep=True, bar_intervals=plan.bar_intervals,
                            clock=clock, tape=None if record is None else str(record)) as runner:
@@ -201,7 +213,7 @@ def replay_tape(tape: str | Path, *, plan: ReplayPlan | None = None, state_dir: 
     tape = Path(tape).resolve()
     plan = plan or plan_from_tape(tape)
     own = None if record is None else Path(record).absolute()
-    with tempfile.TemporaryDirectory(prefix="flox-replay-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="flox-replay-") as tmp, _rare_young_collections():
         sdir = Path(state_dir) if state_dir is not None else Path(tmp) / "js-state"
         cwd = os.getcwd()
         os.chdir(tmp)
@@ -209,3 +221,39 @@ def replay_tape(tape: str | Path, *, plan: ReplayPlan | None = None, state_dir: 
             return trio.run(_replay, tape, plan, sdir, progress, mode, own, clock=trio.testing.MockClock(autojump_threshold=0))
         finally:
             os.chdir(cwd)
+
+
+#: The collector's first threshold while a replay runs (CPython's default is 700).
+_REPLAY_GC_THRESHOLD = 50_000
+# Replays running at once (in threads) share the setting: the first one in sets it, the last one out
+# puts back what was there before the first.
+_gc_lock = threading.Lock()
+_gc_replays = 0
+_gc_before: tuple[int, ...] = ()
+
+
+@contextlib.contextmanager
+def _rare_young_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector's young collections less often, for the duration of a replay.
+
+    A replay decodes a frame's events (thousands of tracked objects) at once and
+    holds them until they are dispatched. At the default threshold a young
+    collection runs every 700 allocations, finds the batch alive, and promotes it,
+    so the full collections that follow walk the whole heap: about a sixth of a
+    counting replay's time (bench/replay.py). The events die by reference count,
+    not by collection; the collector stays on for what does form cycles, and the
+    old thresholds are back when the replay returns, as its working directory is.
+    """
+    global _gc_replays, _gc_before
+    with _gc_lock:
+        if not _gc_replays:
+            _gc_before = gc.get_threshold()
+            gc.set_threshold(max(_gc_before[0], _REPLAY_GC_THRESHOLD), *_gc_before[1:])
+        _gc_replays += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_replays -= 1
+            if not _gc_replays:
+                gc.set_threshold(*_gc_before)

@@ -14,8 +14,9 @@ from .._core._events import Event, event_time_ns
 from .._core._ports import Feed, FeedHub
 from .._core._status import FeedStatus
 from .._errors import FeedError
-from ._reader import TapeInfo, TapeReader, tape_info
-from ._records import SlotRecord, SwapRecord
+from ._format import MARKET_CODES
+from ._reader import TapeInfo, TapeReader, _convert, tape_info
+from ._records import Record, SlotRecord, SwapRecord
 
 
 @attrs.frozen(kw_only=True)
@@ -44,6 +45,10 @@ class TapeFeed(Feed):
         on_batch: Called with each batch just before it is published (a
             replay advances its clock and its progress bar with it).
         on_end: Called after the last batch was published.
+        on_record: Called with each record of the tape that is not an event
+            batch (a swap, a slot change, a halt, ...) where it was written:
+            after the batches recorded before it, before the next one's
+            ``on_batch`` (a replay repeats the operator's halts this way).
 
     ``swaps`` and ``slot_records`` are the recorded swaps and slot changes
     with the event sequence numbers at which they took effect, for a runner
@@ -56,7 +61,8 @@ class TapeFeed(Feed):
 
     def __init__(self, path: str | os.PathLike[str], *, speed: float | None = None,
                  on_batch: Callable[[list[Event]], None] | None = None,
-                 on_end: Callable[[], None] | None = None) -> None:
+                 on_end: Callable[[], None] | None = None,
+                 on_record: Callable[[Record], None] | None = None) -> None:
         if speed is not None and (
             not isinstance(speed, int | float) or not math.isfinite(speed) or speed <= 0
         ):
@@ -64,6 +70,7 @@ class TapeFeed(Feed):
         self.reader = TapeReader(path)
         self._on_batch = on_batch
         self._on_end = on_end
+        self._on_record = on_record
         self.path = self.reader.path
         self.speed = None if speed is None else float(speed)
         #: Market events and batches published so far.
@@ -98,23 +105,34 @@ class TapeFeed(Feed):
         # Frames are read from disk in this task: a frame is at most
         # flush_bytes (512 KiB by default), a short blocking read from the
         # page cache, and decoding it is CPU work a thread would not overlap.
+        # The reader decodes a frame's events in one pass and hands each recorded
+        # batch over as the list it decoded: published as it is, with no record
+        # object around it (this loop runs once per batch, and batches can be small).
         speed = self.speed
+        on_batch, on_record = self._on_batch, self._on_record
+        publish = hub.publish
         start = 0.0
         t0: int | None = None
-        for rec in self.reader.iter_market_batches():
-            batch = rec.events
+        for item in self.reader._decoded(MARKET_CODES):
+            if not isinstance(item, tuple):
+                if on_record is not None:
+                    on_record(_convert(item))
+                continue
+            seq, batch, _ = item
+            if not batch:
+                continue  # only order events: the executor makes them again
             if speed is not None:
                 ts = _batch_time_ns(batch)
                 if ts:
                     if t0 is None:
                         t0, start = ts, trio.current_time()
                     await trio.sleep_until(start + (ts - t0) / 1e9 / speed)
-            if self._on_batch is not None:
-                self._on_batch(batch)
-            await hub.publish(batch)
+            if on_batch is not None:
+                on_batch(batch)
+            await publish(batch)
             self.published += len(batch)
             self.batches_published += 1
-            self.position = rec.seq
+            self.position = seq
         if self._on_end is not None:
             self._on_end()
 

@@ -8,16 +8,17 @@ import zlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import attrs
 import msgspec
 import zstandard
 
-from .._core._events import Event
+from .._core._events import Event, Fill, OrderUpdate
 from .._errors import TapeError
 from ._format import (
     EVENT_CLASSES,
+    EVENT_CODES,
     EVENT_DECODERS,
     FLAG_ZSTD,
     FORMAT_VERSION,
@@ -39,6 +40,7 @@ from ._format import (
     WireRecord,
     WireSlot,
     WireSwap,
+    frame_decoder,
     list_segments,
 )
 from ._records import (
@@ -59,6 +61,14 @@ _ZERO_CHECK_CHUNK = 1 << 20
 _INFLATE_CHUNK = 1 << 20
 #: What decoding crafted msgpack can raise: malformed data, or nesting deeper than msgspec recurses.
 _DECODE_ERRORS = (msgspec.DecodeError, RecursionError)
+#: A frame larger than this (decompressed) is decoded record by record, so that a reader holds
+#: one recorded batch of events at a time rather than a whole frame's; the writer's frames
+#: (``flush_bytes``, 512 KiB by default) are far smaller.
+_ONE_PASS_MAX = 8 * 1024 * 1024
+_ALL_CODES: frozenset[int] = frozenset(range(len(EVENT_CLASSES)))
+_ORDER_CODES: frozenset[int] = frozenset({EVENT_CODES[OrderUpdate], EVENT_CODES[Fill]})
+#: An event batch as ``TapeReader._decoded`` gives it: seq, the decoded events, how many were skipped.
+_Batch = tuple[int, list[Event], int]
 
 
 class _Torn(Exception):
@@ -131,11 +141,11 @@ class TapeReader:
 
     def __iter__(self) -> Iterator[Record]:
         """Every record, in order, with events materialised."""
-        for rec, where in self._wire():
-            if type(rec) is WireEvents:
-                yield EventsRecord(rec.seq, _decode_runs(rec, where))
+        for item in self._decoded(_ALL_CODES):
+            if isinstance(item, tuple):
+                yield EventsRecord(item[0], item[1])
             else:
-                yield _convert(rec)
+                yield _convert(item)
 
     def records(self) -> Iterator[Record]:
         """The same as iterating the reader."""
@@ -143,45 +153,42 @@ class TapeReader:
 
     def iter_batches(self) -> Iterator[EventsRecord]:
         """The event batches only, each with the sequence number of its first event."""
-        for rec, where in self._wire():
-            if type(rec) is WireEvents:
-                yield EventsRecord(rec.seq, _decode_runs(rec, where))
+        for item in self._decoded(_ALL_CODES):
+            if isinstance(item, tuple):
+                yield EventsRecord(item[0], item[1])
 
     def iter_events(self) -> Iterator[Event]:
         """Every event, in order (use ``iter_batches`` for their sequence numbers)."""
-        for rec, where in self._wire():
-            if type(rec) is WireEvents:
-                runs = rec.runs
-                try:
-                    for code, raw in runs:
-                        yield from EVENT_DECODERS[code].decode(raw)
-                except _DECODE_ERRORS as exc:
-                    raise _bad_record(where, exc) from exc
+        for item in self._decoded(_ALL_CODES):
+            if isinstance(item, tuple):
+                yield from item[1]
 
     def iter_market_batches(self) -> Iterator[EventsRecord]:
-        """The market events (Trade, Book, Bar) of each batch; order events are skipped undecoded.
+        """The market events (Trade, Book, Bar, Gap) of each batch; order events are skipped undecoded.
 
         ``seq`` is the recorded sequence number of the batch's first event,
         whichever type it was; batches with no market event are left out.
         """
-        for rec, where in self._wire():
-            if type(rec) is not WireEvents:
-                continue
-            runs = rec.runs
-            try:
-                if len(runs) == 1:
-                    code, raw = runs[0]
-                    if code in MARKET_CODES:
-                        yield EventsRecord(rec.seq, EVENT_DECODERS[code].decode(raw))
-                    continue
-                events: list[Event] = []
-                for code, raw in runs:
-                    if code in MARKET_CODES:
-                        events.extend(EVENT_DECODERS[code].decode(raw))
-            except _DECODE_ERRORS as exc:
-                raise _bad_record(where, exc) from exc
-            if events:
-                yield EventsRecord(rec.seq, events)
+        for item in self._decoded(MARKET_CODES):
+            if isinstance(item, tuple) and item[1]:
+                yield EventsRecord(item[0], item[1])
+
+    def order_batches(self) -> Iterator[tuple[int, list[OrderUpdate | Fill]]]:
+        """The order updates and fills of each batch that has some, with the number of market
+        events recorded before the batch; market events are counted, not decoded."""
+        market = 0
+        for item in self._decoded(_ORDER_CODES, count=True):
+            if isinstance(item, tuple):
+                _, orders, skipped = item
+                if orders:
+                    # Only the order codes were decoded: these are OrderUpdates and Fills.
+                    yield market, cast("list[OrderUpdate | Fill]", orders)
+                market += skipped
+
+    def engine_records(self) -> list[Record]:
+        """Every record that is not an event batch (slot changes, swaps, connector events, errors,
+        halts and resumes), in order, from one pass over the tape; events are skipped undecoded."""
+        return [_convert(r) for r, _ in self._wire() if type(r) is not WireEvents]
 
     def swaps(self) -> list[SwapRecord]:
         """Every recorded swap, in order. Events are skipped, not decoded."""
@@ -205,6 +212,47 @@ class TapeReader:
         return [ErrorRecord(r.seq, r.slot, r.message) for r, _ in self._wire() if isinstance(r, WireError)]
 
     # --- frames ---------------------------------------------------------------------------
+
+    def _decoded(self, codes: frozenset[int], *, count: bool = False) -> Iterator[_Batch | WireRecord]:
+        """Event batches as ``(seq, the events of codes, how many others were skipped)``, other records as
+        on the wire; in order.
+
+        A frame is decoded in one pass (``frame_decoder``), events included,
+        unless it is larger than ``_ONE_PASS_MAX``: then, or when the one-pass
+        decode refuses it, it is decoded the reference way, record by record
+        (which also gives the records before a bad one, and the error the
+        reference decode gives). ``skipped`` is counted only with ``count``.
+        """
+        fast = frame_decoder(codes)
+        decode, events_type, decoded = fast.decoder.decode, fast.events_type, fast.decoded
+        for seg, offset, payload in self._frames():
+            where = (seg, offset)
+            records: list[Any] | None = None
+            if len(payload) <= _ONE_PASS_MAX:
+                try:
+                    records = decode(payload)
+                except _DECODE_ERRORS:
+                    records = None
+            if records is None:
+                yield from _decoded_reference(payload, where, codes, count)
+                continue
+            for rec in records:
+                if type(rec) is not events_type:
+                    yield rec
+                    continue
+                runs = rec.runs
+                if len(runs) == 1 and type(runs[0]) in decoded:
+                    # The common case, one run of one type: its list is the batch, not copied.
+                    yield rec.seq, runs[0].events, 0
+                    continue
+                events: list[Event] = []
+                skipped = 0
+                for run in runs:
+                    if type(run) in decoded:
+                        events += run.events
+                    elif count:
+                        skipped += _raw_len(run.events, where)
+                yield rec.seq, events, skipped
 
     def _wire(self) -> Iterator[tuple[WireRecord, tuple[Path, int]]]:
         """Wire records with (segment, frame offset), events left encoded."""
@@ -443,19 +491,41 @@ def _bad_record(where: tuple[Path, int], exc: Exception) -> TapeError:
     return TapeError(f"tape frame in {seg} at byte {offset} holds records this flox-trio cannot decode: {exc}")
 
 
-def _decode_runs(rec: WireEvents, where: tuple[Path, int]) -> list[Event]:
-    runs = rec.runs
+def _decoded_reference(payload: bytes, where: tuple[Path, int], codes: frozenset[int],
+                       count: bool) -> Iterator[_Batch | WireRecord]:
+    """``TapeReader._decoded`` for one frame, the reference way: the records, then each run's events."""
     try:
-        if len(runs) == 1:
-            code, raw = runs[0]
-            decoded: list[Event] = EVENT_DECODERS[code].decode(raw)
-            return decoded
-        events: list[Event] = []
-        for code, raw in runs:
-            events.extend(EVENT_DECODERS[code].decode(raw))
-        return events
+        records = FRAME_DECODER.decode(payload)
     except _DECODE_ERRORS as exc:
         raise _bad_record(where, exc) from exc
+    for rec in records:
+        if type(rec) is not WireEvents:
+            yield rec
+            continue
+        events: list[Event] = []
+        skipped = 0
+        try:
+            for code, raw in rec.runs:
+                if code in codes:
+                    events += EVENT_DECODERS[code].decode(raw)
+                elif count:
+                    skipped += _raw_len(raw, where)
+        except _DECODE_ERRORS as exc:
+            raise _bad_record(where, exc) from exc
+        yield rec.seq, events, skipped
+
+
+def _raw_len(raw: msgspec.Raw, where: tuple[Path, int]) -> int:
+    """The number of events in an encoded run, read from its msgpack array header."""
+    head = bytes(memoryview(raw)[:5])
+    tag = head[0] if head else 0
+    if tag & 0xF0 == 0x90:
+        return tag & 0x0F
+    if tag == 0xDC and len(head) >= 3:
+        return int.from_bytes(head[1:3], "big")
+    if tag == 0xDD and len(head) == 5:
+        return int.from_bytes(head[1:5], "big")
+    raise _bad_record(where, msgspec.DecodeError(f"an event run is not an array (msgpack type {tag:#x})"))
 
 
 def _swap(rec: WireSwap) -> SwapRecord:
