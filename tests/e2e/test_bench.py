@@ -17,11 +17,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SMALL = {
     "dispatch.py": ["--events", "20000", "--repeat", "1", "--swap-seconds", "0.5"],
-    "live.py": ["--seconds", "0.5", "--repeat", "1", "--latency-seconds", "1", "--rate", "500"],
+    "live.py": ["--seconds", "0.5", "--repeat", "1", "--latency-seconds", "1", "--rate", "500", "--wide-rate", "2000",
+                "--frames", "2000"],
     "tape.py": ["--events", "20000", "--single", "2000", "--repeat", "1"],
     "soak.py": ["--seconds", "12", "--rate", "50"],
     "execution.py": ["--orders", "5", "--burst", "5", "--rate", "20"],
     "sweep.py": ["--events", "3000", "--variants", "2", "--no-ray"],
+    "replay.py": ["--events", "5000", "--repeat", "1"],
+    "scale.py": ["--events", "20000", "--slots", "1,10", "--repeat", "1"],
 }
 
 

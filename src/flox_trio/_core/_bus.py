@@ -9,6 +9,7 @@ policy: they are the executor's truth about the slot's money.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any, Protocol
@@ -29,16 +30,24 @@ class OrderBatch(list[Event]):
 WAKE: list[Any] = []
 
 
+def not_now(event: Any) -> bool:
+    return True
+
+
 class SlotQueue:
     """One slot's bounded channel of batches under an overflow policy, with its counters."""
 
     __slots__ = ("_progress", "_send", "_unreported", "consumed", "dropped", "dropped_by_symbol", "enqueued",
-                 "overflow", "recv", "waiting")
+                 "inlined", "on_event", "overflow", "ready", "recv", "waiting")
 
     def __init__(self, capacity: int, overflow: Overflow, progress: Callable[[], None]) -> None:
         self._send, self.recv = trio.open_memory_channel[list[Any]](capacity)
         self.overflow = overflow
         self._progress = progress
+        #: Market events the bus delivered one by one in its own task (never queued), and
+        #: how: one event into the slot's strategy, True when not now (set by the slot).
+        self.inlined = 0
+        self.on_event: Callable[[Any], bool] = not_now
         self.enqueued = 0
         self.consumed = 0
         self.dropped = 0
@@ -49,6 +58,14 @@ class SlotQueue:
         #: True while the slot's task waits for a batch: a wake-up then sends WAKE down
         #: the (empty, so never full) channel instead of cancelling the wait.
         self.waiting = False
+        #: True while the bus may deliver in its own task (the slot's task is parked on an
+        #: empty queue, nothing is pending for it): set by the slot, cleared by anything put here.
+        self.ready = False
+
+    @property
+    def unreported(self) -> bool:
+        """Drops the slot was not told about yet (a Gap goes ahead of its next batch)."""
+        return bool(self._unreported)
 
     @property
     def depth(self) -> int:
@@ -56,6 +73,7 @@ class SlotQueue:
         return self.enqueued - self.consumed
 
     async def put_market(self, batch: list[Any]) -> None:
+        self.ready = False
         if self._unreported:
             batch = self._with_gaps(batch)
         n = len(batch)
@@ -103,6 +121,7 @@ class SlotQueue:
         return [*gaps, *batch]
 
     async def put_orders(self, events: list[Event]) -> None:
+        self.ready = False
         self.enqueued += len(events)
         try:
             self._send.send_nowait(OrderBatch(events))
@@ -110,6 +129,7 @@ class SlotQueue:
             await self._send.send(OrderBatch(events))
 
     def wake(self) -> None:
+        self.ready = False
         if self.waiting:
             self.waiting = False
             try:
@@ -136,19 +156,43 @@ class Route(Protocol):
     @property
     def wants_bars(self) -> bool: ...
 
+    def deliver_nowait(self, batch: list[Any]) -> list[Any] | None:
+        """Dispatch ``batch`` in the caller's task if the slot can take it now; what is left goes to its queue."""
+
+
+log = logging.getLogger("flox_trio.bus")
 
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 _symbol_of = attrgetter("symbol")
 
+#: Events delivered in the publishing task between two checkpoints: inline delivery
+#: never waits, so without one a fast feed would keep every other task off the CPU.
+_INLINE_CHECKPOINT = 1024
+#: Below this many events per symbol in a batch, the per-event path beats grouping.
+_PER_EVENT = 16
+
 
 class Bus:
-    """Routes market batches to the slots that watch their symbols and order events to their owner."""
+    """Routes market batches to the slots that watch their symbols and order events to their owner.
+
+    A batch is split once by symbol and each slot gets its part, whatever the
+    number of slots: the cost of routing grows with the events, not with the
+    slots. A slot that is idle and synchronous takes its part in the
+    publishing task (``deliver_nowait``); the others get it through their
+    queue.
+    """
 
     def __init__(self) -> None:
         self._routes: list[Route] = []
         self._by_index: dict[int, Route] = {}
+        self._by_symbol: dict[str, tuple[Route, ...]] = {}
+        #: Symbols with one route that watches only that symbol: the per-event path.
+        self._solo: dict[str, SlotQueue] = {}
+        self._inline = 0
         self._outbox: list[tuple[int, Event]] = []
         self._outbox_ready = trio.Event()
+        #: Order events that reached no strategy, per slot index (see ``RunnerStatus``).
+        self.undelivered_orders: dict[int, int] = {}
 
     @property
     def routes(self) -> Sequence[Route]:
@@ -157,37 +201,102 @@ class Bus:
     def add(self, route: Route) -> None:
         self._routes.append(route)
         self._by_index[route.index] = route
+        for sym in route.watch:
+            self._by_symbol[sym] = (*self._by_symbol.get(sym, ()), route)
+            self._resolo(sym)
 
     def remove(self, route: Route) -> None:
         """No more market batches for ``route``; order events for it are still delivered while it lives."""
         if route in self._routes:
             self._routes.remove(route)
+            for sym in route.watch:
+                rest = tuple(r for r in self._by_symbol.get(sym, ()) if r is not route)
+                if rest:
+                    self._by_symbol[sym] = rest
+                else:
+                    self._by_symbol.pop(sym, None)
+                self._resolo(sym)
+
+    def _resolo(self, sym: str) -> None:
+        routes = self._by_symbol.get(sym, ())
+        if len(routes) == 1 and len(routes[0].watch) == 1 and not routes[0].venues:
+            self._solo[sym] = routes[0].queue
+        else:
+            self._solo.pop(sym, None)
 
     def watched(self) -> frozenset[str]:
-        return frozenset().union(*(r.watch for r in self._routes))
+        return frozenset(self._by_symbol)
 
     async def route(self, batch: list[Any]) -> None:
-        routes = self._routes
-        if not routes:
+        if not self._by_symbol or not batch:
             return
         symbols = set(map(_symbol_of, batch))
-        for route in tuple(routes):
-            watch = route.watch
-            if route.venues:
-                venues = route.venues
-                sub = [e for e in batch if e.symbol in watch
-                       and venues.get(e.symbol, e.venue) in (e.venue, "")]
-            elif symbols <= watch:
-                sub = batch
-            elif symbols.isdisjoint(watch):
-                continue
-            else:
-                sub = [e for e in batch if e.symbol in watch]
-            if sub and route.active:
-                try:
-                    await route.queue.put_market(sub)
-                except _GONE:
-                    pass  # the slot was removed while we waited for room
+        solo = self._solo
+        if len(symbols) > 1 and solo and len(symbols) * _PER_EVENT > len(batch):
+            # Many symbols, a few events each (a whole market): one call per event into the
+            # slots that can take it now; the rest, in order, goes the grouped way.
+            spill = []
+            for ev in batch:
+                q = solo.get(ev.symbol)
+                if q is None or q.on_event(ev):
+                    spill.append(ev)
+            self._inline += len(batch) - len(spill)
+            batch = spill
+            symbols = set(map(_symbol_of, spill))
+        if batch:
+            await self._route_grouped(batch, symbols)
+        if self._inline >= _INLINE_CHECKPOINT:
+            self._inline = 0
+            await trio.lowlevel.checkpoint()
+
+    async def _route_grouped(self, batch: list[Any], symbols: set[str]) -> None:
+        by_symbol = self._by_symbol
+        if len(symbols) == 1:
+            for route in by_symbol.get(batch[0].symbol, ()):
+                await self._deliver(route, self._part(route, batch, batch, symbols))
+        else:
+            groups: dict[str, list[Any]] = {sym: [] for sym in symbols}
+            for ev in batch:
+                groups[ev.symbol].append(ev)
+            served: set[int] = set()
+            for sym, group in groups.items():
+                for route in by_symbol.get(sym, ()):
+                    if len(route.watch) > 1:
+                        # Its symbols interleave in the batch: one part, in batch order.
+                        if route.index in served:
+                            continue
+                        served.add(route.index)
+                    await self._deliver(route, self._part(route, group, batch, symbols))
+
+    @staticmethod
+    def _part(route: Route, group: list[Any], batch: list[Any], symbols: set[str]) -> list[Any]:
+        """What of ``batch`` goes to ``route``; ``group`` is the part of its symbol when it watches one."""
+        watch = route.watch
+        if route.venues:
+            venues = route.venues
+            return [e for e in batch if e.symbol in watch and venues.get(e.symbol, e.venue) in (e.venue, "")]
+        if len(watch) == 1:
+            return group
+        if symbols <= watch:
+            return batch
+        return [e for e in batch if e.symbol in watch]
+
+    async def _deliver(self, route: Route, part: list[Any]) -> None:
+        if not part or not route.active:
+            return
+        rest = route.deliver_nowait(part)
+        if rest is part:
+            try:
+                await route.queue.put_market(part)
+            except _GONE:
+                pass  # the slot was removed while we waited for room
+            return
+        self._inline += len(part)
+        if rest:
+            try:
+                await route.queue.put_market(rest)
+            except _GONE:
+                pass
 
     # --- order events --------------------------------------------------------------------------
 
@@ -217,5 +326,13 @@ class Bus:
                 if route is not None and route.active:
                     try:
                         await route.queue.put_orders(events)
+                        continue
                     except _GONE:
                         pass
+                self._undelivered(index, len(events))
+
+    def _undelivered(self, index: int, n: int) -> None:
+        if index not in self.undelivered_orders:
+            log.warning("order events for slot %d reach no strategy (no such slot, or it is not running); "
+                        "they are counted in status", index)
+        self.undelivered_orders[index] = self.undelivered_orders.get(index, 0) + n

@@ -82,3 +82,9 @@ def real_seconds() -> float:
     """Real elapsed time for I/O throttles (tape flushes, state-directory syncs) that must follow the
     machine's time even when the engine runs on a ``MockClock``."""
     return time.monotonic()
+
+
+def real_ns() -> int:
+    """Real elapsed nanoseconds, to measure what a piece of code costs (a strategy's
+    dispatch) whatever clock the engine runs on; not a timestamp."""
+    return time.perf_counter_ns()

@@ -2,8 +2,11 @@
 
 Market-data events carry floats: that is what indicators read, and it keeps
 the hot path cheap. Order updates and fills carry Decimals: they are money.
-All events are frozen slotted attrs classes; a strategy can keep a reference
-to one without it changing under it.
+All events are frozen slotted classes; a strategy can keep a reference to one
+without it changing under it. ``Trade``, the bulk of every feed and tape, is a
+msgspec Struct: it is built ten times faster than a frozen attrs class (whose
+``__init__`` goes through ``object.__setattr__`` for every field), and decoded
+from a frame without a Python call; the others are attrs classes.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from decimal import Decimal
 from typing import Literal, TypeAlias
 
 import attrs
+import msgspec
 
 from .._errors import FloxError
 
@@ -92,8 +96,7 @@ ORDER_TYPES: frozenset[str] = frozenset({"market", "limit"})
 Level: TypeAlias = tuple[float, float]
 
 
-@attrs.frozen(slots=True)
-class Trade:
+class Trade(msgspec.Struct, frozen=True, gc=False):
     """One public trade. ``side`` is the taker's side, "buy" or "sell"."""
 
     symbol: str

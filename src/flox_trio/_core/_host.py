@@ -19,7 +19,7 @@ from typing import Any
 
 from .._errors import StrategyTypeError
 from ._events import Bar, Book, Fill, Gap, OrderUpdate, SymbolRef, Trade
-from ._ports import RequestPolicy, SlotPort
+from ._ports import InlineGate, RequestPolicy, SlotPort
 from ._status import StrategyInfo
 from ._strategy import Strategy, strategy_symbols
 
@@ -49,6 +49,9 @@ class StrategyHost(abc.ABC):
     #: Where the strategy came from, for the request policy: a loaded script, or
     #: None for Python code (which runs with the engine's own rights anyway).
     origin: RequestPolicy | None = None
+    #: ``dispatch`` as a plain call, for a host whose callbacks never await: the bus then
+    #: delivers to an idle slot in the publishing task (``Slot.deliver_nowait``). None: never.
+    dispatch_nowait: Callable[[list[Any], int], int] | None = None
 
     def attach(self, slot: SlotPort) -> None:
         """Called when the slot's pointer is set to this host."""
@@ -76,6 +79,15 @@ class StrategyHost(abc.ABC):
     @abc.abstractmethod
     async def dispatch(self, batch: list[Any], start: int) -> int:
         """Deliver events from ``batch[start:]``; see the class docstring."""
+
+    def event_nowait(self, slot: SlotPort, gate: InlineGate) -> Callable[[Any], bool] | None:
+        """A one-event delivery for the bus's per-event path, or None if this host has none.
+
+        The function delivers one market event and returns False, or returns True
+        without delivering it when ``gate.ready`` is false (the event then goes
+        through the slot's queue, and so do the slot's later events of that batch).
+        """
+        return None
 
     def source(self) -> str | None:
         """The strategy's source text if known (recorded in bundles)."""
@@ -136,6 +148,7 @@ class PythonHost(StrategyHost):
                 self._async.add(name)
         self.wants_bars = self._cb["on_bar"] is not None
         self.is_async = bool(self._async - {"on_start", "on_stop"})
+        self.dispatch_nowait = None if self.is_async else self._dispatch_sync
 
     def source(self) -> str | None:
         return self._source
@@ -200,6 +213,32 @@ class PythonHost(StrategyHost):
             if slot.interrupted:
                 break
         return done
+
+    def event_nowait(self, slot: SlotPort, gate: InlineGate) -> Callable[[Any], bool] | None:
+        if self.is_async or len(slot.ctxs) != 1:
+            return None
+        (ctx,) = slot.ctxs.values()
+        on_trade = self._cb["on_trade"]
+        dispatch = self._dispatch_sync
+
+        def on_event(ev: Any, trade_cls: type[Trade] = Trade) -> bool:
+            # A whole market in one batch gives each slot an event or two: one call per event,
+            # touching as few objects as it can, is what keeps a thousand slots cheap.
+            if not gate.ready:
+                return True
+            if ev.__class__ is trade_cls:
+                ctx.last_price = ev.price
+                if on_trade is not None:
+                    try:
+                        on_trade(ctx, ev)
+                    except Exception as exc:
+                        slot.record_error(exc, ev)
+                gate.inlined += 1
+            else:
+                gate.inlined += dispatch([ev], 0)
+            return False
+
+        return on_event
 
     async def _dispatch_async(self, batch: list[Any], start: int) -> int:
         slot = self.slot

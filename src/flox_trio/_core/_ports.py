@@ -170,6 +170,15 @@ class Executor(abc.ABC):
     def on_market(self, batch: list[Any]) -> None:  # noqa: B027 - optional hook
         """See every published market batch (to fill resting orders). Must be cheap."""
 
+    @property
+    def due(self) -> bool:
+        """Work is due now in the executor's task (an acknowledgement with no latency left).
+
+        A lockstep runner yields until it is done before the next batch, so that
+        what the executor does does not depend on how the scheduler orders tasks.
+        """
+        return False
+
     @abc.abstractmethod
     async def run(self) -> None:
         """The executor's task in the runner's nursery (timers, venue sessions)."""
@@ -237,6 +246,14 @@ class StrategyRequests(Protocol):
     def replace_strategy(self, index: int, strategy: Any) -> SwapOutcome: ...
 
     def add_strategy(self, strategy: Any) -> int: ...
+
+
+class InlineGate(Protocol):
+    """Whether the bus may deliver to a slot in the publishing task right now (see ``Slot.deliver_nowait``)."""
+
+    ready: bool
+    #: Market events delivered through the gate (the slot counts them as dispatched).
+    inlined: int
 
 
 class SlotPort(Protocol):

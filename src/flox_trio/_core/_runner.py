@@ -103,6 +103,7 @@ class Runner:
         self._watch_changed = trio.Event()
         self._watched: frozenset[str] = frozenset()
         self._publishing = 0
+        self._new_slots = False
         self._feed_done = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._feed_scope = trio.CancelScope()
@@ -204,7 +205,8 @@ class Runner:
         )
         self._slots.append(slot)
         self._bus.add(slot)
-        self._rebuild_watch()
+        self._new_slots = True
+        self._rebuild_watch(added=slot)
         if self.tape is not None:
             info = host.info
             self.tape.write_slot(seq=self._seq, slot=slot.index, action="add", hash=info.source_hash,
@@ -396,12 +398,16 @@ class Runner:
     async def _wait_slots_idle(self) -> None:
         # Lockstep: the next batch is published only after every slot handled
         # this one and the order events it caused, so replays do not depend on
-        # how the scheduler interleaves the feed and the slots.
-        while self._bus.orders_pending or not all(s.idle or s.finished.is_set() for s in self._slots):
+        # how the scheduler interleaves the feed and the slots. A slot served in this
+        # task is idle already, but the executor may have work due for its intents.
+        while (self._bus.orders_pending or self.executor.due
+               or not all(s.idle or s.finished.is_set() for s in self._slots)):
             if self._bus.orders_pending:
                 await self._flush_orders()
-                continue
-            await self._lot.park()
+            elif self.executor.due:
+                await trio.lowlevel.checkpoint()
+            else:
+                await self._lot.park()
 
     def _progress(self) -> None:
         if self._lot:
@@ -416,15 +422,20 @@ class Runner:
     async def wait_watch_changed(self) -> None:
         await self._watch_changed.wait()
 
-    def _rebuild_watch(self) -> None:
-        routes = self._bus.routes
-        if not self.bar_intervals or not any(r.wants_bars for r in routes):
+    def _rebuild_watch(self, added: Slot | None = None) -> None:
+        if added is not None:
+            # Adding a slot can only start the bars, not stop them: no scan of every slot
+            # (a thousand slots added one by one would be a million checks).
+            wants_bars = self._bars is not None or added.wants_bars
+        else:
+            wants_bars = any(r.wants_bars for r in self._bus.routes)
+        if not self.bar_intervals or not wants_bars:
             self._bars = None
         elif self._bars is None:
             # One aggregator for the life of the runner while anyone wants bars: a
             # swap or a new slot must not cut the bars in progress short.
             self._bars = BarAggregator(self.bar_intervals)
-        watched = frozenset().union(*(r.watch for r in routes))
+        watched = self._bus.watched()
         if watched != self._watched:
             self._watched = watched
             event, self._watch_changed = self._watch_changed, trio.Event()
@@ -448,6 +459,11 @@ class Runner:
         batch = events if type(events) is list else list(events)
         if not batch:
             return
+        if self._new_slots:
+            # Let slots added since the last batch run their on_start and park first, so that
+            # the bus can deliver to them in this task instead of queueing for each of them.
+            self._new_slots = False
+            await trio.lowlevel.checkpoint()
         self._publishing += 1
         try:
             if self.tape is not None:
@@ -576,7 +592,7 @@ class Runner:
         return RunnerStatus(
             published=self._seq, market_events=self._market_seq, feed=feed,
             executor=ex.status(), slots=tuple(slots), connector_events=dict(self.connector_events),
-            strategy_errors=self.strategy_errors,
+            strategy_errors=self.strategy_errors, undelivered_order_events=dict(self._bus.undelivered_orders),
         )
 
 

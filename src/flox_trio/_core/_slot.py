@@ -15,7 +15,8 @@ from typing import Any
 import trio
 
 from .._errors import JSError, OrderError, SwapError, describe_exception
-from ._bus import WAKE, OrderBatch, SlotQueue
+from ._bus import WAKE, OrderBatch, SlotQueue, not_now
+from ._clock import real_ns
 from ._events import ORDER_TYPES, SIDES, Event, Gap, OrderType, Side
 from ._host import StrategyHost
 from ._money import order_amount
@@ -31,6 +32,10 @@ log = logging.getLogger("flox_trio.slot")
 # Reading an enum member off its class goes through EnumType's lookup (~0.2 us):
 # the dispatch loop compares against these module globals instead.
 _RUNNING = SlotState.RUNNING
+
+#: An inline dispatch longer than this sends the slot's next batches through its queue.
+_INLINE_BUDGET_NS = 1_000_000
+_INLINE_COOLDOWN = 64
 
 
 class Slot:
@@ -62,8 +67,8 @@ class Slot:
         self.max_errors = max_errors
         self.queue = SlotQueue(capacity, overflow, engine.progress)
         self.state = SlotState.STARTING
-        self.dispatched = 0
-        self.market_dispatched = 0
+        self._market = 0
+        self.order_dispatched = 0
         self.errors = 0
         self._tenure_errors = 0
         self.last_error: str | None = None
@@ -77,6 +82,8 @@ class Slot:
         self._requests: deque[Request] = deque()
         self._scheduled: deque[tuple[int, Request]] = deque()
         self._serving = False
+        #: Batches to send through the queue after an inline dispatch took too long.
+        self._inline_cooldown = 0
         self._measure_latency = measure_latency
         #: Smoothed receive-to-dispatch latency of market events, in ns (None before any).
         self.latency_ns: int | None = None
@@ -84,6 +91,16 @@ class Slot:
         self.finished = trio.Event()
 
     # --- read-only face ---------------------------------------------------------
+
+    @property
+    def market_dispatched(self) -> int:
+        """Market events delivered to the slot's strategies (per-event inline deliveries included)."""
+        return self._market + self.queue.inlined
+
+    @property
+    def dispatched(self) -> int:
+        """Events delivered to the slot's strategies: market events and order events."""
+        return self.market_dispatched + self.order_dispatched
 
     @property
     def strategy(self) -> Any:
@@ -138,6 +155,7 @@ class Slot:
 
     def _become(self, state: SlotState) -> None:
         self.state = transition(self.state, state, self.index)
+        self.queue.ready = False
 
     def __repr__(self) -> str:
         return (f"<Slot {self.index} {self.language} {self._host.name} "
@@ -205,11 +223,13 @@ class Slot:
     def request(self, req: Request) -> None:
         self._requests.append(req)
         self.interrupted = True
+        self.queue.ready = False
         self.queue.wake()
 
     def schedule(self, at_market_event: int, req: Request) -> None:
         """Perform ``req`` once exactly ``at_market_event`` market events were dispatched."""
         self._scheduled.append((at_market_event, req))
+        self.queue.ready = False
         self._scheduled = deque(sorted(self._scheduled, key=lambda x: x[0]))
         if self._take_due_schedule():
             self.queue.wake()
@@ -220,6 +240,59 @@ class Slot:
             self._requests.append(self._scheduled.popleft()[1])
             self.interrupted = due = True
         return due
+
+    # --- inline delivery ---------------------------------------------------------------
+
+    def deliver_nowait(self, batch: list[Any]) -> list[Any] | None:
+        """Dispatch a market batch in the caller's (the publisher's) task when the slot is idle.
+
+        Only a running slot whose host has a synchronous dispatch, whose queue is
+        empty and whose task is parked waiting for a batch takes this path: what
+        the strategy sees, and when requests land, is then exactly what the queue
+        would give, without its task switch. Returns ``batch`` itself when the slot
+        cannot take it now, the rest when a request stopped the dispatch (it lands
+        before the rest, through the queue), or None.
+        """
+        q = self.queue
+        dispatch = self._host.dispatch_nowait
+        if not q.ready or dispatch is None:
+            return batch
+        n = len(batch)
+        timed = q.overflow is not Overflow.BLOCK
+        t0 = real_ns() if timed else 0
+        j = dispatch(batch, 0)
+        while j < n and self.state is _RUNNING and not self._requests:
+            self.interrupted = False  # spurious stop: carry on, as the dispatch task does
+            j = dispatch(batch, j)
+        if timed and real_ns() - t0 > _INLINE_BUDGET_NS:
+            # Too slow to run in the publisher: the others would wait for it, whatever its
+            # overflow policy says. Its queue (and the policy) takes the next batches.
+            self._inline_cooldown = _INLINE_COOLDOWN
+            q.ready = False
+        self._market += j
+        # What was not dispatched and is not handed back was for a slot that stopped
+        # running (quarantined): discarded, as the dispatch task would.
+        rest = batch[j:] if j < n and self.state is _RUNNING else None
+        if self._measure_latency and j:
+            received = getattr(batch[j - 1], "recv_ts_ns", 0)
+            if received:
+                lat = self._engine.clock.wall_ns() - received
+                self.latency_ns = lat if self.latency_ns is None else (self.latency_ns * 7 + lat) // 8
+        self._engine.progress()
+        return rest
+
+    def _attach(self, host: StrategyHost) -> None:
+        self._host = host
+        host.attach(self)
+        per_event = host.event_nowait(self, self.queue) if self.queue.overflow is Overflow.BLOCK else None
+        # Only under ``block``: a dispatch in the per-event path is not timed (see deliver_nowait).
+        self.queue.on_event = per_event or not_now
+
+    def _may_inline(self) -> bool:
+        """Called as the task parks on an empty queue: may the bus deliver in its own task until then?"""
+        return (self.state is _RUNNING and not self._requests and not self._scheduled and not self._serving
+                and not self.interrupted and not self._inline_cooldown and not self.queue.unreported
+                and self._host.dispatch_nowait is not None)
 
     # --- the dispatch task -------------------------------------------------------------
 
@@ -233,7 +306,7 @@ class Slot:
             self._engine.progress()
 
     async def _start_first(self) -> None:
-        self._host.attach(self)
+        self._attach(self._host)
         try:
             await self._host.start()
         except Exception as exc:
@@ -258,16 +331,19 @@ class Slot:
                 batch = recv.receive_nowait()
             except trio.WouldBlock:
                 queue.waiting = True
+                queue.ready = self._may_inline()
                 try:
                     batch = await recv.receive()
                 except trio.EndOfChannel:
                     return
                 finally:
-                    queue.waiting = False
+                    queue.waiting = queue.ready = False
             except trio.EndOfChannel:
                 return
             if batch is WAKE:
                 continue
+            if self._inline_cooldown:
+                self._inline_cooldown -= 1
             n = len(batch)
             i = 0
             is_market = type(batch) is not OrderBatch
@@ -280,9 +356,10 @@ class Slot:
                     end = min(n, i + max(0, self._scheduled[0][0] - self.market_dispatched))
                 if end > i:
                     j = await self._host.dispatch(batch if end == n else batch[:end], i)
-                    self.dispatched += j - i
                     if is_market:
-                        self.market_dispatched += j - i
+                        self._market += j - i
+                    else:
+                        self.order_dispatched += j - i
                     i = j
                 self._take_due_schedule()
                 if self.interrupted and self._requests:
@@ -336,8 +413,7 @@ class Slot:
         except Exception as exc:
             stop_error = describe_exception(exc)
             self.record_error(exc, where="in on_stop during a swap")
-        new.attach(self)
-        self._host = new
+        self._attach(new)
         try:
             await new.start()
             if req.warmup:
@@ -369,8 +445,7 @@ class Slot:
 
     async def _restore(self, old: StrategyHost, prev_state: SlotState) -> None:
         """Put the old strategy back after a failed swap; its on_start runs again."""
-        self._host = old
-        old.attach(self)
+        self._attach(old)
         try:
             await old.start()
         except Exception as exc:

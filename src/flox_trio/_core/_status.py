@@ -159,3 +159,6 @@ class RunnerStatus:
     slots: tuple[SlotStatus, ...]
     connector_events: dict[str, int]
     strategy_errors: int
+    #: Order events no strategy received, per slot index: a slot removed or quarantined, or one this
+    #: run does not have (an order adopted from a previous run names its slot). The executor has them.
+    undelivered_order_events: dict[int, int] = attrs.field(factory=dict)

@@ -80,6 +80,9 @@ TESTNET_WS_API_URL = "wss://ws-api.testnet.binance.vision/ws-api/v3"
 TESTNET_REST_URL = "https://testnet.binance.vision"
 
 #: Binance's client order id rule.
+#: Binance cuts a WebSocket API connection at 24 hours: the executor moves to a new one before.
+SESSION_MAX_AGE = 23.5 * 3600
+
 CLIENT_ID_RE = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 #: Codes after which the outcome of a request is unknown (errors.md: "execution status unknown").
 _UNKNOWN_CODES = frozenset({-1007, -1006})
@@ -289,6 +292,11 @@ class _RateLimits:
 # --- the executor -------------------------------------------------------------------------------------------
 
 
+async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
 class BinanceExecutor(VenueOrders, Executor):
     """Binance Spot order entry and account stream over the WebSocket API (see the module docstring)."""
 
@@ -310,6 +318,7 @@ class BinanceExecutor(VenueOrders, Executor):
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         history: int | None = 10_000,
+        session_max_age: float = SESSION_MAX_AGE,
         api_key_from: str = "argument",
         secret_from: str | None = None,
     ) -> None:
@@ -341,6 +350,11 @@ class BinanceExecutor(VenueOrders, Executor):
         self.prefix = f"flx{self.run_id}."
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
+        if not (math.isfinite(session_max_age) and session_max_age > 0):
+            raise ConfigError(f"session_max_age must be a positive number of seconds, got {session_max_age!r}")
+        self.session_max_age = float(session_max_age)
+        #: Connections handed over to a fresh one (make-before-break: serverShutdown, the 24 h limit).
+        self.handovers = 0
         self.unknown_after = unknown_after
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -386,6 +400,10 @@ class BinanceExecutor(VenueOrders, Executor):
         self._ready_event = trio.Event()
         self._session_end = trio.Event()
         self._session_nursery: trio.Nursery | None = None
+        #: Set to move the session to a new connection before the current one goes.
+        self._rotate = trio.Event()
+        #: The connection each request in flight went out on (a handover waits for the old one's).
+        self._sent_on: dict[str, WebSocketConnection] = {}
         self._run_nursery: trio.Nursery | None = None
         self._unknown_wake = trio.Event()
         self._fatal: BinanceAuthError | None = None
@@ -616,23 +634,25 @@ class BinanceExecutor(VenueOrders, Executor):
 
     async def _session(self) -> None:
         self._session_end = trio.Event()
-        async with open_websocket(self.ws_api_url, self.connect_timeout) as ws:
-            await self._serve_session(ws)
-
-    async def _serve_session(self, ws: WebSocketConnection) -> None:
-        self.connects += 1
-        log.info("Binance WebSocket API connected (%s)", self.ws_api_url)
+        self._rotate = trio.Event()
         async with trio.open_nursery() as nursery:
             self._session_nursery = nursery
-            self._ws = ws
-            nursery.start_soon(self._read, ws)
             try:
+                _, scope = await nursery.start(self._connection)
                 await self._start_session()
                 self._ready = True
                 self._ready_event.set()
                 self._intent_wake.set()
                 nursery.start_soon(self._resolve_unknown)
-                await self._session_end.wait()
+                nursery.start_soon(self._age_limit)
+                while True:
+                    async with trio.open_nursery() as wait:
+                        wait.start_soon(_cancel_on, self._session_end, wait.cancel_scope)
+                        wait.start_soon(_cancel_on, self._rotate, wait.cancel_scope)
+                    if self._session_end.is_set():
+                        break
+                    scope = await self._handover(nursery, scope)
+                    nursery.start_soon(self._age_limit)
             finally:
                 self._ready = False
                 self._ready_event = trio.Event()
@@ -644,7 +664,72 @@ class BinanceExecutor(VenueOrders, Executor):
                     p.failure = "the connection ended before the answer"
                     p.done.set()
                 self._pending.clear()
+                self._sent_on.clear()
                 nursery.cancel_scope.cancel()
+
+    async def _connection(self, *, task_status: trio.TaskStatus[tuple[WebSocketConnection, trio.CancelScope]]
+                          = trio.TASK_STATUS_IGNORED) -> None:
+        """One WebSocket API connection, read until it ends or its scope is cancelled (a handover)."""
+        with trio.CancelScope() as scope:
+            async with open_websocket(self.ws_api_url, self.connect_timeout) as ws:
+                self.connects += 1
+                log.info("Binance WebSocket API connected (%s)", self.ws_api_url)
+                if self._ws is None:
+                    self._ws = ws
+                task_status.started((ws, scope))
+                await self._read(ws)
+
+    async def _age_limit(self) -> None:
+        """A connection lives 24 hours at most: move to a fresh one before Binance cuts this one."""
+        ws = self._ws
+        await trio.sleep(self.session_max_age)
+        if ws is self._ws:
+            log.info("Binance WebSocket API connection is %.0f s old: moving to a new one", self.session_max_age)
+            self._rotate.set()
+
+    async def _handover(self, nursery: trio.Nursery, old_scope: trio.CancelScope) -> trio.CancelScope:
+        """Make before break: a new connection, logged on and subscribed, before the old one is let go.
+
+        New intents wait for the few round trips of the new session's start; the old
+        connection keeps its account stream until the new one has its own, then is
+        unsubscribed (fills during the overlap come twice and are applied once), and
+        closes once the requests sent on it are answered.
+        """
+        self._rotate = trio.Event()
+        old = self._ws
+        self._ready = False
+        new: WebSocketConnection
+        scope: trio.CancelScope
+        try:
+            new, scope = await nursery.start(self._connection)
+        except _TRANSIENT as exc:
+            log.warning("Binance WebSocket API: a new connection failed (%s); keeping the current one", exc)
+            self._ready = True
+            self._intent_wake.set()
+            return old_scope
+        self._ws, self._logged_on = new, False
+        await self._handshake()
+        self.handovers += 1
+        self._ready = True
+        self._intent_wake.set()
+        if old is not None and old.closed is None:
+            try:
+                await self._call("userDataStream.unsubscribe", {}, signed=False, weight=2, ws=old)
+            except (_VenueError, _SessionLost) as exc:
+                log.info("Binance: unsubscribing the old connection's account stream: %s", exc)
+            with trio.move_on_after(self.request_timeout):
+                while any(self._sent_on.get(rid) is old for rid in self._pending):
+                    await trio.sleep(0.01)
+        # A balance delta seen on both streams would count twice: read the balances afresh.
+        try:
+            account = await self._call("account.status", {"omitZeroBalances": True}, weight=20)
+            self.balances = {str(b["asset"]): (_dec(b["free"]), _dec(b["locked"]))
+                             for b in account.get("balances", ())}
+        except (_VenueError, _SessionLost) as exc:
+            log.warning("Binance: balances after a handover: %s", exc)
+        old_scope.cancel()
+        log.info("Binance WebSocket API: handed over to a new connection (%d so far)", self.handovers)
+        return scope
 
     async def _read(self, ws: WebSocketConnection) -> None:
         try:
@@ -660,6 +745,7 @@ class BinanceExecutor(VenueOrders, Executor):
                 if "status" in msg and "id" in msg:
                     self._limits.observe(msg.get("rateLimits"))
                     p = self._pending.pop(str(msg["id"]), None) if msg["id"] is not None else None
+                    self._sent_on.pop(str(msg["id"]), None)
                     if p is not None:
                         p.response = msg
                         p.done.set()
@@ -674,9 +760,13 @@ class BinanceExecutor(VenueOrders, Executor):
                 if type(ev) is not dict:
                     continue
                 kind = ev.get("e")
+                if ws is not self._ws:
+                    if kind not in ("serverShutdown", "eventStreamTerminated"):
+                        self._events_send.send_nowait(ev)  # the old stream's last events, until unsubscribed
+                    continue
                 if kind == "serverShutdown":
-                    log.warning("Binance announced a server shutdown: reconnecting")
-                    self._session_end.set()
+                    log.warning("Binance announced a server shutdown: moving to a new connection")
+                    self._rotate.set()
                 elif kind == "eventStreamTerminated":
                     log.warning("Binance ended the account stream subscription: resubscribing")
                     if self._session_nursery is not None:
@@ -685,9 +775,12 @@ class BinanceExecutor(VenueOrders, Executor):
                     self._events_send.send_nowait(ev)
         except ConnectionClosed as exc:
             reason = exc.reason
-            self.last_error = f"connection closed ({reason.code} {reason.name})" if reason else "connection closed"
+            if ws is self._ws:
+                self.last_error = (f"connection closed ({reason.code} {reason.name})" if reason
+                                   else "connection closed")
         finally:
-            self._session_end.set()
+            if ws is self._ws:
+                self._session_end.set()
 
     def _fatal_later(self, exc: _VenueError, what: str) -> None:
         if self._fatal is None and self._session_nursery is not None:
@@ -696,6 +789,20 @@ class BinanceExecutor(VenueOrders, Executor):
             self._session_end.set()
 
     async def _start_session(self) -> None:
+        await self._handshake()
+        for symbol in self.symbols:
+            await self._filters_for(symbol)
+        try:
+            await self._reconcile()
+        except _VenueError as exc:
+            if exc.code in _AUTH_CODES:
+                raise Fatal(BinanceAuthError(f"Binance refused a reconciliation query: {exc.describe()}")) from None
+            raise _SessionLost(f"reconciliation failed: {exc.describe()}") from None
+        if self._fatal is not None:
+            raise Fatal(self._fatal)
+
+    async def _handshake(self) -> None:
+        """The clock offset, the logon (Ed25519 keys) and the account stream, on the current connection."""
         try:
             before = self._clock.wall_ns() // 1_000_000
             server = await self._call("time", {}, signed=False)
@@ -713,16 +820,6 @@ class BinanceExecutor(VenueOrders, Executor):
                                               "its secret or private key and the machine's clock")) from None
             raise _SessionLost(exc.describe()) from None
         self._authed.set()
-        for symbol in self.symbols:
-            await self._filters_for(symbol)
-        try:
-            await self._reconcile()
-        except _VenueError as exc:
-            if exc.code in _AUTH_CODES:
-                raise Fatal(BinanceAuthError(f"Binance refused a reconciliation query: {exc.describe()}")) from None
-            raise _SessionLost(f"reconciliation failed: {exc.describe()}") from None
-        if self._fatal is not None:
-            raise Fatal(self._fatal)
 
     async def _resubscribe(self) -> None:
         try:
@@ -840,15 +937,17 @@ class BinanceExecutor(VenueOrders, Executor):
         return out
 
     async def _send(self, method: str, params: dict[str, Any], *, signed: bool = True, weight: int = 1,
-                    order: bool = False) -> _Pending:
-        """Send one request; the returned ``_Pending`` completes with its response (or a failure)."""
+                    order: bool = False, ws: WebSocketConnection | None = None) -> _Pending:
+        """Send one request (on the current connection unless told); the returned ``_Pending`` completes with
+        its response (or a failure)."""
         await self._limits.spend(weight, order)
-        ws = self._ws
+        ws = ws or self._ws
         if ws is None or ws.closed is not None:
             raise _SessionLost("not connected")
         rid = f"r{next(self._ids)}"
         p = _Pending(method)
         self._pending[rid] = p
+        self._sent_on[rid] = ws
         try:
             await ws.send_message(orjson.dumps({"id": rid, "method": method,
                                                 "params": self._params(params, signed)}).decode())
@@ -876,8 +975,9 @@ class BinanceExecutor(VenueOrders, Executor):
             raise exc
         return resp.get("result")
 
-    async def _call(self, method: str, params: dict[str, Any], *, signed: bool = True, weight: int | None = None) -> Any:
-        p = await self._send(method, params, signed=signed, weight=weight or _WEIGHTS.get(method, 1))
+    async def _call(self, method: str, params: dict[str, Any], *, signed: bool = True, weight: int | None = None,
+                    ws: WebSocketConnection | None = None) -> Any:
+        p = await self._send(method, params, signed=signed, weight=weight or _WEIGHTS.get(method, 1), ws=ws)
         return await self._result(p)
 
     # --- sending intents -----------------------------------------------------------------------------------------
@@ -1003,6 +1103,7 @@ class BinanceExecutor(VenueOrders, Executor):
         return BinanceStatus(
             executor="BinanceExecutor", orders=len(self._orders), open_orders=len(self._open), fills=self.fills,
             settings=self._settings, connected=self._ws is not None, ready=self._ready, connects=self.connects,
+            handovers=self.handovers,
             reconciliations=self.reconciliations, pending_unknown=tuple(self._unknown),
             queued_intents=len(self._intents), balances={a: f for a, (f, _) in sorted(self.balances.items())},
             foreign_orders=tuple(sorted(self.foreign_orders)), adopted_orders=tuple(sorted(self.adopted)),

@@ -226,6 +226,10 @@ class RiskExecutor(Executor):
     def on_market(self, batch: list[Any]) -> None:
         self.inner.on_market(batch)
 
+    @property
+    def due(self) -> bool:
+        return self.inner.due
+
     async def run(self) -> None:
         await self.inner.run()
 

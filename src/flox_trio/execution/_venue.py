@@ -103,6 +103,8 @@ class VenueStatus(ExecutorStatus):
     #: Open venue orders of a previous run of this engine, adopted (client ids).
     adopted_orders: tuple[str, ...]
     last_error: str
+    #: Connections replaced by a new one without losing the session (make before break).
+    handovers: int = 0
 
 
 class Pending:

@@ -229,45 +229,67 @@
         onFill = s.onFill;
     var n = kinds ? kinds.length : sd.length;
     var ti = 0, oi = 0, k = start;
+    var errors = F.out.errors;  // F.out is replaced only by F.finish, after the loop
     if (start > 0 && kinds) {  // resume mid-batch: count what was already consumed
       for (var q = 0; q < start; q++) { if (kinds.charCodeAt(q) === 116) ti++; else oi++; }
     } else if (start > 0) {
       ti = start;
     }
-    for (; k < n; k++) {
-      F.cur = k;
-      var kind = kinds ? kinds.charCodeAt(k) : 116;
-      if (kind === 116) {
-        var ctx = symCtx[sy.charCodeAt(ti) - 48];
-        ctx._lc = c; ctx._li = ti;
-        if (onTrade) {
-          try { F.settle(k, s.onTrade(ctx, new Trade(c, ti))); } catch (e) { if (F.fatal(e)) throw e; F.error(k, e); }
+    // One try for the whole batch, entered again after a callback that threw: a try per event
+    // costs QuickJS-ng about as much as a small onTrade. What throws outside a callback (the
+    // prelude itself, broken by the script) still ends the call.
+    var done = -1, inCall = false;
+    while (done < 0) {
+      try {
+        for (; k < n; k++) {
+          F.cur = k;
+          var kind = kinds ? kinds.charCodeAt(k) : 116;
+          if (kind === 116) {
+            var t = ti++;
+            var ctx = symCtx[sy.charCodeAt(t) - 48];
+            ctx._lc = c; ctx._li = t;
+            if (onTrade) {
+              // F.settle only for what could be a promise (an async onTrade).
+              inCall = true;
+              var r = s.onTrade(ctx, new Trade(c, t));
+              if (r !== undefined && r !== null) F.settle(k, r);
+              inCall = false;
+            }
+          } else {
+            var ev = other[oi++], cx = ctxs[ev.symbol], name = null;
+            if (kind === 98) {
+              if (ev.bids.length) cx.bestBid = ev.bids[0][0];
+              if (ev.asks.length) cx.bestAsk = ev.asks[0][0];
+              name = onBook && 'onBook';
+            } else if (kind === 66) {
+              name = onBar && 'onBar';
+            } else if (kind === 103) {
+              name = onGap && 'onGap';
+            } else if (kind === 117) {
+              name = onUpd && 'onOrderUpdate';
+            } else {
+              // ctx.position came from the executor at the start of the batch and
+              // already counts this fill (as in Python, the executor is the truth).
+              name = onFill && 'onFill';
+            }
+            if (name) {
+              inCall = true;
+              F.settle(k, s[name](cx, ev));
+              inCall = false;
+            }
+          }
+          if (F.stop || errors.length >= budget) { done = k + 1; break; }
         }
-        ti++;
-      } else {
-        var ev = other[oi++], cx = ctxs[ev.symbol], name = null;
-        if (kind === 98) {
-          if (ev.bids.length) cx.bestBid = ev.bids[0][0];
-          if (ev.asks.length) cx.bestAsk = ev.asks[0][0];
-          name = onBook && 'onBook';
-        } else if (kind === 66) {
-          name = onBar && 'onBar';
-        } else if (kind === 103) {
-          name = onGap && 'onGap';
-        } else if (kind === 117) {
-          name = onUpd && 'onOrderUpdate';
-        } else {
-          // ctx.position came from the executor at the start of the batch and
-          // already counts this fill (as in Python, the executor is the truth).
-          name = onFill && 'onFill';
-        }
-        if (name) {
-          try { F.settle(k, s[name](cx, ev)); } catch (e) { if (F.fatal(e)) throw e; F.error(k, e); }
-        }
+        if (done < 0) done = n;
+      } catch (e) {
+        if (!inCall || F.fatal(e)) throw e;
+        inCall = false;
+        F.error(k, e);
+        k++;
+        if (F.stop || errors.length >= budget) done = k;
       }
-      if (F.stop || F.out.errors.length >= budget) return F.finish(k + 1);
     }
-    return F.finish(n);
+    return F.finish(done);
   };
 
   // One string argument per call, fields separated by \x1f (JSON escapes it, so it never

@@ -1,0 +1,158 @@
+"""Cost per event against the number of slots.
+
+    python bench/scale.py [--events N] [--slots 1,10,100,1000] [--json PATH]
+
+Rows, for each slot count S:
+- own symbol: S counting Python strategies, each on a symbol of its own, fed
+  by a ListFeed whose events interleave the S symbols (as a whole-market feed
+  does): events/s through the runner. The cost per event should not grow
+  with S.
+- one symbol: S counting strategies all on one symbol: deliveries/s
+  (events x S), the fan-out.
+- RSS per idle slot: resident memory added by S idle Python slots, divided
+  by S (measured in a child process so earlier rows do not count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import trio
+from rich.table import Table
+
+import flox_trio as flox
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import report  # bench/ siblings
+from _count_strategy import CountTrades as Counter
+
+
+def symbol(i: int) -> str:
+    return f"S{i:04d}USDT"
+
+
+def make_trades(n: int, symbols: list[str]) -> list[flox.Trade]:
+    base = 1_700_000_000_000_000_000
+    k = len(symbols)
+    return [
+        flox.Trade(symbols[i % k], 100.0 + (i % 100) * 0.01, 0.001 * (1 + i % 7), "buy" if i & 1 else "sell",
+                   str(i // k), base + i * 1000, base + i * 1000 + 50)
+        for i in range(n)
+    ]
+
+
+async def _run(events: list[flox.Trade], strategies: list[Counter], batch_size: int) -> float:
+    t0 = time.perf_counter()
+    async with flox.open_runner(flox.feeds.ListFeed(events, batch_size=batch_size)) as runner:
+        for s in strategies:
+            runner.add_strategy(s)
+    return time.perf_counter() - t0
+
+
+def bench_own(n_events: int, slots: int, repeat: int, batch_size: int) -> dict[str, float]:
+    syms = [symbol(i) for i in range(slots)]
+    events = make_trades(n_events, syms)
+    rates = []
+    for _ in range(repeat):
+        strategies = [Counter([s]) for s in syms]
+        gc.collect()
+        dt = trio.run(_run, events, strategies, batch_size)
+        got = sum(s.n for s in strategies)
+        assert got == len(events), (got, len(events))
+        rates.append(len(events) / dt)
+    return {"slots": slots, "events": len(events), "best_per_s": max(rates), "median_per_s": statistics.median(rates)}
+
+
+def bench_fanout(n_events: int, slots: int, repeat: int, batch_size: int) -> dict[str, float]:
+    per_slot = max(1, n_events // slots)
+    events = make_trades(per_slot, [symbol(0)])
+    rates = []
+    for _ in range(repeat):
+        strategies = [Counter([symbol(0)]) for _ in range(slots)]
+        gc.collect()
+        dt = trio.run(_run, events, strategies, batch_size)
+        got = sum(s.n for s in strategies)
+        assert got == len(events) * slots, (got, len(events) * slots)
+        rates.append(got / dt)
+    return {"slots": slots, "deliveries": len(events) * slots, "best_per_s": max(rates),
+            "median_per_s": statistics.median(rates)}
+
+
+_RSS_CHILD = """
+import gc, resource, sys, trio
+import flox_trio as flox
+sys.path.insert(0, {bench!r})
+from _count_strategy import CountTrades as Counter
+from scale import symbol
+
+def rss_kb():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * resource.getpagesize() // 1024
+
+async def main(n):
+    feed = flox.feeds.PushFeed([])
+    async with flox.open_runner(feed) as runner:
+        runner.add_strategy(Counter([symbol(0)]))
+        await trio.sleep(0.05)
+        gc.collect()
+        before = rss_kb()
+        for i in range(1, n + 1):
+            runner.add_strategy(Counter([symbol(i)]))
+        await trio.sleep(0.2)
+        gc.collect()
+        after = rss_kb()
+        feed.close()
+    print((after - before) / n)
+
+trio.run(main, int(sys.argv[1]))
+"""
+
+
+def rss_per_slot(slots: int) -> float:
+    code = _RSS_CHILD.format(bench=str(Path(__file__).resolve().parent))
+    out = subprocess.run([sys.executable, "-c", code, str(slots)], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--slots", default="1,10,100,1000")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=1024, help="the ListFeed's batch size")
+    ap.add_argument("--json", default="bench/results/scale.json")
+    args = ap.parse_args(argv)
+    counts = [int(x) for x in args.slots.split(",")]
+
+    rows = []
+    for s in counts:
+        own = bench_own(args.events, s, args.repeat, args.batch_size)
+        fan = bench_fanout(args.events, s, args.repeat, args.batch_size)
+        rows.append({"slots": s, "own_symbol": own, "one_symbol": fan, "rss_kb_per_idle_slot": rss_per_slot(s)})
+
+    table = Table(title=f"cost per event vs slots ({args.events:,} events, batches of {args.batch_size})")
+    table.add_column("slots", justify="right")
+    table.add_column("own symbol: events/s (best)", justify="right")
+    table.add_column("median", justify="right")
+    table.add_column("one symbol: deliveries/s (best)", justify="right")
+    table.add_column("median", justify="right")
+    table.add_column("RSS per idle slot", justify="right")
+    for r in rows:
+        table.add_row(
+            f"{r['slots']:,}",
+            f"{r['own_symbol']['best_per_s'] / 1e6:.2f} M", f"{r['own_symbol']['median_per_s'] / 1e6:.2f} M",
+            f"{r['one_symbol']['best_per_s'] / 1e6:.2f} M", f"{r['one_symbol']['median_per_s'] / 1e6:.2f} M",
+            f"{r['rss_kb_per_idle_slot']:.1f} KB",
+        )
+    report(table, {"events": args.events, "batch_size": args.batch_size, "rows": rows}, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
