@@ -159,3 +159,10 @@ def test_venues_are_composed_into_sessions() -> None:
     assert venues[1].topics("BTCUSDT") == ["publicTrade.BTCUSDT"]
     assert venues[0].ping_text(1) is None  # the server pings; the client answers protocol pings
     assert orjson.loads(venues[1].ping_text(1) or "") == {"req_id": "ping-1", "op": "ping"}
+
+
+def test_an_option_that_no_longer_does_anything_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    SessionOptions()
+    assert "message_queue_size" not in caplog.text
+    SessionOptions(message_queue_size=32)
+    assert "message_queue_size has no effect" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import ssl
 from collections.abc import Callable, Iterable
@@ -10,6 +11,10 @@ from typing import Any, Literal
 import attrs
 
 from .._errors import ConfigError
+
+log = logging.getLogger("flox_trio.connectors")
+
+_MESSAGE_QUEUE_SIZE = 256
 
 _Check = Callable[[object, object, Any], None]
 
@@ -93,8 +98,8 @@ class SessionOptions:
     #: None: the venue's limit (Binance 300 per IP, Bybit 500 per domain); never more than it.
     connect_budget: int | None = attrs.field(default=None, validator=_optional_positive("connect_budget"))
     #: Unused by the connectors since they read frames themselves (no message queue); still
-    #: accepted so configurations that set it keep working.
-    message_queue_size: int = attrs.field(default=256, validator=_positive("message_queue_size"))
+    #: accepted so configurations that set it keep working, with a warning that it does nothing.
+    message_queue_size: int = attrs.field(default=_MESSAGE_QUEUE_SIZE, validator=_positive("message_queue_size"))
     #: A message longer than this closes the connection (1009), which then reconnects.
     max_message_size: int = attrs.field(default=4 * 2**20, validator=_positive("max_message_size"))
     #: Bytes read from the socket at once; the messages one read completes are decoded back to back.
@@ -110,6 +115,9 @@ class SessionOptions:
             )
         if self.backoff_jitter > 1:
             raise ConfigError(f"connector option backoff_jitter must be within [0, 1], got {self.backoff_jitter}")
+        if self.message_queue_size != _MESSAGE_QUEUE_SIZE:
+            log.warning("connector option message_queue_size has no effect any more (frames are read without a "
+                        "message queue); remove it")
         if self.time_unit not in ("ms", "us"):
             raise ConfigError(f"connector option time_unit must be 'ms' or 'us', got {self.time_unit!r}")
         for name in ("book_depth", "snapshot_limit", "rest_weight_budget", "max_backlog", "message_queue_size",
