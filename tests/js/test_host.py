@@ -47,6 +47,49 @@ async def test_registered_strategy_sees_every_trade_with_its_fields(script_file:
     assert runner.slots[0].dispatched == 20
 
 
+FIELDS = """
+var rows = [];
+flox.register({symbols: ['BTCUSDT', 'ETHUSDT'],
+  onTrade: function (ctx, t) { rows.push([t.symbol, t.price, t.qty, t.side, t.tradeId, t.exchangeTsNs, t.recvTsNs,
+                                          JSON.stringify(t), ctx.symbol, ctx.lastPrice]); },
+  onBook: function (ctx, b) { rows.push(['book', ctx.bestBid]); }});
+"""
+
+
+@pytest.mark.parametrize("mix", ["one symbol", "two symbols", "with books"])
+async def test_every_field_of_a_trade_reaches_js_as_in_python(mix: str, script_file: Any, tmp_path: Path) -> None:
+    # Each shape of batch takes its own path through the prelude (one context for the
+    # batch, a context per trade, events of several kinds): all must deliver the same fields.
+    events: list[Any] = [flox.Trade("BTCUSDT", 100.5 + i, 0.25 * (i + 1), "buy" if i % 3 else "sell", f"id-{i}",
+                                    1_700_000_000_123_456_789 + i, 1_700_000_000_223_456_789 + i) for i in range(12)]
+    if mix != "one symbol":
+        events = [flox.Trade("ETHUSDT", e.price / 10, e.qty, e.side, e.trade_id + "e", e.exchange_ts_ns,
+                             e.recv_ts_ns) if i % 2 else e for i, e in enumerate(events)]
+    if mix == "with books":
+        events.insert(5, flox.Book("BTCUSDT", ((99.0, 1.0),), ((101.0, 2.0),)))
+    script = load(script_file(FIELDS), state_dir=tmp_path / "state")
+    await run_list(script.registered, events)
+    import json
+
+    rows = json.loads(script.eval("JSON.stringify(rows)"))
+    assert len(rows) == len(events)
+    for row, ev in zip(rows, events, strict=True):
+        if isinstance(ev, flox.Book):
+            assert row == ["book", 99.0]
+            continue
+        sym, price, qty, side, tid, ets, rts, as_json, ctx_sym, last = row
+        assert (sym, price, qty, side, tid) == (ev.symbol, ev.price, ev.qty, ev.side, ev.trade_id)
+        # Nanosecond timestamps are JS numbers: the nearest double, as float() gives in Python
+        # (JSON.stringify writes it in its shortest digits, which json.loads reads as an int).
+        ets, rts = float(ets), float(rts)
+        assert (ets, rts) == (float(ev.exchange_ts_ns), float(ev.recv_ts_ns))
+        parsed = json.loads(as_json)
+        assert float(parsed.pop("exchangeTsNs")) == ets and float(parsed.pop("recvTsNs")) == rts
+        assert parsed == {"symbol": ev.symbol, "price": ev.price, "qty": ev.qty, "side": ev.side,
+                          "tradeId": ev.trade_id}
+        assert (ctx_sym, last) == (ev.symbol, ev.price)
+
+
 async def test_factory_call_and_symbols(script_file: Any, tmp_path: Path) -> None:
     script = load(script_file(COUNTER), state_dir=tmp_path, sym="ETHUSDT")
     s = script.call("makeStrategy", "v2")

@@ -1,7 +1,7 @@
 """Batches encoded for the JavaScript side: one set of columns per batch, shared by every JS slot.
 
-Trades (the bulk) become columns — one JSON array per field, the symbol and
-side as one character per trade — which the JS side decodes only when a
+Trades (the bulk) become columns — one JSON array per field, the symbol as
+one character per trade — which the JS side decodes only when a
 strategy reads that field. Everything else (books, bars, order events) goes
 as one JSON array of plain objects; they are comparatively rare.
 """
@@ -25,7 +25,7 @@ _side = attrgetter("side")
 
 _KIND = {Trade: "t", Book: "b", Bar: "B", Gap: "g", OrderUpdate: "u", Fill: "f"}
 
-#: (kinds, symbols, symbol chars, side chars, price, qty, id, exchange ts, receive ts, others)
+#: (kinds, symbols, symbol chars, side, price, qty, id, exchange ts, receive ts, others)
 Encoded = tuple[str, str, str, str, str, str, str, str, str, str]
 
 
@@ -85,13 +85,14 @@ class BatchCodec:
         else:
             index = {s: chr(48 + i) for i, s in enumerate(table)}
             sy = "".join([index[s] for s in syms])
-        sd = "".join(["b" if s == "buy" else "s" for s in map(_side, trades)])
+        # Every column is a JSON array the JS side parses on first read: a strategy pays for
+        # the fields it reads. Ids are strings and timestamps ints by Trade's type; the
+        # timestamps go as JSON numbers, which JS parses to the same doubles float() gives
+        # (QuickJS would cut Python ints passed as arguments to 32 bits, not ints in JSON).
         encoded: Encoded = (
-            kinds, _dump(table), sy, sd,
+            kinds, _dump(table), sy, _dump(list(map(_side, trades))),
             _dump(list(map(_price, trades))), _dump(list(map(_qty, trades))),
-            _dump([str(t) for t in map(_tid, trades)]),
-            # Floats: QuickJS receives Python ints as 32-bit, and JS numbers are doubles anyway.
-            _dump([float(t) for t in map(_ets, trades)]), _dump([float(t) for t in map(_rts, trades)]),
+            _dump(list(map(_tid, trades))), _dump(list(map(_ets, trades))), _dump(list(map(_rts, trades))),
             others,
         )
         self._batch, self._encoded = batch, encoded

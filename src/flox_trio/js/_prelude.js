@@ -14,12 +14,15 @@
   var stringify = JSON.stringify, parse = JSON.parse;
   // objs: handle -> strategy object for every strategy Python holds; ids: the reverse.
   var F = { objs: new Map(), ids: new Map(), next: 1, registered: null, files: {}, ctxs: {}, seq: 1,
-            stop: false, slot: -1, cur: -1, out: null };
+            slot: -1, out: null };
+  // The event being delivered and whether the slot asked to be replaced: read or written at
+  // every event, so closure variables rather than properties (cheaper in QuickJS).
+  var cur = -1, stop = false;
 
   F.reset = function () {
     F.out = { logs: [], intents: [], requests: [], writes: [], errors: [] };
-    F.stop = false;
-    F.cur = -1;
+    stop = false;
+    cur = -1;
   };
   F.reset();
 
@@ -74,7 +77,7 @@
   // collected (intents already given ids, logs, writes) and how far it got,
   // rather than leaving it in F.out for whichever call comes next.
   F.salvage = function () {
-    return F.finish(F.cur + 1);
+    return F.finish(cur + 1);
   };
 
   F.describe = function (obj) {
@@ -194,16 +197,16 @@
 
   // --- events: trades are columnar and decode a column on first use -------------------
   function Cols(syms, sy, sd, px, qt, id, et, rt) {
-    this.syms = syms; this.sy = sy; this.sd = sd;
-    this.pxs = px; this.qts = qt; this.ids = id; this.ets = et; this.rts = rt;
-    this.px = null; this.qt = null; this.id = null; this.et = null; this.rt = null;
+    this.syms = syms; this.sy = sy;
+    this.sds = sd; this.pxs = px; this.qts = qt; this.ids = id; this.ets = et; this.rts = rt;
+    this.sd = null; this.px = null; this.qt = null; this.id = null; this.et = null; this.rt = null;
   }
   Cols.prototype.price = function (i) { return (this.px || (this.px = parse(this.pxs)))[i]; };
   function Trade(c, i) { this._c = c; this._i = i; }
   Object.defineProperties(Trade.prototype, {
     price: { get: function () { return this._c.price(this._i); }, enumerable: true },
     qty: { get: function () { var c = this._c; return (c.qt || (c.qt = parse(c.qts)))[this._i]; }, enumerable: true },
-    side: { get: function () { return this._c.sd.charCodeAt(this._i) === 98 ? 'buy' : 'sell'; }, enumerable: true },
+    side: { get: function () { var c = this._c; return (c.sd || (c.sd = parse(c.sds)))[this._i]; }, enumerable: true },
     symbol: { get: function () { return this._c.syms[this._c.sy.charCodeAt(this._i) - 48]; }, enumerable: true },
     tradeId: { get: function () { var c = this._c; return (c.id || (c.id = parse(c.ids)))[this._i]; }, enumerable: true },
     exchangeTsNs: { get: function () { var c = this._c; return (c.et || (c.et = parse(c.ets)))[this._i]; }, enumerable: true },
@@ -227,7 +230,7 @@
     var other = others ? parse(others) : null;
     var onTrade = s.onTrade, onBook = s.onBook, onBar = s.onBar, onGap = s.onGap, onUpd = s.onOrderUpdate,
         onFill = s.onFill;
-    var n = kinds ? kinds.length : sd.length;
+    var n = kinds ? kinds.length : sy.length;
     var ti = 0, oi = 0, k = start;
     var errors = F.out.errors;  // F.out is replaced only by F.finish, after the loop
     if (start > 0 && kinds) {  // resume mid-batch: count what was already consumed
@@ -239,10 +242,24 @@
     // costs QuickJS-ng about as much as a small onTrade. What throws outside a callback (the
     // prelude itself, broken by the script) still ends the call.
     var done = -1, inCall = false;
+    // All trades of one symbol, the usual batch: the context is the same for every event.
+    var one = !kinds && symCtx.length === 1 && onTrade ? symCtx[0] : null;
+    if (one) one._lc = c;
     while (done < 0) {
       try {
-        for (; k < n; k++) {
-          F.cur = k;
+        if (one) {
+          for (; k < n; k++) {
+            cur = k;
+            one._li = k;
+            inCall = true;
+            var r1 = s.onTrade(one, new Trade(c, k));
+            if (r1 !== undefined && r1 !== null) F.settle(k, r1);
+            inCall = false;
+            if (stop || errors.length >= budget) { done = k + 1; break; }
+          }
+        }
+        for (; k < n && done < 0; k++) {
+          cur = k;
           var kind = kinds ? kinds.charCodeAt(k) : 116;
           if (kind === 116) {
             var t = ti++;
@@ -278,7 +295,7 @@
               inCall = false;
             }
           }
-          if (F.stop || errors.length >= budget) { done = k + 1; break; }
+          if (stop || errors.length >= budget) { done = k + 1; break; }
         }
         if (done < 0) done = n;
       } catch (e) {
@@ -286,7 +303,7 @@
         inCall = false;
         F.error(k, e);
         k++;
-        if (F.stop || errors.length >= budget) done = k;
+        if (stop || errors.length >= budget) done = k;
       }
     }
     return F.finish(done);
@@ -344,7 +361,7 @@
   put('runner', {
     replaceStrategy: function (index, strategy) {
       F.out.requests.push(['replace', index, F.describe(strategy)]);
-      if (index === F.slot) F.stop = true;  // takes effect at the next event boundary
+      if (index === F.slot) stop = true;  // takes effect at the next event boundary
     },
     addStrategy: function (strategy) {
       F.out.requests.push(['add', -1, F.describe(strategy)]);
