@@ -10,6 +10,7 @@ them would be refused there.
 
 from __future__ import annotations
 
+import io
 import itertools
 from typing import Any
 
@@ -218,3 +219,39 @@ def test_streams_per_connection_and_the_connect_budget_stay_within_the_venue() -
             feed(["BTCUSDT"], **options)
         assert str(info.value) == message
         assert "\n" not in str(info.value)
+
+
+async def test_status_shows_a_row_per_connection(autojump_clock: trio.testing.MockClock) -> None:
+    # `flox-trio status` reads the status as JSON over the control socket: go the same way.
+    from rich.console import Console
+    from rich.table import Table
+
+    import flox_trio as flox
+    from flox_trio._core._convert import to_jsonable
+    from flox_trio.cli._control import feed_line, read_status, render_status
+
+    async with simulator(symbols=6, skew=0.0, rate=5, book=False, trades_per_tick=(1, 1)) as sim:
+        feed = make("binance", sim, list(sim.symbols), max_streams_per_connection=2)
+        with trio.CancelScope() as scope:
+            async with flox.open_runner(feed, drain=False) as runner:
+                await wait_until(lambda: len(feed.subscribed) == 6)
+                await trio.sleep(2.0)
+                status = read_status(to_jsonable(runner.status()))
+                scope.cancel()
+    parts = render_status(status)
+    tables = {t.title: t for t in parts if isinstance(t, Table)}
+    assert list(tables) == ["slots", "feed", "connections", "executor"]
+    shards = tables["connections"]
+    assert shards.row_count == 3
+    out = Console(width=160, record=True, file=io.StringIO())
+    out.print(shards)
+    text = out.export_text()
+    rows = [[cell.strip() for cell in line.strip("│").split("│")] for line in text.splitlines()
+            if line.startswith("│")]
+    # shard, state, connection id, connects, symbols, streams, subscribed, messages, last message
+    assert [(r[0], r[1], r[3], r[4], r[6]) for r in rows] == [(str(i), "connected", "1", "2", "2") for i in range(3)]
+    assert sorted(r[2] for r in rows) == ["1", "2", "3"]  # each shard its own connection
+    assert all(int(r[7]) > 0 and r[8].endswith("s ago") for r in rows)
+    feed_keys = tables["feed"].columns[0]._cells
+    assert "connections" not in feed_keys  # no longer one long JSON cell
+    assert "3 of 3 connections up" in str(feed_line(status))

@@ -144,8 +144,33 @@ def render_status(status: RunnerStatus, width: int = 200) -> list[Table | Text]:
     params = [Text(f"slot {s.index} params: " + " ".join(f"{k}={json.dumps(v, default=str)}"
                                                           for k, v in s.params.items() if k != "symbols"))
               for s in status.slots if s.state.value != "removed"]
+    # A whole-market session has a connection per shard: a row each, not one JSON cell.
+    connections = feed.pop("connections", None) or []
+    shards = [connections_table(connections)] if connections else []
     return [halt_banner(status), slots_table(status.slots, width), *notes, *params, kv_table("feed", feed),
-            kv_table("executor", to_jsonable(status.executor))]
+            *shards, kv_table("executor", to_jsonable(status.executor))]
+
+
+_CONNECTION_COLUMNS = (("shard", "shard"), ("state", "state"), ("connection", "connection_id"),
+                       ("connects", "connect_count"), ("symbols", "symbols"), ("streams", "streams"),
+                       ("subscribed", "subscribed"), ("messages", "messages"), ("last message", "last_message_age"))
+
+
+def connections_table(connections: Sequence[dict[str, Any]]) -> Table:
+    """A row per connection of the feed's session (``status().connections``, as JSON)."""
+    t = Table(title="connections", expand=False, pad_edge=False)
+    for title, _ in _CONNECTION_COLUMNS:
+        t.add_column(title, no_wrap=True, justify="left" if title == "state" else "right")
+    for c in connections:
+        cells = []
+        for _, key in _CONNECTION_COLUMNS:
+            value = c.get(key)
+            if key == "last_message_age":
+                cells.append("-" if value is None else f"{value:.1f} s ago")
+            else:
+                cells.append("-" if value is None else str(value))
+        t.add_row(*cells, style=None if c.get("state") == "connected" else "yellow")
+    return t
 
 
 def feed_line(status: RunnerStatus) -> Text:
@@ -156,6 +181,10 @@ def feed_line(status: RunnerStatus) -> Text:
     if state is not None:
         parts.append(f"{state}, connection {getattr(feed, 'connection_id', None)} "
                      f"({getattr(feed, 'connect_count', 0)} connects)")
+    shards = getattr(feed, "connections", ())
+    if len(shards) > 1:
+        up = sum(1 for c in shards if c.state == "connected")
+        parts.append(f"{up} of {len(shards)} connections up")
     for name in ("messages", "gaps", "resyncs", "errors"):
         value = getattr(feed, name, None)
         if isinstance(value, int):
