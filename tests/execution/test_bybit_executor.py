@@ -32,9 +32,9 @@ async def bsim(nursery: trio.Nursery) -> Simulator:
 def bybit(sim: Simulator, **options: Any) -> Any:
     from flox_trio.execution import BybitExecutor
 
-    kw: dict[str, Any] = {"api_key": KEY, "secret": SECRET}
+    kw: dict[str, Any] = {"api_key": KEY, "secret": SECRET, "category": "spot"}
     kw.update(options)
-    return BybitExecutor(category="spot", trade_url=sim.bybit_trade_url, private_url=sim.bybit_private_url,
+    return BybitExecutor(trade_url=sim.bybit_trade_url, private_url=sim.bybit_private_url,
                          rest_url=sim.bybit_rest_url, **kw)
 
 

@@ -49,8 +49,7 @@ import attrs
 import httpx
 import orjson
 import trio
-import trio_websocket
-from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from .._core._events import Fill, OrderStatus, OrderType, Side
 from .._core._money import ZERO
@@ -60,11 +59,12 @@ from .._core._status import ExecutorSettings
 from .._errors import ConfigError, FloxError, OrderError
 from ._signing import Ed25519Signer, HmacSigner, KeyType, Signer
 from ._venue import (
+    CONNECT_ERRORS,
     Fatal,
     VenueOrders,
     VenueStatus,
+    check_max_age,
     new_run_id,
-    open_websocket,
     parse_client_id,
 )
 from ._venue import Pending as _Pending
@@ -79,10 +79,10 @@ REST_URL = "https://api.binance.com"
 TESTNET_WS_API_URL = "wss://ws-api.testnet.binance.vision/ws-api/v3"
 TESTNET_REST_URL = "https://testnet.binance.vision"
 
-#: Binance's client order id rule.
 #: Binance cuts a WebSocket API connection at 24 hours: the executor moves to a new one before.
 SESSION_MAX_AGE = 23.5 * 3600
 
+#: Binance's client order id rule.
 CLIENT_ID_RE = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 #: Codes after which the outcome of a request is unknown (errors.md: "execution status unknown").
 _UNKNOWN_CODES = frozenset({-1007, -1006})
@@ -292,13 +292,10 @@ class _RateLimits:
 # --- the executor -------------------------------------------------------------------------------------------
 
 
-async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
-
-
 class BinanceExecutor(VenueOrders, Executor):
     """Binance Spot order entry and account stream over the WebSocket API (see the module docstring)."""
+
+    connection_name = "Binance WebSocket API"
 
     def __init__(
         self,
@@ -350,9 +347,7 @@ class BinanceExecutor(VenueOrders, Executor):
         self.prefix = f"flx{self.run_id}."
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
-        if not (math.isfinite(session_max_age) and session_max_age > 0):
-            raise ConfigError(f"session_max_age must be a positive number of seconds, got {session_max_age!r}")
-        self.session_max_age = float(session_max_age)
+        self.session_max_age = check_max_age(session_max_age)
         #: Connections handed over to a fresh one (make-before-break: serverShutdown, the 24 h limit).
         self.handovers = 0
         self.unknown_after = unknown_after
@@ -400,9 +395,7 @@ class BinanceExecutor(VenueOrders, Executor):
         self._ready_event = trio.Event()
         self._session_end = trio.Event()
         self._session_nursery: trio.Nursery | None = None
-        #: Set to move the session to a new connection before the current one goes.
         self._rotate = trio.Event()
-        #: The connection each request in flight went out on (a handover waits for the old one's).
         self._sent_on: dict[str, WebSocketConnection] = {}
         self._run_nursery: trio.Nursery | None = None
         self._unknown_wake = trio.Event()
@@ -644,15 +637,7 @@ class BinanceExecutor(VenueOrders, Executor):
                 self._ready_event.set()
                 self._intent_wake.set()
                 nursery.start_soon(self._resolve_unknown)
-                nursery.start_soon(self._age_limit)
-                while True:
-                    async with trio.open_nursery() as wait:
-                        wait.start_soon(_cancel_on, self._session_end, wait.cancel_scope)
-                        wait.start_soon(_cancel_on, self._rotate, wait.cancel_scope)
-                    if self._session_end.is_set():
-                        break
-                    scope = await self._handover(nursery, scope)
-                    nursery.start_soon(self._age_limit)
+                await self._serve(nursery, scope)
             finally:
                 self._ready = False
                 self._ready_event = trio.Event()
@@ -660,66 +645,22 @@ class BinanceExecutor(VenueOrders, Executor):
                 self._logged_on = False
                 self._ws = None
                 self._session_nursery = None
-                for p in list(self._pending.values()):
-                    p.failure = "the connection ended before the answer"
-                    p.done.set()
-                self._pending.clear()
-                self._sent_on.clear()
+                self._end_requests("the connection ended before the answer")
                 nursery.cancel_scope.cancel()
 
-    async def _connection(self, *, task_status: trio.TaskStatus[tuple[WebSocketConnection, trio.CancelScope]]
-                          = trio.TASK_STATUS_IGNORED) -> None:
-        """One WebSocket API connection, read until it ends or its scope is cancelled (a handover)."""
-        with trio.CancelScope() as scope:
-            async with open_websocket(self.ws_api_url, self.connect_timeout) as ws:
-                self.connects += 1
-                log.info("Binance WebSocket API connected (%s)", self.ws_api_url)
-                if self._ws is None:
-                    self._ws = ws
-                task_status.started((ws, scope))
-                await self._read(ws)
+    @property
+    def _order_url(self) -> str:
+        return self.ws_api_url
 
-    async def _age_limit(self) -> None:
-        """A connection lives 24 hours at most: move to a fresh one before Binance cuts this one."""
-        ws = self._ws
-        await trio.sleep(self.session_max_age)
-        if ws is self._ws:
-            log.info("Binance WebSocket API connection is %.0f s old: moving to a new one", self.session_max_age)
-            self._rotate.set()
-
-    async def _handover(self, nursery: trio.Nursery, old_scope: trio.CancelScope) -> trio.CancelScope:
-        """Make before break: a new connection, logged on and subscribed, before the old one is let go.
-
-        New intents wait for the few round trips of the new session's start; the old
-        connection keeps its account stream until the new one has its own, then is
-        unsubscribed (fills during the overlap come twice and are applied once), and
-        closes once the requests sent on it are answered.
-        """
-        self._rotate = trio.Event()
-        old = self._ws
-        self._ready = False
-        new: WebSocketConnection
-        scope: trio.CancelScope
+    async def _leaving(self, old: WebSocketConnection) -> None:
+        # The old connection keeps its account stream until the new one has its own (fills during the
+        # overlap come twice and are applied once); now it can go.
         try:
-            new, scope = await nursery.start(self._connection)
-        except _TRANSIENT as exc:
-            log.warning("Binance WebSocket API: a new connection failed (%s); keeping the current one", exc)
-            self._ready = True
-            self._intent_wake.set()
-            return old_scope
-        self._ws, self._logged_on = new, False
-        await self._handshake()
-        self.handovers += 1
-        self._ready = True
-        self._intent_wake.set()
-        if old is not None and old.closed is None:
-            try:
-                await self._call("userDataStream.unsubscribe", {}, signed=False, weight=2, ws=old)
-            except (_VenueError, _SessionLost) as exc:
-                log.info("Binance: unsubscribing the old connection's account stream: %s", exc)
-            with trio.move_on_after(self.request_timeout):
-                while any(self._sent_on.get(rid) is old for rid in self._pending):
-                    await trio.sleep(0.01)
+            await self._call("userDataStream.unsubscribe", {}, signed=False, weight=2, ws=old)
+        except (_VenueError, _SessionLost) as exc:
+            log.info("Binance: unsubscribing the old connection's account stream: %s", exc)
+
+    async def _handed_over(self) -> None:
         # A balance delta seen on both streams would count twice: read the balances afresh.
         try:
             account = await self._call("account.status", {"omitZeroBalances": True}, weight=20)
@@ -727,9 +668,6 @@ class BinanceExecutor(VenueOrders, Executor):
                              for b in account.get("balances", ())}
         except (_VenueError, _SessionLost) as exc:
             log.warning("Binance: balances after a handover: %s", exc)
-        old_scope.cancel()
-        log.info("Binance WebSocket API: handed over to a new connection (%d so far)", self.handovers)
-        return scope
 
     async def _read(self, ws: WebSocketConnection) -> None:
         try:
@@ -744,12 +682,9 @@ class BinanceExecutor(VenueOrders, Executor):
                     continue
                 if "status" in msg and "id" in msg:
                     self._limits.observe(msg.get("rateLimits"))
-                    p = self._pending.pop(str(msg["id"]), None) if msg["id"] is not None else None
-                    self._sent_on.pop(str(msg["id"]), None)
-                    if p is not None:
-                        p.response = msg
-                        p.done.set()
-                    elif msg.get("error"):
+                    if msg["id"] is not None and self._answered(str(msg["id"]), msg):
+                        continue
+                    if msg.get("error"):
                         err = msg["error"]
                         log.error("Binance WebSocket API error for no request: %s %s", err.get("code"), err.get("msg"))
                         if err.get("code") in _AUTH_CODES:
@@ -803,6 +738,7 @@ class BinanceExecutor(VenueOrders, Executor):
 
     async def _handshake(self) -> None:
         """The clock offset, the logon (Ed25519 keys) and the account stream, on the current connection."""
+        self._logged_on = False  # a new connection is not logged on: sign until it is
         try:
             before = self._clock.wall_ns() // 1_000_000
             server = await self._call("time", {}, signed=False)
@@ -941,21 +877,8 @@ class BinanceExecutor(VenueOrders, Executor):
         """Send one request (on the current connection unless told); the returned ``_Pending`` completes with
         its response (or a failure)."""
         await self._limits.spend(weight, order)
-        ws = ws or self._ws
-        if ws is None or ws.closed is not None:
-            raise _SessionLost("not connected")
-        rid = f"r{next(self._ids)}"
-        p = _Pending(method)
-        self._pending[rid] = p
-        self._sent_on[rid] = ws
-        try:
-            await ws.send_message(orjson.dumps({"id": rid, "method": method,
-                                                "params": self._params(params, signed)}).decode())
-        except ConnectionClosed:
-            self._pending.pop(rid, None)
-            p.failure = "the connection ended while sending"
-            p.done.set()
-        return p
+        return await self._request(method, lambda rid: {"id": rid, "method": method,
+                                                        "params": self._params(params, signed)}, ws)
 
     async def _result(self, p: _Pending, timeout: float | None = None) -> Any:
         with trio.move_on_after(self.request_timeout if timeout is None else timeout):
@@ -982,23 +905,10 @@ class BinanceExecutor(VenueOrders, Executor):
 
     # --- sending intents -----------------------------------------------------------------------------------------
 
-    async def _send_intents(self) -> None:
-        while True:
-            if not (self._ready and self._intents):
-                await self._intent_wake.wait()
-                self._intent_wake = trio.Event()
-                continue
-            kind, order = self._intents.popleft()
-            try:
-                if kind == "place":
-                    await self._place(order)
-                elif order.is_open:
-                    p = await self._send("order.cancel", {"symbol": order.symbol,
-                                                          "origClientOrderId": self._client_of[order.order_id]})
-                    self._watch(self._cancel_outcome, order, p)
-            except _SessionLost:
-                if not (kind == "place" and order.order_id in self._sent):
-                    self._intents.appendleft((kind, order))  # never left: send it on the next session
+    async def _send_cancel(self, order: Order) -> None:
+        p = await self._send("order.cancel", {"symbol": order.symbol,
+                                              "origClientOrderId": self._client_of[order.order_id]})
+        self._watch(self._cancel_outcome, order, p)
 
     async def _place(self, order: Order) -> None:
         if not order.is_open:
@@ -1111,7 +1021,6 @@ class BinanceExecutor(VenueOrders, Executor):
 
 
 #: What ends one session, not the executor: the next session may do better.
-_TRANSIENT = (OSError, HandshakeError, ConnectionClosed, _SessionLost, trio.BrokenResourceError,
-              trio_websocket.DisconnectionTimeout, httpx.HTTPError)
+_TRANSIENT = (*CONNECT_ERRORS, httpx.HTTPError)
 
 

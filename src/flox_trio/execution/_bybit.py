@@ -4,9 +4,17 @@ One session is two connections: the trade WebSocket (``trade_url``:
 ``op: auth``, then ``order.create`` / ``order.cancel`` with ``reqId`` and the
 ``X-BAPI-TIMESTAMP`` / ``X-BAPI-RECV-WINDOW`` header) and the private stream
 (``private_url``: ``op: auth``, ``subscribe`` to ``order``, ``execution``,
-``wallet`` and, for derivatives, ``position``). Signed REST (``rest_url``,
+``wallet`` and, for ``linear``, ``position``). Signed REST (``rest_url``,
 ``X-BAPI-*`` headers) reconciles: ``/v5/execution/list``,
 ``/v5/order/realtime``, ``/v5/account/wallet-balance``, ``/v5/position/list``.
+``category`` is ``spot`` or ``linear`` (USDT perpetuals, one-way mode): every
+request names it.
+
+The trade connection is replaced before ``session_max_age`` and when Bybit
+answers 10019 (its trade service is restarting), make before break as
+``BinanceExecutor`` does (``_venue.VenueOrders._handover``): a new connection
+is authenticated first, new requests go out on it, and the old one is closed
+once its requests in flight are answered. The private stream stays.
 
 What the executor promises (PRODUCT.md section 8), as ``BinanceExecutor`` does
 (the order state machine is ``_venue.VenueOrders``):
@@ -22,7 +30,11 @@ What the executor promises (PRODUCT.md section 8), as ``BinanceExecutor`` does
 * the ``X-Bapi-Limit-Status`` / ``X-Bapi-Limit-Reset-Timestamp`` response header
   is respected before sending; 10006/10429 pause sending;
 * a wrong key or signature ends ``run()`` within seconds with a
-  ``BybitAuthError`` naming the retCode.
+  ``BybitAuthError`` naming the retCode;
+* ``linear``: the venue's position per symbol (the ``position`` topic, a
+  ``/v5/position/list`` snapshot at every reconciliation) is kept as a
+  ``Position`` in ``venue_positions``; the slots' positions are still their
+  fills, and a venue position that differs from their sum is logged.
 
 Secrets (the API key and secret) appear nowhere: not in logs, ``status()``,
 ``settings``, reprs or exception messages.
@@ -44,21 +56,23 @@ import attrs
 import httpx
 import orjson
 import trio
-import trio_websocket
-from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from .._core._events import Fill, OrderType, Side
+from .._core._money import ZERO
 from .._core._orders import Order, Position, book_fill
 from .._core._status import ExecutorSettings
 from .._errors import ConfigError, FloxError, OrderError
 from ._binance import SymbolFilters
 from ._signing import HmacSigner, bybit_auth_text, bybit_rest_text
 from ._venue import (
+    CONNECT_ERRORS,
     Fatal,
     Pending,
     SessionLost,
     VenueOrders,
     VenueStatus,
+    check_max_age,
     dec,
     new_run_id,
     open_websocket,
@@ -79,8 +93,16 @@ TESTNET_REST_URL = "https://api-testnet.bybit.com"
 CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,36}")
 _AUTH_CODES = {10003: "API key is invalid", 10004: "invalid signature", 10005: "permission denied",
                10007: "user authentication failed", 10010: "unmatched IP", 10002: "request time outside recv window"}
-_UNKNOWN_CODES = frozenset({10000, 10016, 10019, 170007, 170146})
+_UNKNOWN_CODES = frozenset({10000, 10016, 170007, 170146})
+#: "ws trade service is restarting, do not accept new request, but the request in the process is not
+#: affected. You can build new connection": not taken, so sent again on a new connection.
+_RESTARTING = 10019
+#: Bybit documents no maximum age of a trade connection; a fresh one every 12 hours keeps the
+#: orders off a connection old enough to sit on a server due for a restart.
+SESSION_MAX_AGE = 12 * 3600.0
 _BUSY_CODES = frozenset({10006, 10429, 10403})
+#: Requests Bybit did not take: safe to send again (the orderLinkId is still unused).
+_NOT_TAKEN = _BUSY_CODES | {_RESTARTING}
 
 
 class BybitAuthError(FloxError):
@@ -120,12 +142,13 @@ class BybitStatus(VenueStatus):
 
 
 #: What ends one session, not the executor.
-_TRANSIENT = (OSError, HandshakeError, ConnectionClosed, SessionLost, trio.BrokenResourceError,
-              trio_websocket.DisconnectionTimeout, httpx.HTTPError, _VenueError)
+_TRANSIENT = (*CONNECT_ERRORS, httpx.HTTPError, _VenueError)
 
 
 class BybitExecutor(VenueOrders):
     """Bybit v5 order entry (trade WebSocket), private stream and REST reconciliation (see the module docstring)."""
+
+    connection_name = "Bybit trade WebSocket"
 
     def __init__(
         self,
@@ -145,6 +168,7 @@ class BybitExecutor(VenueOrders):
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         history: int | None = 10_000,
+        session_max_age: float = SESSION_MAX_AGE,
         api_key_from: str = "argument",
         secret_from: str = "argument",
     ) -> None:
@@ -168,6 +192,9 @@ class BybitExecutor(VenueOrders):
         self.prefix = f"flx{self.run_id}_"
         self.request_timeout, self.connect_timeout, self.ping_interval = request_timeout, connect_timeout, ping_interval
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
+        self.session_max_age = check_max_age(session_max_age)
+        #: Trade connections handed over to a fresh one (make before break: the age limit, 10019).
+        self.handovers = 0
         self.history = history
         self._settings = BybitSettings(category, trade_url, private_url, self.rest_url, api_key_from, secret_from,
                                        recv_window_ms)
@@ -187,19 +214,24 @@ class BybitExecutor(VenueOrders):
         self.fee_assets: dict[str, str] = {}
         self.fills = 0
         self.balances: dict[str, tuple[Decimal, Decimal]] = {}
+        #: linear: the venue's (account-wide) position per symbol, and the ``seq`` it was reported at.
+        self.venue_positions: dict[str, Position] = {}
+        self._position_seq: dict[str, int] = {}
         self._filters: dict[str, SymbolFilters] = {}
         self.foreign_orders: dict[str, str] = {}
         self.adopted: dict[str, Order] = {}
         self._intents: deque[tuple[Literal["place", "cancel"], Order]] = deque()
         self._intent_wake = trio.Event()
         self._pending: dict[str, Pending] = {}
+        self._sent_on: dict[str, WebSocketConnection] = {}
         self._private_acks: dict[str, Pending] = {}
         self._ids = itertools.count(1)
-        self._trade_ws: WebSocketConnection | None = None
+        self._ws: WebSocketConnection | None = None
         self._buffer: list[dict[str, Any]] | None = []
         self._ready = False
         self._ready_event = trio.Event()
         self._session_end = trio.Event()
+        self._rotate = trio.Event()
         self._run_nursery: trio.Nursery | None = None
         self._fatal: BybitAuthError | None = None
         self._paused_until_ms = 0
@@ -333,16 +365,8 @@ class BybitExecutor(VenueOrders):
             self._finalize(order, "rejected", f"rejected by Bybit ({row.get('rejectReason') or 'no reason given'})")
 
     async def _recover_execs(self, order: Order) -> None:
-        cursor = ""
-        while True:
-            params = {"category": self.category, "orderLinkId": self._client_of[order.order_id], "limit": "100"}
-            if cursor:
-                params["cursor"] = cursor
-            result = await self._rest("/v5/execution/list", params)
-            self._apply_execs(result.get("list", []))
-            cursor = str(result.get("nextPageCursor") or "")
-            if not cursor:
-                return
+        self._apply_execs(await self._rest_list("/v5/execution/list", {
+            "category": self.category, "orderLinkId": self._client_of[order.order_id], "limit": "100"}))
 
     async def _on_private(self, msg: dict[str, Any]) -> None:
         topic = str(msg.get("topic", ""))
@@ -355,6 +379,9 @@ class BybitExecutor(VenueOrders):
             elif topic == "wallet":
                 for acct in msg.get("data", []):
                     self._apply_wallet(acct)
+            elif topic.startswith("position"):
+                for row in msg.get("data", []):
+                    self._apply_position(row)
         except (KeyError, TypeError, ValueError) as exc:
             log.error("Bybit %s message not understood (%s); skipped", topic, exc)
 
@@ -362,6 +389,34 @@ class BybitExecutor(VenueOrders):
         for c in acct.get("coin", ()):
             locked = dec(c.get("locked") or "0")
             self.balances[str(c["coin"])] = (dec(c.get("walletBalance") or "0") - locked, locked)
+
+    def _apply_position(self, row: Mapping[str, Any]) -> None:
+        """A ``position`` push or ``/v5/position/list`` row, unless an older ``seq`` than one already applied.
+
+        Kept as a ``Position`` with one lot at the venue's average entry price, and the
+        realized PnL of the current holding (``curRealisedPnl``: fees and funding in).
+        """
+        if row.get("category", self.category) != self.category:
+            return
+        symbol, seq = str(row["symbol"]), int(row.get("seq") or -1)
+        if seq < self._position_seq.get(symbol, -1):
+            return  # a push from before the snapshot, buffered while reconciling
+        self._position_seq[symbol] = seq
+        size, side = dec(row.get("size") or "0"), row.get("side")
+        pos = Position(symbol)
+        if size and side in ("Buy", "Sell"):
+            pos.apply_fill("buy" if side == "Buy" else "sell", dec(row.get("entryPrice") or row.get("avgPrice") or "0"),
+                           size)
+        pos.realized_pnl = dec(row.get("curRealisedPnl") or "0")
+        self.venue_positions[symbol] = pos
+
+    def _compare_positions(self) -> None:
+        """Say so when the venue holds another position than the slots' fills add up to (not ours, or missed)."""
+        for symbol, venue in sorted(self.venue_positions.items()):
+            held = sum((p.qty for (_, sym), p in self._positions.items() if sym == symbol), ZERO)
+            if venue.qty != held:
+                log.warning("Bybit holds %s %s, the slots hold %s: the difference is no slot's (a previous run's, "
+                            "or traded elsewhere)", plain(venue.qty), symbol, plain(held))
 
     # --- the session ------------------------------------------------------------------------------------
 
@@ -380,23 +435,15 @@ class BybitExecutor(VenueOrders):
 
     async def _session(self) -> None:
         self._session_end = trio.Event()
+        self._rotate = trio.Event()
         self._buffer = []
-        async with open_websocket(self.private_url, self.connect_timeout) as pws, \
-                open_websocket(self.trade_url, self.connect_timeout) as tws, trio.open_nursery() as nursery:
-            self.connects += 1
-            self._trade_ws = tws
+        async with open_websocket(self.private_url, self.connect_timeout) as pws, trio.open_nursery() as nursery:
             try:
-                nursery.start_soon(self._read_trade, tws)
                 nursery.start_soon(self._read_private, pws)
-                nursery.start_soon(self._pinger, tws, pws)
-                expires = self._now_ms() + 10_000
-                auth = [self._api_key, expires, self._signer.sign(bybit_auth_text(expires))]
-                try:
-                    await self._trade_call("auth", auth, header=False)
-                except _VenueError as exc:
-                    raise Fatal(BybitAuthError(f"Bybit refused the trade connection's auth: {exc.describe()}; "
-                                                "check the API key, its secret and the machine's clock")) from None
-                ack = await self._private_op(pws, "auth", auth)
+                _, scope = await nursery.start(self._connection)
+                nursery.start_soon(self._pinger, pws)
+                await self._handshake()
+                ack = await self._private_op(pws, "auth", self._auth_args())
                 if not ack.get("success"):
                     raise Fatal(BybitAuthError(f"Bybit refused the private stream's auth: "
                                                 f"{ack.get('ret_msg') or 'no reason given'}"))
@@ -414,46 +461,69 @@ class BybitExecutor(VenueOrders):
                 buffered, self._buffer = self._buffer or [], None
                 for msg in buffered:
                     await self._on_private(msg)
+                self._compare_positions()
                 self._ready = True
                 self._ready_event.set()
                 self._intent_wake.set()
-                await self._session_end.wait()
+                await self._serve(nursery, scope)
             finally:
                 self._ready = False
                 self._ready_event = trio.Event()
-                self._trade_ws = None
-                for p in [*self._pending.values(), *self._private_acks.values()]:
+                self._ws = None
+                self._end_requests("the connection ended before the answer")
+                for p in self._private_acks.values():
                     p.failure = "the connection ended before the answer"
                     p.done.set()
-                self._pending.clear()
                 self._private_acks.clear()
                 nursery.cancel_scope.cancel()
 
-    async def _pinger(self, tws: WebSocketConnection, pws: WebSocketConnection) -> None:
+    @property
+    def _order_url(self) -> str:
+        return self.trade_url
+
+    def _auth_args(self) -> list[Any]:
+        expires = self._now_ms() + 10_000
+        return [self._api_key, expires, self._signer.sign(bybit_auth_text(expires))]
+
+    async def _handshake(self) -> None:
+        """``op: auth`` on the current trade connection: its requests carry no signature of their own."""
+        try:
+            await self._trade_call("auth", self._auth_args(), header=False)
+        except _VenueError as exc:
+            if exc.code in _UNKNOWN_CODES | {_RESTARTING}:  # Bybit's trouble, not the key's
+                raise SessionLost(f"the trade connection's auth: {exc.describe()}") from None
+            raise Fatal(BybitAuthError(f"Bybit refused the trade connection's auth: {exc.describe()}; "
+                                        "check the API key, its secret and the machine's clock")) from None
+
+    async def _pinger(self, pws: WebSocketConnection) -> None:
+        """Both connections are cut after 10 minutes without a ping; the docs ask for one every 20 s."""
         while True:
             await trio.sleep(self.ping_interval)
             try:
-                await tws.send_message('{"op":"ping"}')
+                if self._ws is not None:
+                    await self._ws.send_message('{"op":"ping"}')
                 await pws.send_message('{"op":"ping"}')
             except ConnectionClosed:
                 self._session_end.set()
                 return
 
-    async def _read_trade(self, ws: WebSocketConnection) -> None:
+    async def _read(self, ws: WebSocketConnection) -> None:
         try:
             while True:
                 msg = orjson.loads(await ws.get_message())
                 if type(msg) is not dict or msg.get("op") == "pong":
                     continue
                 self._observe_limits(msg.get("header"))
-                p = self._pending.pop(str(msg.get("reqId", "")), None)
-                if p is not None:
-                    p.response = msg
-                    p.done.set()
+                if msg.get("retCode") == _RESTARTING and ws is self._ws:
+                    log.warning("Bybit's trade service is restarting (10019): moving to a new connection")
+                    self._rotate.set()
+                self._answered(str(msg.get("reqId", "")), msg)
         except (ConnectionClosed, orjson.JSONDecodeError) as exc:
-            self.last_error = f"trade connection ended ({type(exc).__name__})"
+            if ws is self._ws:
+                self.last_error = f"trade connection ended ({type(exc).__name__})"
         finally:
-            self._session_end.set()
+            if ws is self._ws:
+                self._session_end.set()
 
     async def _read_private(self, ws: WebSocketConnection) -> None:
         try:
@@ -502,21 +572,15 @@ class BybitExecutor(VenueOrders):
         while (wait := self._paused_until_ms - self._now_ms()) > 0:
             log.warning("Bybit rate limit reached: holding requests for %.3f s", wait / 1000)
             await trio.sleep(wait / 1000)
-        ws = self._trade_ws
-        if ws is None or ws.closed is not None:
-            raise SessionLost("not connected")
-        rid = f"r{next(self._ids)}"
-        p = self._pending[rid] = Pending(op)
-        req: dict[str, Any] = {"reqId": rid, "op": op, "args": args}
-        if header:
-            req["header"] = {"X-BAPI-TIMESTAMP": str(self._now_ms()), "X-BAPI-RECV-WINDOW": str(self.recv_window_ms)}
-        try:
-            await ws.send_message(orjson.dumps(req).decode())
-        except ConnectionClosed:
-            self._pending.pop(rid, None)
-            p.failure = "the connection ended while sending"
-            p.done.set()
-        return p
+
+        def frame(rid: str) -> dict[str, Any]:
+            req: dict[str, Any] = {"reqId": rid, "op": op, "args": args}
+            if header:
+                req["header"] = {"X-BAPI-TIMESTAMP": str(self._now_ms()),
+                                 "X-BAPI-RECV-WINDOW": str(self.recv_window_ms)}
+            return req
+
+        return await self._request(op, frame)
 
     async def _trade_result(self, p: Pending) -> Any:
         with trio.move_on_after(self.request_timeout):
@@ -549,6 +613,17 @@ class BybitExecutor(VenueOrders):
             raise _VenueError(code, str(body.get("retMsg", "")))
         return body.get("result") or {}
 
+    async def _rest_list(self, path: str, params: dict[str, str]) -> list[Mapping[str, Any]]:
+        """Every page of a listing (``nextPageCursor``)."""
+        rows: list[Mapping[str, Any]] = []
+        cursor = ""
+        while True:
+            result = await self._rest(path, {**params, "cursor": cursor} if cursor else params)
+            rows += result.get("list", [])
+            cursor = str(result.get("nextPageCursor") or "")
+            if not cursor:
+                return rows
+
     # --- reconciliation --------------------------------------------------------------------------------------
 
     async def _reconcile(self) -> None:
@@ -562,18 +637,8 @@ class BybitExecutor(VenueOrders):
         start = self.last_exec_ms if self.last_exec_ms is not None else self._started_ms
         if start is not None:
             for symbol in symbols:
-                rows: list[Mapping[str, Any]] = []
-                cursor = ""
-                while True:
-                    params = {"category": self.category, "symbol": symbol, "startTime": str(start), "limit": "100"}
-                    if cursor:
-                        params["cursor"] = cursor
-                    result = await self._rest("/v5/execution/list", params)
-                    rows += result.get("list", [])
-                    cursor = str(result.get("nextPageCursor") or "")
-                    if not cursor:
-                        break
-                self._apply_execs(rows)
+                self._apply_execs(await self._rest_list("/v5/execution/list", {
+                    "category": self.category, "symbol": symbol, "startTime": str(start), "limit": "100"}))
         params = {"category": self.category, "openOnly": "0", "limit": "50"}
         if self.category != "spot":
             params["settleCoin"] = "USDT"
@@ -609,9 +674,21 @@ class BybitExecutor(VenueOrders):
         for acct in wallet.get("list", []):
             self._apply_wallet(acct)
         if self.category != "spot":
-            await self._rest("/v5/position/list", {"category": self.category, "settleCoin": "USDT"})
+            await self._reconcile_positions()
         log.info("Bybit reconciled: %d open orders at the venue, %d ours in flight, %d foreign, %d adopted",
                  len(venue_open), len(self._sent), len(self.foreign_orders), len(self.adopted))
+
+    async def _reconcile_positions(self) -> None:
+        """``/v5/position/list``: every open USDT position, and the ones we knew of (closed since, listed by symbol)."""
+        rows = await self._rest_list("/v5/position/list",
+                                     {"category": self.category, "settleCoin": "USDT", "limit": "200"})
+        listed = {str(r.get("symbol")) for r in rows}
+        for symbol in sorted(set(self.venue_positions) - listed):
+            if self.venue_positions[symbol].qty:
+                rows += (await self._rest("/v5/position/list", {"category": self.category,
+                                                                "symbol": symbol})).get("list", [])
+        for row in rows:
+            self._apply_position(row)
 
     def _adopt(self, cid: str, slot: int, row: Mapping[str, Any]) -> None:
         if cid in self.adopted:
@@ -639,31 +716,20 @@ class BybitExecutor(VenueOrders):
         for info in (body.get("result") or {}).get("list", []):
             lot, price = info.get("lotSizeFilter", {}), info.get("priceFilter", {})
             step = dec(lot.get("qtyStep") or lot.get("basePrecision") or "0")
+            # Spot's minOrderQty is deprecated ("check minOrderAmt instead"); linear's is the rule.
+            least = dec(lot.get("minOrderQty") or "0") if self.category == "linear" else ZERO
             self._filters[info["symbol"]] = SymbolFilters(
                 info["symbol"], str(info.get("baseCoin", "")), str(info.get("quoteCoin", "")),
-                tick=dec(price.get("tickSize") or "0"), step=step,
+                tick=dec(price.get("tickSize") or "0"), min_qty=least, step=step,
                 max_qty=dec(lot.get("maxOrderQty") or "0"),
                 min_notional=dec(lot.get("minOrderAmt") or lot.get("minNotionalValue") or "0"))
 
     # --- sending intents ---------------------------------------------------------------------------------------
 
-    async def _send_intents(self) -> None:
-        while True:
-            if not (self._ready and self._intents):
-                await self._intent_wake.wait()
-                self._intent_wake = trio.Event()
-                continue
-            kind, order = self._intents.popleft()
-            try:
-                if kind == "place":
-                    await self._place(order)
-                elif order.is_open:
-                    p = await self._trade_send("order.cancel", [{"category": self.category, "symbol": order.symbol,
-                                                                 "orderLinkId": self._client_of[order.order_id]}])
-                    self._watch(self._cancel_outcome(order, p))
-            except SessionLost:
-                if not (kind == "place" and order.order_id in self._sent):
-                    self._intents.appendleft((kind, order))
+    async def _send_cancel(self, order: Order) -> None:
+        p = await self._trade_send("order.cancel", [{"category": self.category, "symbol": order.symbol,
+                                                     "orderLinkId": self._client_of[order.order_id]}])
+        self._watch(self._cancel_outcome(order, p))
 
     def _watch(self, outcome: Any) -> None:
         assert self._run_nursery is not None
@@ -711,8 +777,8 @@ class BybitExecutor(VenueOrders):
                 self._unknown_outcome(order, exc.describe())
                 return
             self._sent.discard(order.order_id)
-            if exc.code in _BUSY_CODES and order.is_open:
-                self._intents.appendleft(("place", order))  # not taken: send it again once the window resets
+            if exc.code in _NOT_TAKEN and order.is_open:
+                self._intents.appendleft(("place", order))  # send it again: after the window, on a new connection
                 self._intent_wake.set()
                 return
             self._reject(order, f"refused by {exc.describe()}")
@@ -737,6 +803,10 @@ class BybitExecutor(VenueOrders):
                 self._intents.append(("cancel", order))
             return
         except _VenueError as exc:
+            if exc.code in _NOT_TAKEN and order.is_open:
+                self._intents.appendleft(("cancel", order))
+                self._intent_wake.set()
+                return
             self._cancel_wanted.discard(order.order_id)
             if order.is_open:
                 self._emit(order.slot, self._update_event(order, "rejected", f"cancel refused by {exc.describe()}"))
@@ -752,11 +822,13 @@ class BybitExecutor(VenueOrders):
     def status(self) -> BybitStatus:
         return BybitStatus(
             executor="BybitExecutor", orders=len(self._orders), open_orders=len(self._open), fills=self.fills,
-            settings=self._settings, connected=self._trade_ws is not None, ready=self._ready,
-            connects=self.connects, reconciliations=self.reconciliations, pending_unknown=tuple(self._unknown),
+            settings=self._settings, connected=self._ws is not None, ready=self._ready,
+            connects=self.connects, handovers=self.handovers, reconciliations=self.reconciliations,
+            pending_unknown=tuple(self._unknown),
             queued_intents=len(self._intents), balances={a: f for a, (f, _) in sorted(self.balances.items())},
             foreign_orders=tuple(sorted(self.foreign_orders)), adopted_orders=tuple(sorted(self.adopted)),
-            last_error=self.last_error)
+            last_error=self.last_error,
+            venue_positions={s: p.qty for s, p in sorted(self.venue_positions.items())})
 
 
 

@@ -6,25 +6,33 @@
 emitted once to the owning slot, final orders leave the open set and, past
 ``history``, the indexes. Client ids are ``flx`` + a 10-character run id + a
 separator + the engine's order id, so an order of a previous run names its slot.
+
+Both send requests on one order connection at a time and move it the same way
+(``VenueOrders._handover``, make before break): a new connection is opened and
+made ready first, new requests go out on it, and the old one is closed once the
+requests sent on it are answered.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import re
 import secrets
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import attrs
+import orjson
 import trio
 import trio_websocket
-from trio_websocket import WebSocketConnection
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from .._core._clock import unix_time_ns
 from .._core._events import Fill, OrderStatus, OrderUpdate
@@ -105,6 +113,9 @@ class VenueStatus(ExecutorStatus):
     last_error: str
     #: Connections replaced by a new one without losing the session (make before break).
     handovers: int = 0
+    #: Signed position size per symbol, as the venue last reported it (derivatives only; spot holdings
+    #: are balances). Account-wide: the slots' own positions are built from their fills.
+    venue_positions: dict[str, Decimal] = attrs.field(factory=dict)
 
 
 class Pending:
@@ -121,6 +132,23 @@ class Pending:
 
 class SessionLost(Exception):
     """A venue connection ended (or was never there) while a request needed it."""
+
+
+#: What can go wrong opening a connection: a handover that meets one keeps the connection it has.
+CONNECT_ERRORS = (OSError, HandshakeError, ConnectionClosed, SessionLost, trio.BrokenResourceError,
+                  trio_websocket.DisconnectionTimeout)
+
+
+def check_max_age(value: float) -> float:
+    """``session_max_age`` as a float, or a ``ConfigError`` saying what it must be."""
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"session_max_age must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 @asynccontextmanager
@@ -195,10 +223,197 @@ class VenueOrders(Executor):
     last_error: str
     backoff_base: float
     backoff_cap: float
+    # The order connection (the one requests go out on) and its replacement (make before break).
+    #: How the order connection is named in logs ("Binance WebSocket API").
+    connection_name: ClassVar[str]
+    connect_timeout: float
+    request_timeout: float
+    session_max_age: float
+    connects: int
+    handovers: int
+    _ws: WebSocketConnection | None
+    _ids: itertools.count[int]
+    _pending: dict[str, Pending]
+    #: The connection each request in flight went out on (a handover waits for the old one's).
+    _sent_on: dict[str, WebSocketConnection]
+    _intent_wake: trio.Event
+    _session_end: trio.Event
+    #: Set to move the session to a new order connection before the current one goes.
+    _rotate: trio.Event
 
     async def _session(self) -> None:
         """One connected session: connect, reconcile, serve until it ends."""
         raise NotImplementedError
+
+    # --- the order connection, and moving it to a new one -------------------------------------------------
+
+    @property
+    def _order_url(self) -> str:
+        raise NotImplementedError
+
+    async def _read(self, ws: WebSocketConnection) -> None:
+        """Read the order connection ``ws`` until it ends; only the current one's end ends the session."""
+        raise NotImplementedError
+
+    async def _handshake(self) -> None:
+        """Make the current order connection ready for requests (time, logon or auth, subscriptions)."""
+        raise NotImplementedError
+
+    async def _leaving(self, old: WebSocketConnection) -> None:
+        """A handover's new connection is ready; ``old`` still carries its requests in flight."""
+
+    async def _handed_over(self) -> None:
+        """The old connection's requests are answered; it is about to be closed."""
+
+    async def _connection(self, *, task_status: trio.TaskStatus[tuple[WebSocketConnection, trio.CancelScope]]
+                          = trio.TASK_STATUS_IGNORED) -> None:
+        """One order connection, read until it ends or its scope is cancelled (a handover)."""
+        with trio.CancelScope() as scope:
+            async with open_websocket(self._order_url, self.connect_timeout) as ws:
+                self.connects += 1
+                log.info("%s connected (%s)", self.connection_name, self._order_url)
+                if self._ws is None:
+                    self._ws = ws
+                task_status.started((ws, scope))
+                await self._read(ws)
+
+    async def _serve(self, nursery: trio.Nursery, scope: trio.CancelScope) -> None:
+        """Until the session ends, moving to a new order connection each time ``_rotate`` is set.
+
+        ``scope`` is the current connection's (``_connection`` started in ``nursery``).
+        """
+        nursery.start_soon(self._age_limit)
+        while True:
+            async with trio.open_nursery() as wait:
+                wait.start_soon(_cancel_on, self._session_end, wait.cancel_scope)
+                wait.start_soon(_cancel_on, self._rotate, wait.cancel_scope)
+            if self._session_end.is_set():
+                return
+            scope = await self._handover(nursery, scope)
+            nursery.start_soon(self._age_limit)
+
+    async def _age_limit(self) -> None:
+        """Move to a fresh connection before the current one reaches ``session_max_age``."""
+        ws = self._ws
+        await trio.sleep(self.session_max_age)
+        if ws is self._ws:
+            log.info("%s connection is %.0f s old: moving to a new one", self.connection_name, self.session_max_age)
+            self._rotate.set()
+
+    async def _handover(self, nursery: trio.Nursery, old_scope: trio.CancelScope) -> trio.CancelScope:
+        """Make before break: a new connection, ready for requests, before the old one is let go.
+
+        New intents wait for the new connection's handshake (a few round trips);
+        the old connection is read until the requests sent on it are answered
+        (``request_timeout`` at most; what is still unanswered then fails as a
+        lost connection would), then closed. Returns the new connection's scope.
+        """
+        self._rotate = trio.Event()
+        old = self._ws
+        self._ready = False
+        new: WebSocketConnection
+        scope: trio.CancelScope
+        try:
+            new, scope = await nursery.start(self._connection)
+        except CONNECT_ERRORS as exc:
+            log.warning("%s: a new connection failed (%s); keeping the current one", self.connection_name, exc)
+            self._ready = True
+            self._intent_wake.set()
+            return old_scope
+        self._ws = new
+        await self._handshake()
+        self.handovers += 1
+        self._ready = True
+        self._intent_wake.set()
+        if old is not None and old.closed is None:
+            await self._leaving(old)
+            with trio.move_on_after(self.request_timeout):
+                while any(ws is old for ws in self._sent_on.values()):
+                    await trio.sleep(0.01)
+        await self._handed_over()
+        old_scope.cancel()
+        if old is not None:
+            self._end_requests("the connection was replaced before the answer", on=old)
+        log.info("%s: handed over to a new connection (%d so far)", self.connection_name, self.handovers)
+        return scope
+
+    # --- sending intents ---------------------------------------------------------------------------------------
+
+    async def _place(self, order: Order) -> None:
+        """Check ``order`` and send it (``SessionLost`` if it could not be sent)."""
+        raise NotImplementedError
+
+    async def _send_cancel(self, order: Order) -> None:
+        """Send the cancel of ``order`` (``SessionLost`` if it could not be sent)."""
+        raise NotImplementedError
+
+    async def _send_intents(self) -> None:
+        """Send queued intents, in order, while the session takes them.
+
+        Not while a new connection is wanted (``_rotate``): what is sent now
+        should go out on the new one, and ``_handover`` wakes this when it is ready.
+        """
+        while True:
+            if not (self._ready and self._intents) or self._rotate.is_set():
+                await self._intent_wake.wait()
+                self._intent_wake = trio.Event()
+                continue
+            kind, order = self._intents.popleft()
+            try:
+                if kind == "place":
+                    await self._place(order)
+                elif order.is_open:
+                    await self._send_cancel(order)
+            except SessionLost:
+                if not (kind == "place" and order.order_id in self._sent):
+                    self._intents.appendleft((kind, order))  # never left: send it on the next session
+
+    # --- requests on the order connection ------------------------------------------------------------------
+
+    async def _request(self, method: str, frame: Callable[[str], dict[str, Any]],
+                       ws: WebSocketConnection | None = None) -> Pending:
+        """Send ``frame(request id)`` on ``ws`` (the current connection unless told).
+
+        The returned ``Pending`` completes with the answer (``_answered``) or a failure.
+        """
+        ws = ws or self._ws
+        if ws is None or ws.closed is not None:
+            raise SessionLost("not connected")
+        rid = f"r{next(self._ids)}"
+        p = self._pending[rid] = Pending(method)
+        self._sent_on[rid] = ws
+        try:
+            await ws.send_message(orjson.dumps(frame(rid)).decode())
+        except ConnectionClosed:
+            self._pending.pop(rid, None)
+            self._sent_on.pop(rid, None)
+            p.failure = "the connection ended while sending"
+            p.done.set()
+        return p
+
+    def _answered(self, rid: str, msg: dict[str, Any]) -> bool:
+        """The answer ``msg`` to request ``rid``: False when no request of ours waits for it."""
+        self._sent_on.pop(rid, None)
+        p = self._pending.pop(rid, None)
+        if p is None:
+            return False
+        p.response = msg
+        p.done.set()
+        return True
+
+    def _end_requests(self, why: str, on: WebSocketConnection | None = None) -> None:
+        """Fail the requests in flight (those sent on ``on``, or all): their answers will never come."""
+        for rid in [r for r, ws in self._sent_on.items() if on is None or ws is on]:
+            self._sent_on.pop(rid, None)
+            p = self._pending.pop(rid, None)
+            if p is not None:
+                p.failure = why
+                p.done.set()
+        if on is None:
+            for p in self._pending.values():
+                p.failure = why
+                p.done.set()
+            self._pending.clear()
 
     async def _supervise(self, scope: trio.CancelScope, venue: str, transient: tuple[type[BaseException], ...]
                          ) -> None:

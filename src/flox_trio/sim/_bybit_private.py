@@ -19,7 +19,18 @@ The wire format is Bybit's v5 docs (quoted in ``order-entry-protocols.md``, sect
   ``hex(HMAC_SHA256(secret, timestamp + key + recv_window + queryString))``.
 
 Orders match in the shared engine (``_matching``) against the simulator's Bybit
-book. Spot market orders are taken in the base coin (``marketUnit=baseCoin``).
+book, in two categories over the same symbols and book:
+
+* ``spot``: coins change hands; market orders are taken in the base coin
+  (``marketUnit=baseCoin``);
+* ``linear`` (USDT perpetuals, one-way mode, ``positionIdx`` 0): each fill moves
+  the account's position in the symbol (average entry price, as Bybit keeps
+  it), its fee and the PnL it realizes are paid in the settle coin (the quote);
+  there is no margin model beyond refusing (110007) an order that grows the
+  position past ``LEVERAGE`` times the free settle coin, and no funding or
+  liquidation. Every change of a linear order is followed by a ``position``
+  push, as Bybit's docs say ("regardless if there's any actual change"), and
+  ``/v5/position/list`` lists the positions.
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from trio_websocket import WebSocketRequest
 from ._binance import split_symbol
 from ._connection import Limits, SimConnection
 from ._market import SymbolSpec
-from ._matching import MatchingEngine, SimAccount, SimFill, SimOrder, cost
+from ._matching import MatchingEngine, SimAccount, SimFill, SimOrder, cost, fixed8
 
 if TYPE_CHECKING:
     from ._bybit import BybitVenue
@@ -55,6 +66,9 @@ REST_PATHS = frozenset({"/v5/order/realtime", "/v5/execution/list", "/v5/account
 _TOPICS = frozenset({"order", "execution", "position", "wallet"})
 _STATUS = {"NEW": "New", "PARTIALLY_FILLED": "PartiallyFilled", "FILLED": "Filled", "CANCELED": "Cancelled",
            "EXPIRED": "Cancelled", "REJECTED": "Rejected"}
+_CATEGORIES = frozenset({"spot", "linear"})
+#: linear: how many times its free settle coin an account's orders may grow a position to.
+LEVERAGE = Decimal(10)
 _AUTH_MSG = {10001: "Params Error", 10002: "The request time exceeds the time window range.",
              10003: "API key is invalid.", 10004: "Error sign, please check your signature generation algorithm."}
 
@@ -70,6 +84,7 @@ class BybitFaults:
         self._private = private
         self._rejects: deque[tuple[str, int, str]] = deque()
         self._drops: deque[str] = deque()
+        self._delays: deque[tuple[str, float]] = deque()
         #: Private-stream messages still to be dropped (never delivered).
         self.drop_events = 0
 
@@ -81,6 +96,10 @@ class BybitFaults:
     def drop_after_request(self, op: str = "order.create", times: int = 1) -> None:
         """Carry out the next ``times`` ``op`` requests, then cut the trade connection before the answer."""
         self._drops.extend([op] * times)
+
+    def delay_answer(self, op: str = "order.create", seconds: float = 5.0, times: int = 1) -> None:
+        """Carry out the next ``times`` ``op`` requests at once, but answer each ``seconds`` later."""
+        self._delays.extend([(op, seconds)] * times)
 
     def drop_private_events(self, count: int = 1) -> None:
         self.drop_events += count
@@ -104,6 +123,11 @@ class BybitFaults:
             return code, msg
         return None
 
+    def take_delay(self, op: str) -> float:
+        if self._delays and self._delays[0][0] == op:
+            return self._delays.popleft()[1]
+        return 0.0
+
     def take_drop(self, op: str) -> bool:
         if self._drops and self._drops[0] == op:
             self._drops.popleft()
@@ -118,13 +142,49 @@ class _Refusal(Exception):
 
 
 @attrs.define(eq=False)
+class SimPosition:
+    """One account's position in one linear contract (one-way mode), at its average entry price."""
+
+    symbol: str
+    #: Signed: long > 0, short < 0.
+    size: Decimal = Decimal(0)
+    entry: Decimal = Decimal(0)
+    #: Realized PnL, fees in: of the current holding (from zero to zero), and of all time.
+    cur_realised: Decimal = Decimal(0)
+    cum_realised: Decimal = Decimal(0)
+    #: The trade id of the last fill that moved it, as Bybit's ``seq`` ties fills and position updates (-1: none).
+    seq: int = -1
+    created: int = 0
+    updated: int = 0
+
+    def trade(self, signed: Decimal, price: Decimal) -> Decimal:
+        """Take a fill of ``signed`` quantity at ``price``; the PnL it realizes (before the fee)."""
+        if not self.size:
+            self.cur_realised = Decimal(0)
+        if not self.size or (self.size > 0) == (signed > 0):
+            held = abs(self.size)
+            self.entry = Decimal(fixed8((self.entry * held + price * abs(signed)) / (held + abs(signed))))
+            self.size += signed
+            return Decimal(0)
+        closed = min(abs(signed), abs(self.size))
+        pnl = (price - self.entry) * closed * (1 if self.size > 0 else -1)
+        was_long = self.size > 0
+        self.size += signed
+        if not self.size:
+            self.entry = Decimal(0)
+        elif (self.size > 0) != was_long:  # through zero: the rest opens at this price
+            self.entry = price
+        return pnl
+
+
+@attrs.define(eq=False)
 class _Conn:
     account: SimAccount | None = None
     topics: set[str] = attrs.field(factory=set)
 
 
 class BybitPrivate(MatchingEngine):
-    """Accounts, orders and private streams of the simulated Bybit v5 (spot)."""
+    """Accounts, orders, positions and private streams of the simulated Bybit v5 (spot and linear)."""
 
     def __init__(self, venue: BybitVenue, specs: Iterable[SymbolSpec], clock: Any, limits: Limits, *,
                  orders_per_second: int = 20, recv_window_max: int = 60_000) -> None:
@@ -137,6 +197,8 @@ class BybitPrivate(MatchingEngine):
         self.accounts: dict[str, SimAccount] = {}
         self.orders: dict[int, SimOrder] = {}
         self.fills: list[SimFill] = []
+        #: linear positions: (api key, symbol) → position.
+        self.positions: dict[tuple[str, str], SimPosition] = {}
         self.faults = BybitFaults(self)
         self.trade_sessions: list[tuple[SimConnection, _Conn]] = []
         self.private_sessions: list[tuple[SimConnection, _Conn]] = []
@@ -160,6 +222,13 @@ class BybitPrivate(MatchingEngine):
 
     def open_orders_of(self, api_key: str) -> list[SimOrder]:
         return [o for o in self.orders.values() if o.open and o.account.api_key == api_key]
+
+    def position_of(self, api_key: str, symbol: str) -> SimPosition:
+        """The account's linear position in ``symbol`` (a flat one if it never traded it)."""
+        pos = self.positions.get((api_key, symbol))
+        if pos is None:
+            pos = self.positions[(api_key, symbol)] = SimPosition(symbol)
+        return pos
 
     # --- WebSockets ------------------------------------------------------------------------------
 
@@ -279,18 +348,24 @@ class BybitPrivate(MatchingEngine):
             conn.abort("dropped after the request (simulated)")
             return
         reset = now if limit_status > 0 else (now // 1000 + 1) * 1000
-        conn.push(orjson.dumps({
+        answer = orjson.dumps({
             **base, "retCode": code, "retMsg": why, "op": op, "data": data, "retExtInfo": {},
             "header": {"X-Bapi-Limit": str(self.orders_per_second), "X-Bapi-Limit-Status": str(limit_status),
                        "X-Bapi-Limit-Reset-Timestamp": str(reset), "Traceid": f"sim{next(self._msg_ids)}",
                        "Timenow": str(now)},
-            "connId": conn_id}).decode())
+            "connId": conn_id}).decode()
+        delay = self.faults.take_delay(op)
+        if delay:
+            conn.push_later(delay, answer)
+        else:
+            conn.push(answer)
 
     # --- order entry -------------------------------------------------------------------------------
 
     def _create(self, acc: SimAccount, a: dict[str, Any]) -> dict[str, Any]:
-        if a.get("category") != "spot":
-            raise _Refusal(10404, "category is not correct/supported (the simulator trades spot)")
+        category = a.get("category")
+        if category not in _CATEGORIES:
+            raise _Refusal(10404, "category is not correct/supported (the simulator trades spot and linear)")
         symbol = a.get("symbol")
         spec = self._specs.get(symbol) if type(symbol) is str else None
         if spec is None or type(symbol) is not str:
@@ -308,7 +383,7 @@ class BybitPrivate(MatchingEngine):
                 raise _Refusal(170134, "Order price decimal too long.")
             if tif not in ("GTC", "IOC"):
                 raise _Refusal(10001, "Request parameter error: timeInForce")
-        elif a.get("marketUnit") != "baseCoin":
+        elif category == "spot" and a.get("marketUnit") != "baseCoin":
             raise _Refusal(10001, "Request parameter error: the simulator takes market orders in marketUnit=baseCoin")
         if qty <= 0 or qty % lot:
             raise _Refusal(170137, "Order volume decimal too long")
@@ -325,15 +400,20 @@ class BybitPrivate(MatchingEngine):
             raise _Refusal(170143, "Cannot be found on order book")
         if reference * qty < Decimal(5):
             raise _Refusal(170140, "Order value exceeded lower limit")
-        if bside == "BUY":
+        if category == "linear":
+            held = self.position_of(acc.api_key, symbol).size
+            grows = held == 0 or (held > 0) == (bside == "BUY") or qty > abs(held)
+            if grows and acc.balance(quote)[0] * LEVERAGE < reference * qty:
+                raise _Refusal(110007, "ab not enough for new order")
+        elif bside == "BUY":
             if acc.balance(quote)[0] < (price * qty if otype == "Limit" else cost(levels, qty)):
                 raise _Refusal(170131, "Balance insufficient")
         elif acc.balance(base)[0] < qty:
             raise _Refusal(170131, "Balance insufficient")
         now = self._clock()
         order = SimOrder(acc, symbol, next(self._order_ids), link, bside, "LIMIT" if otype == "Limit" else "MARKET",
-                         tif, price, qty, now, update_time=now)
-        if otype == "Limit":
+                         tif, price, qty, now, update_time=now, category=category)
+        if otype == "Limit" and category == "spot":
             order.locked = price * qty if bside == "BUY" else qty
             bal = acc.balance(quote if bside == "BUY" else base)
             bal[0] -= order.locked
@@ -377,11 +457,13 @@ class BybitPrivate(MatchingEngine):
     def order_row(self, order: SimOrder) -> dict[str, Any]:
         """An order as the ``order`` topic and ``/v5/order/realtime`` list it."""
         status = _STATUS[order.status]
-        if order.status in ("CANCELED", "EXPIRED") and order.executed:
-            status = "PartiallyFilledCanceled"
+        spot = order.category == "spot"
+        if order.status in ("CANCELED", "EXPIRED") and order.executed and spot:
+            status = "PartiallyFilledCanceled"  # spot only: a derivative's Cancelled may have executed qty
         avg = order.quote / order.executed if order.executed else None
         return {
-            "category": "spot", "orderId": str(order.order_id), "orderLinkId": order.client_id, "isLeverage": "0",
+            "category": order.category, "orderId": str(order.order_id), "orderLinkId": order.client_id,
+            "isLeverage": "0" if spot else "",
             "blockTradeId": "", "symbol": order.symbol, "price": _num(order.price), "qty": _num(order.qty),
             "side": "Buy" if order.side == "BUY" else "Sell", "positionIdx": 0, "orderStatus": status,
             "cancelType": "CancelByUser" if order.status == "CANCELED" else "UNKNOWN", "rejectReason": "EC_NoError",
@@ -389,7 +471,7 @@ class BybitPrivate(MatchingEngine):
             if order.open else "0", "leavesValue": "0", "cumExecQty": _num(order.executed),
             "cumExecValue": _num(order.quote), "cumExecFee": "0", "timeInForce": order.tif,
             "orderType": "Limit" if order.type == "LIMIT" else "Market", "stopOrderType": "",
-            "marketUnit": "baseCoin" if order.type == "MARKET" else "", "triggerPrice": "0",
+            "marketUnit": "baseCoin" if order.type == "MARKET" and spot else "", "triggerPrice": "0",
             "createdTime": str(order.time), "updatedTime": str(order.update_time),
         }
 
@@ -397,7 +479,8 @@ class BybitPrivate(MatchingEngine):
         """A fill as the ``execution`` topic and ``/v5/execution/list`` list it."""
         order = self.orders[fill.order_id]
         return {
-            "category": "spot", "symbol": fill.symbol, "isLeverage": "0", "orderId": str(fill.order_id),
+            "category": order.category, "symbol": fill.symbol, "isLeverage": "0" if order.category == "spot" else "",
+            "orderId": str(fill.order_id),
             "orderLinkId": order.client_id, "side": "Buy" if fill.is_buyer else "Sell",
             "orderPrice": _num(order.price), "orderQty": _num(order.qty), "leavesQty": _num(order.qty - order.executed),
             "orderType": "Limit" if order.type == "LIMIT" else "Market", "stopOrderType": "",
@@ -419,6 +502,52 @@ class BybitPrivate(MatchingEngine):
         if fill is not None:
             self._publish(order.account, "execution", [self.exec_row(fill)])
         self._publish(order.account, "order", [self.order_row(order)])
+        if order.category == "linear":
+            pos = self.position_of(order.account.api_key, order.symbol)
+            if fill is not None:
+                pos.seq = fill.trade_id
+            self._publish(order.account, "position", [self.position_row(pos)])
+
+    def _settle_trade(self, order: SimOrder, price: Decimal, qty: Decimal, maker: bool) -> tuple[Decimal, str]:
+        if order.category != "linear":
+            return super()._settle_trade(order, price, qty, maker)
+        acc = order.account
+        settle = split_symbol(order.symbol)[1]
+        commission = (price * qty * (acc.maker_fee if maker else acc.taker_fee)).quantize(Decimal("0.00000001"))
+        pos = self.position_of(acc.api_key, order.symbol)
+        now = self._clock()
+        pos.created = pos.created or now
+        pos.updated = now
+        pnl = pos.trade(qty if order.side == "BUY" else -qty, price)
+        pos.cur_realised += pnl - commission
+        pos.cum_realised += pnl - commission
+        acc.balance(settle)[0] += pnl - commission
+        return commission, settle
+
+    def position_row(self, pos: SimPosition) -> dict[str, Any]:
+        """A linear position as the ``position`` topic and ``/v5/position/list`` list it."""
+        mark = self._mark(pos.symbol)
+        value = abs(pos.size) * pos.entry
+        return {
+            "category": "linear", "symbol": pos.symbol, "side": "" if not pos.size else "Buy" if pos.size > 0
+            else "Sell", "size": _num(abs(pos.size)), "positionIdx": 0, "tradeMode": 0, "riskId": 1,
+            "riskLimitValue": "2000000", "positionValue": _num(value), "entryPrice": _num(pos.entry),
+            "avgPrice": _num(pos.entry), "markPrice": _num(mark) if mark is not None else "",
+            "leverage": _num(LEVERAGE), "positionIM": _num(value / LEVERAGE), "positionMM": "0",
+            "takeProfit": "0", "stopLoss": "0", "trailingStop": "0",
+            "unrealisedPnl": _num((mark - pos.entry) * pos.size) if mark is not None and pos.size else "0",
+            "curRealisedPnl": _num(pos.cur_realised), "cumRealisedPnl": _num(pos.cum_realised),
+            "sessionAvgPrice": "", "liqPrice": "", "bustPrice": "", "positionStatus": "Normal",
+            "autoAddMargin": 0, "adlRankIndicator": 0, "isReduceOnly": False, "seq": pos.seq,
+            "createdTime": str(pos.created), "updatedTime": str(pos.updated),
+        }
+
+    def _mark(self, symbol: str) -> Decimal | None:
+        """The middle of the simulator's book (the simulator has no separate mark price)."""
+        bids, asks = self._levels(symbol, "SELL"), self._levels(symbol, "BUY")
+        if not bids or not asks:
+            return None
+        return (bids[0][0] + asks[0][0]) / 2
 
     def _position(self, account: SimAccount, assets: Iterable[str]) -> None:
         self._publish(account, "wallet", [self._wallet(account)])
@@ -480,12 +609,13 @@ class BybitPrivate(MatchingEngine):
     def _rest_answer(self, acc: SimAccount, path: str, params: dict[str, str]) -> Any:
         if path == "/v5/account/wallet-balance":
             return {"list": [self._wallet(acc)]}
+        category = params.get("category")
         if path == "/v5/position/list":
-            return {"category": params.get("category", ""), "list": [], "nextPageCursor": ""}
-        if params.get("category") != "spot":
+            return self._positions(acc, params)
+        if category not in _CATEGORIES:
             raise _Refusal(10001, "Request parameter error: category")
         if path == "/v5/order/realtime":
-            mine = [o for o in self.orders.values() if o.account is acc]
+            mine = [o for o in self.orders.values() if o.account is acc and o.category == category]
             if params.get("orderId") or params.get("orderLinkId"):
                 mine = [o for o in mine if str(o.order_id) == params.get("orderId")
                         or o.client_id == params.get("orderLinkId")]
@@ -494,9 +624,10 @@ class BybitPrivate(MatchingEngine):
             if params.get("symbol"):
                 mine = [o for o in mine if o.symbol == params["symbol"]]
             mine.sort(key=lambda o: o.time, reverse=True)
-            return {"category": "spot", "list": [self.order_row(o) for o in mine[:50]], "nextPageCursor": ""}
+            return {"category": category, "list": [self.order_row(o) for o in mine[:50]], "nextPageCursor": ""}
         if path == "/v5/execution/list":
-            fills = [f for f in self.fills if self.orders[f.order_id].account is acc]
+            fills = [f for f in self.fills if self.orders[f.order_id].account is acc
+                     and self.orders[f.order_id].category == category]
             for name, pick in (("symbol", lambda f: f.symbol), ("orderId", lambda f: str(f.order_id)),
                                ("orderLinkId", lambda f: self.orders[f.order_id].client_id)):
                 if params.get(name):
@@ -508,22 +639,50 @@ class BybitPrivate(MatchingEngine):
             offset = int(params.get("cursor") or 0)
             page = rows[offset:offset + limit]
             more = offset + limit < len(rows)
-            return {"category": "spot", "list": [self.exec_row(f) for f in page],
+            return {"category": category, "list": [self.exec_row(f) for f in page],
                     "nextPageCursor": str(offset + limit) if more else ""}
         raise _Refusal(10017, "Route not found.")
 
+    def _positions(self, acc: SimAccount, params: dict[str, str]) -> Any:
+        """``/v5/position/list``: a symbol's position whatever its size, or the open ones of a settle coin."""
+        if params.get("category") != "linear":
+            raise _Refusal(10001, "Request parameter error: the simulator's positions are linear")
+        symbol, settle = params.get("symbol"), params.get("settleCoin")
+        if symbol:
+            if symbol not in self._specs:
+                raise _Refusal(10001, "params error: symbol invalid")
+            rows = [self.position_of(acc.api_key, symbol)]
+        elif settle:
+            rows = [p for (key, sym), p in sorted(self.positions.items())
+                    if key == acc.api_key and p.size and split_symbol(sym)[1] == settle]
+        else:
+            raise _Refusal(10001, "params error: symbol or settleCoin is required")
+        return {"category": "linear", "list": [self.position_row(p) for p in rows], "nextPageCursor": ""}
+
     def _instruments(self, params: dict[str, str]) -> Any:
+        category = params.get("category", "spot")
+        if category not in _CATEGORIES:
+            raise _Refusal(10001, "Request parameter error: category")
         rows = []
         for spec in self._specs.values():
             if params.get("symbol") and spec.symbol != params["symbol"]:
                 continue
             base, quote = split_symbol(spec.symbol)
-            rows.append({"symbol": spec.symbol, "baseCoin": base, "quoteCoin": quote, "status": "Trading",
-                         "lotSizeFilter": {"basePrecision": _num(Decimal(repr(spec.lot))),
-                                           "quotePrecision": "0.00000001", "minOrderQty": _num(Decimal(repr(spec.lot))),
-                                           "maxOrderQty": "1000000", "minOrderAmt": "5", "maxOrderAmt": "100000000"},
-                         "priceFilter": {"tickSize": _num(Decimal(repr(spec.tick)))}})
-        return {"category": "spot", "list": rows, "nextPageCursor": ""}
+            lot, tick = _num(Decimal(repr(spec.lot))), _num(Decimal(repr(spec.tick)))
+            if category == "spot":
+                rows.append({"symbol": spec.symbol, "baseCoin": base, "quoteCoin": quote, "status": "Trading",
+                             "lotSizeFilter": {"basePrecision": lot, "quotePrecision": "0.00000001",
+                                               "minOrderQty": lot, "maxOrderQty": "1000000", "minOrderAmt": "5",
+                                               "maxOrderAmt": "100000000"},
+                             "priceFilter": {"tickSize": tick}})
+            else:
+                rows.append({"symbol": spec.symbol, "contractType": "LinearPerpetual", "status": "Trading",
+                             "baseCoin": base, "quoteCoin": quote, "settleCoin": quote,
+                             "lotSizeFilter": {"maxOrderQty": "1000000", "minOrderQty": lot, "qtyStep": lot,
+                                               "postOnlyMaxOrderQty": "1000000", "maxMktOrderQty": "1000000",
+                                               "minNotionalValue": "5"},
+                             "priceFilter": {"minPrice": tick, "maxPrice": "1999999.80", "tickSize": tick}})
+        return {"category": category, "list": rows, "nextPageCursor": ""}
 
 
 def _decimal(a: Mapping[str, Any], name: str) -> Decimal:

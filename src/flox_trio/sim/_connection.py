@@ -143,6 +143,18 @@ class SimConnection:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
 
+    def push_later(self, delay: float, item: Frame | str) -> None:
+        """Queue ``item`` ``delay`` seconds from now (a slow answer), if the connection still takes frames then."""
+        if self._nursery is None:
+            self.push(item)
+        else:
+            self._nursery.start_soon(self._push_later, delay, item)
+
+    async def _push_later(self, delay: float, item: Frame | str) -> None:
+        await trio.sleep(delay)
+        if self.open:
+            self.push(item)
+
     def drop(self) -> None:
         """End the TCP connection without a close frame, after the frames already queued.
 

@@ -11,7 +11,8 @@ without BNB; Bybit spot with positive fee rates).
 
 A venue subclass reports changes in its own wire format: ``_execution`` for an
 order's change (exec type ``NEW``, ``TRADE``, ``CANCELED``, ``EXPIRED``) and
-``_position`` for the balances it moved.
+``_position`` for the balances it moved; ``_settle_trade`` is how one trade
+moves them (spot here; Bybit's linear contracts keep a position instead).
 """
 
 from __future__ import annotations
@@ -94,8 +95,10 @@ class SimOrder:
     status: str = "NEW"
     update_time: int = 0
     working: bool = False
-    #: Quote locked for a buy limit, base for a sell.
+    #: Quote locked for a buy limit, base for a sell (spot; derivatives lock nothing here).
     locked: Decimal = Decimal(0)
+    #: Bybit's product category: "spot" or "linear" (Binance orders are spot).
+    category: str = "spot"
 
     @property
     def open(self) -> bool:
@@ -201,8 +204,25 @@ class MatchingEngine:
     def _trade(self, order: SimOrder, price: Decimal, qty: Decimal, *, maker: bool) -> None:
         acc = order.account
         base, quote = split_symbol(order.symbol)
-        rate = acc.maker_fee if maker else acc.taker_fee
         now = self._clock()
+        commission, asset = self._settle_trade(order, price, qty, maker)
+        fill = SimFill(order.symbol, next(self._trade_ids), order.order_id, price, qty, commission, asset, now,
+                       order.side == "BUY", maker)
+        self.fills.append(fill)
+        order.executed += qty
+        order.quote += price * qty
+        order.update_time = now
+        order.status = "FILLED" if order.executed >= order.qty else "PARTIALLY_FILLED"
+        if order.status == "FILLED":
+            order.working = False
+        self._execution(order, "TRADE", fill=fill)
+        self._position(acc, (base, quote))
+
+    def _settle_trade(self, order: SimOrder, price: Decimal, qty: Decimal, maker: bool) -> tuple[Decimal, str]:
+        """Move the balances of one trade; (commission, its asset). Here, spot: the coins change hands."""
+        acc = order.account
+        base, quote = split_symbol(order.symbol)
+        rate = acc.maker_fee if maker else acc.taker_fee
         if order.side == "BUY":
             commission, asset = (qty * rate).quantize(_EIGHT), base
             pay = acc.balance(quote)
@@ -222,17 +242,7 @@ class MatchingEngine:
             else:
                 give[0] -= qty
             acc.balance(quote)[0] += price * qty - commission
-        fill = SimFill(order.symbol, next(self._trade_ids), order.order_id, price, qty, commission, asset, now,
-                       order.side == "BUY", maker)
-        self.fills.append(fill)
-        order.executed += qty
-        order.quote += price * qty
-        order.update_time = now
-        order.status = "FILLED" if order.executed >= order.qty else "PARTIALLY_FILLED"
-        if order.status == "FILLED":
-            order.working = False
-        self._execution(order, "TRADE", fill=fill)
-        self._position(acc, (base, quote))
+        return commission, asset
 
     def _finish(self, order: SimOrder, status: str, expiry: str = "", cancel_id: str = "") -> None:
         base, quote = split_symbol(order.symbol)
