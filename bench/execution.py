@@ -12,6 +12,9 @@ latencies per order, from ``time.perf_counter_ns`` in this process:
 - event → on_fill: the ``executionReport`` frame is read from the socket ...
   the strategy's ``on_fill`` runs (decoding, the executor's books, the bus).
 
+The simulator gets a CPU of its own (``--no-pin``: not), as a venue would be
+another machine: see ``_common.simulator``.
+
 Then a burst of orders sent as fast as the strategy can, to show that the
 venue's ORDERS limit (100 per 10 s) is respected before sending: orders/s
 sustained and how many the venue refused with 429 (should be none). Writes
@@ -38,7 +41,7 @@ from flox_trio.connectors import Binance
 from flox_trio.execution import BinanceExecutor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import report, simulator  # bench/ sibling
+from _common import placement, report, simulator  # bench/ sibling
 
 SYMBOL = "BTCUSDT"
 
@@ -150,14 +153,16 @@ def main() -> int:
                     help="orders placed one after another (latency; under the 100 per 10 s limit)")
     ap.add_argument("--burst", type=int, default=150, help="orders placed as fast as allowed (rate limits)")
     ap.add_argument("--rate", type=float, default=50, help="simulator ticks per second")
+    ap.add_argument("--no-pin", action="store_true", help="leave the simulator and the engine unpinned")
     ap.add_argument("--json", default="bench/results/execution.json")
     args = ap.parse_args()
     key, secret = secrets.token_hex(32), secrets.token_hex(32)
     os.environ["FLOX_BENCH_ACCOUNT"] = f"{key}:{secret}"  # the simulator process reads it; never on argv
     with simulator("--symbols", SYMBOL, "--seed", "5", "--rate", str(args.rate), "--account-env",
-                   "FLOX_BENCH_ACCOUNT") as urls:
+                   "FLOX_BENCH_ACCOUNT", pin=not args.no_pin) as urls:
         result = trio.run(run, urls, key, secret, args.orders, args.burst)
-    t = Table(title="order entry against the simulator (another process)")
+        result["placement"] = placement(urls)
+    t = Table(title=f"order entry against the simulator (another process, {result['placement']})")
     for col in ("what", "n", "p50 µs", "p90 µs", "p99 µs", "max µs"):
         t.add_column(col, justify="right" if col != "what" else "left")
     for name, key_ in (("intent → order.place sent", "intent_to_sent_us"),

@@ -31,8 +31,9 @@ Rows:
   market tick moves a few symbols drawn at random, so frames come in small
   bunches as from a venue, not all symbols at once).
 
-The simulator runs in its own process (``python -m flox_trio.sim``) so it does
-not share the engine's CPU time slices; the machine has two cores.
+The simulator runs in its own process (``python -m flox_trio.sim``), pinned to
+a CPU of its own and the engine to the others (``--no-pin``: not), so that the
+kernel does not run the two on one core by turns: see ``_common.simulator``.
 """
 
 from __future__ import annotations
@@ -67,10 +68,14 @@ STREAM = "/stream?streams=btcusdt@trade"
 WARMUP_S = 0.5
 
 
+#: Whether the simulator gets a CPU of its own (``--no-pin``: not; see ``_common.simulator``).
+PIN = [True]
+
+
 def simulator(*args: str, symbols: str = "BTCUSDT") -> Any:
     """The simulator streaming trades only (no book, no pings), one trade per symbol step."""
     return run_simulator("--symbols", symbols, "--trades-per-tick", "1,1", "--no-book", "--ping-interval", "0",
-                         *args)
+                         *args, pin=PIN[0])
 
 
 class Counter(flox.Strategy):
@@ -341,8 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wide-ticks", type=float, default=5000.0,
                     help="market ticks/s of the many-symbol run (each moves wide-rate/wide-ticks symbols)")
     ap.add_argument("--frames", type=int, default=20000, help="frames for the cost-per-frame rows")
+    ap.add_argument("--no-pin", action="store_true", help="leave the simulator and the engine unpinned")
     ap.add_argument("--json", default="bench/results/live.json")
     args = ap.parse_args(argv)
+    PIN[0] = not args.no_pin
 
     # Receiver-bound: the simulator coalesces queued frames into one write, so the
     # client, not the sender, sets the pace; this is the headline ratio.
@@ -367,10 +374,13 @@ def main(argv: list[str] | None = None) -> int:
                       **costs},
         "latency": {"target_rate_per_s": args.rate, "seconds": args.latency_seconds, **lat},
         "latency_wide": {"seconds": args.latency_seconds, **wide},
-        "machine": {"python": sys.version.split()[0], "cpus": os.cpu_count(), "loadavg": os.getloadavg()},
+        "machine": {"python": sys.version.split()[0], "cpus": os.cpu_count(), "loadavg": os.getloadavg(),
+                    "simulator_pinned": PIN[0] and len(os.sched_getaffinity(0)) >= 2},
     }
 
-    table = Table(title="flox-trio live path (bench/live.py): simulator process → Binance connector → strategy")
+    where = "simulator on a CPU of its own" if results["machine"]["simulator_pinned"] else "simulator unpinned"
+    table = Table(title=f"flox-trio live path (bench/live.py): simulator process ({where}) → Binance connector → "
+                        "strategy")
     table.add_column("what")
     table.add_column("result", justify="right")
     table.add_column("target", justify="right")
