@@ -180,7 +180,7 @@ def test_garbled_header_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("version", "message"), [
-    (3, "format version 3, newer than this flox-trio reads .version 2.: upgrade flox-trio"),
+    (4, "format version 4, newer than this flox-trio reads .version 3.: upgrade flox-trio"),
     (1, "format version 1, written by an older flox-trio"),
     (0, "unsupported format version 0"),
 ])

@@ -303,20 +303,20 @@ def _frames_of(data: bytes) -> list[tuple[int, int]]:
 
 
 def test_a_batch_larger_than_a_frame_is_split_and_reads_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With a 64 KiB frame cap, a 2,000-event batch lands in several frames and reads back whole, in order."""
+    """With a 64 KiB frame cap, a 4,000-event batch lands in several frames and reads back whole, in order."""
     monkeypatch.setattr(tape_writer, "MAX_FRAME_BYTES", 64 * 1024)
-    events = make_trades(2000)
+    events = make_trades(4000)
     with TapeWriter(tmp_path, flush_bytes=1 << 30, flush_interval_s=3600) as w:
         w.write_events(0, events[:5])
         w.write_events(5, events[5:])
-        w.write_slot(seq=2000, slot=0, action="add", hash="h", language="python", source="x" * 1000)
+        w.write_slot(seq=4000, slot=0, action="add", hash="h", language="python", source="x" * 1000)
     seg = tmp_path / SEG0
     sizes = [n for _, n in _frames(seg)]
     assert len(sizes) > 3 and max(sizes) <= 64 * 1024 + FRAME_HEADER.size
     reader = TapeReader(tmp_path)
     assert list(reader.iter_events()) == events
     batches = list(reader.iter_batches())
-    assert batches[0].seq == 0 and sum(len(b.events) for b in batches) == 2000
+    assert batches[0].seq == 0 and sum(len(b.events) for b in batches) == 4000
     assert all(b.seq + len(b.events) == n.seq for b, n in itertools.pairwise(batches))
     assert [r.source for r in reader.slot_records()] == ["x" * 1000]
 

@@ -96,8 +96,11 @@ ORDER_TYPES: frozenset[str] = frozenset({"market", "limit"})
 Level: TypeAlias = tuple[float, float]
 
 
-class Trade(msgspec.Struct, frozen=True, gc=False):
+class Trade(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """One public trade. ``side`` is the taker's side, "buy" or "sell"."""
+
+    # array_like: a tape stores a trade as its fields in this order (format 3), so a new
+    # field goes last and has a default.
 
     symbol: str
     price: float

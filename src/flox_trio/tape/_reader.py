@@ -8,18 +8,17 @@ import zlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, ClassVar, cast
 
 import attrs
 import msgspec
 import zstandard
 
-from .._core._events import Event, Fill, OrderUpdate
+from .._core._events import Event, Fill, OrderUpdate, Trade
 from .._errors import TapeError
 from ._format import (
     EVENT_CLASSES,
     EVENT_CODES,
-    EVENT_DECODERS,
     FLAG_ZSTD,
     FORMAT_VERSION,
     FRAME_DECODER,
@@ -30,6 +29,7 @@ from ._format import (
     MARKET_CODES,
     MAX_HEADER_MAP,
     MAX_READ_FRAME,
+    READ_VERSIONS,
     SEGMENT_HEADER,
     SEGMENT_MAGIC,
     HeaderMap,
@@ -40,8 +40,10 @@ from ._format import (
     WireRecord,
     WireSlot,
     WireSwap,
+    event_decoder,
     frame_decoder,
     list_segments,
+    upgrade,
 )
 from ._records import (
     ConnectorRecord,
@@ -117,8 +119,10 @@ class TapeReader:
             first = _read_segment_header(f, self.segments[0], 0, None, is_last=len(self.segments) == 1)
         assert first is not None  # segment 0 never reads as torn
         self._header_map = first[0]
+        #: Every segment of a tape has its first segment's format (checked as each is read).
+        self._version = first[2]
         self.header = TapeHeader(
-            format_version=FORMAT_VERSION,
+            format_version=self._version,
             tape_id=first[0].tape_id,
             created_ns=first[0].created_ns,
             flox_trio_version=first[0].flox_trio_version,
@@ -223,8 +227,9 @@ class TapeReader:
         (which also gives the records before a bad one, and the error the
         reference decode gives). ``skipped`` is counted only with ``count``.
         """
-        fast = frame_decoder(codes)
-        decode, events_type, decoded = fast.decoder.decode, fast.events_type, fast.decoded
+        version = self._version
+        fast = frame_decoder(codes, version)
+        decode, events_type, decoded, upgrades = fast.decoder.decode, fast.events_type, fast.decoded, fast.upgrades
         for seg, offset, payload in self._frames():
             where = (seg, offset)
             records: list[Any] | None = None
@@ -234,14 +239,14 @@ class TapeReader:
                 except _DECODE_ERRORS:
                     records = None
             if records is None:
-                yield from _decoded_reference(payload, where, codes, count)
+                yield from _decoded_reference(payload, where, codes, count, version)
                 continue
             for rec in records:
                 if type(rec) is not events_type:
                     yield rec
                     continue
                 runs = rec.runs
-                if len(runs) == 1 and type(runs[0]) in decoded:
+                if len(runs) == 1 and type(runs[0]) in decoded and not upgrades:
                     # The common case, one run of one type: its list is the batch, not copied.
                     yield rec.seq, runs[0].events, 0
                     continue
@@ -249,7 +254,8 @@ class TapeReader:
                 skipped = 0
                 for run in runs:
                     if type(run) in decoded:
-                        events += run.events
+                        up = upgrades.get(type(run))
+                        events += run.events if up is None else up(run.events)
                     elif count:
                         skipped += _raw_len(run.events, where)
                 yield rec.seq, events, skipped
@@ -283,7 +289,7 @@ class TapeReader:
             raise TapeError(f"cannot open tape segment {seg}: {exc}") from exc
         try:
             size = os.fstat(f.fileno()).st_size
-            head = _read_segment_header(f, seg, index, self._header_map, is_last=is_last)
+            head = _read_segment_header(f, seg, index, self._header_map, is_last=is_last, version=self._version)
             if head is None:  # torn while the writer was starting this segment
                 raise _Torn(0, "the segment header was not completely written")
             pos = head[1]
@@ -396,9 +402,13 @@ class TapeReader:
 
 
 def _read_segment_header(
-    f: BinaryIO, seg: Path, index: int, first: HeaderMap | None, *, is_last: bool
-) -> tuple[HeaderMap, int] | None:
-    """Parse a segment header; None when it is torn and a torn tail is acceptable here."""
+    f: BinaryIO, seg: Path, index: int, first: HeaderMap | None, *, is_last: bool, version: int | None = None
+) -> tuple[HeaderMap, int, int] | None:
+    """Parse a segment header: (header map, where the frames start, format version).
+
+    None when it is torn and a torn tail is acceptable here. ``version``: the
+    tape's (its first segment's), which every other segment must have.
+    """
     # Only a segment that the writer was just starting can be torn; segment 0
     # carries the tape's header, without which nothing can be read.
     torn_ok = is_last and index > 0
@@ -411,20 +421,23 @@ def _read_segment_header(
         raise TapeError(
             f"tape segment {seg} has a truncated header at byte 0 ({len(fixed)} of {SEGMENT_HEADER.size} bytes)"
         )
-    magic, version, flags, body_len, body_crc = SEGMENT_HEADER.unpack(fixed)
+    magic, found, flags, body_len, body_crc = SEGMENT_HEADER.unpack(fixed)
     if magic != SEGMENT_MAGIC:
         raise TapeError(f"{seg} is not a flox-trio tape segment: bad magic {magic!r} at byte 0 (garbled header?)")
-    if version != FORMAT_VERSION:
-        if version > FORMAT_VERSION:
+    if found not in READ_VERSIONS:
+        if found > FORMAT_VERSION:
             raise TapeError(
-                f"tape segment {seg} has format version {version}, newer than this flox-trio reads "
+                f"tape segment {seg} has format version {found}, newer than this flox-trio reads "
                 f"(version {FORMAT_VERSION}): upgrade flox-trio to read it (the version is at byte 8)"
             )
-        if version == 1:
+        if found == 1:
             raise TapeError(f"tape segment {seg} has format version 1, written by an older flox-trio whose swap "
                             "records lack the session's market-event index (at byte 8): replay it with flox-trio 0.1, "
                             "or record the session again")
-        raise TapeError(f"tape segment {seg} has unsupported format version {version} at byte 8")
+        raise TapeError(f"tape segment {seg} has unsupported format version {found} at byte 8")
+    if version is not None and found != version:
+        raise TapeError(f"tape segment {seg} has format version {found} (at byte 8) where segment 0 has {version}: "
+                        "segments of different tapes mixed up")
     if flags:
         raise TapeError(f"tape segment {seg} has header flags {flags:#x} at byte 10 this flox-trio does not know")
     if body_len > MAX_HEADER_MAP:
@@ -449,7 +462,7 @@ def _read_segment_header(
     if first is not None and header.tape_id != first.tape_id:
         raise TapeError(f"tape segment {seg} belongs to another tape ({header.tape_id}, not {first.tape_id}; "
                         f"header map at byte {SEGMENT_HEADER.size})")
-    return header, SEGMENT_HEADER.size + body_len
+    return header, SEGMENT_HEADER.size + body_len, found
 
 
 def _rest_is_zero(f: BinaryIO, start: int, end: int) -> bool:
@@ -492,7 +505,7 @@ def _bad_record(where: tuple[Path, int], exc: Exception) -> TapeError:
 
 
 def _decoded_reference(payload: bytes, where: tuple[Path, int], codes: frozenset[int],
-                       count: bool) -> Iterator[_Batch | WireRecord]:
+                       count: bool, version: int) -> Iterator[_Batch | WireRecord]:
     """``TapeReader._decoded`` for one frame, the reference way: the records, then each run's events."""
     try:
         records = FRAME_DECODER.decode(payload)
@@ -507,7 +520,9 @@ def _decoded_reference(payload: bytes, where: tuple[Path, int], codes: frozenset
         try:
             for code, raw in rec.runs:
                 if code in codes:
-                    events += EVENT_DECODERS[code].decode(raw)
+                    got = event_decoder(code, version).decode(raw)
+                    up = upgrade(code, version)
+                    events += got if up is None else up(got)
                 elif count:
                     skipped += _raw_len(raw, where)
         except _DECODE_ERRORS as exc:
@@ -569,7 +584,22 @@ class _Peek(msgspec.Struct):
     ts_ns: int | float = 0
 
 
+class _TradePeek(msgspec.Struct, array_like=True):
+    """The same of a trade stored as an array (format 3): its fields in ``Trade``'s order."""
+
+    symbol: str = ""
+    price: Any = None
+    qty: Any = None
+    side: Any = None
+    trade_id: Any = None
+    exchange_ts_ns: int | float = 0
+    recv_ts_ns: int | float = 0
+    end_ts_ns: ClassVar[int] = 0
+    ts_ns: ClassVar[int] = 0
+
+
 _PEEK_DECODER = msgspec.msgpack.Decoder(list[_Peek])
+_TRADE_PEEK_DECODER = msgspec.msgpack.Decoder(list[_TradePeek])
 
 
 @attrs.frozen(slots=True)
@@ -669,14 +699,15 @@ def tape_info(path: str | os.PathLike[str]) -> TapeInfo:
     last_seq: int | None = None
     lo: int | None = None
     hi: int | None = None
-    peek = _PEEK_DECODER.decode
+    trade_code = EVENT_CODES[Trade]
+    peek_trades = _PEEK_DECODER.decode if upgrade(trade_code, reader._version) else _TRADE_PEEK_DECODER.decode
     for rec, where in reader._wire():
         records[_RECORD_NAMES[type(rec)]] += 1
         if isinstance(rec, WireEvents):
             n = 0
             for code, raw in rec.runs:
                 try:
-                    peeks = peek(raw)
+                    peeks: list[Any] = (peek_trades if code == trade_code else _PEEK_DECODER.decode)(raw)
                 except _DECODE_ERRORS as exc:
                     raise _bad_record(where, exc) from exc
                 n += len(peeks)
