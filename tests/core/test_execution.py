@@ -176,3 +176,36 @@ async def test_a_live_executor_keeps_a_bounded_history(autojump_clock: Any) -> N
     assert [o.order_id for o in executor.orders()] == ["0-8", "0-9", "0-10"]
     assert len(executor.fill_log) == 3
     assert executor.position(0, "BTCUSDT").qty == 10  # positions are never trimmed
+
+
+async def test_open_orders_follow_every_change_of_an_order(autojump_clock: Any) -> None:
+    # The paper executor keeps its answer to ctx.open_orders until an order changes: each
+    # trade must still see the orders as they are then.
+    seen: list[list[tuple[str, str, Decimal]]] = []
+    handed: list[flox.Order] = []
+
+    def look(ctx: flox.Context) -> None:
+        orders = ctx.open_orders
+        seen.append([(o.order_id, o.status, o.filled_qty) for o in orders])
+        handed.extend(orders)
+
+    plan = {"a": lambda ctx: ctx.limit_buy(99.5, 1.5), "a2": look, "b": look, "b2": look, "c": look,
+            "c2": lambda ctx: ctx.limit_buy(90, 1), "d": look, "d2": lambda ctx: ctx.cancel("0-2"), "e": look}
+    rounds = [[T("a", 100.0), T("a2", 100.0)], [T("b", 99.6, 1.0), T("b2", 99.9)], [T("c", 99.5, 1.0),
+              T("c2", 99.9)], [T("d", 99.9), T("d2", 99.9)], [T("e", 99.9)]]
+    _, _, runner = await run_plan(plan, rounds)
+    assert seen == [
+        [("0-1", "new", Decimal(0))],                   # in flight
+        [("0-1", "accepted", Decimal(0))],              # resting: 99.6 is above its price
+        [("0-1", "accepted", Decimal(0))],
+        [("0-1", "partially_filled", Decimal("1.0"))],  # the trade of 1.0 at 99.5
+        [("0-1", "partially_filled", Decimal("1.0")), ("0-2", "accepted", Decimal(0))],
+        [("0-1", "partially_filled", Decimal("1.0"))],  # 0-2 canceled
+    ]
+    # What a strategy is handed are copies: changing one changes nothing in the executor.
+    handed[-1].status = "filled"
+    handed[-1].filled_qty = Decimal(99)
+    (order,) = runner.executor.open_orders(0)
+    assert (order.status, order.filled_qty) == ("partially_filled", Decimal("1.0"))
+    assert [(o.order_id, o.status) for o in runner.executor.orders()] == [("0-1", "partially_filled"),
+                                                                          ("0-2", "canceled")]

@@ -104,6 +104,9 @@ class PaperExecutor(Executor):
         # The live ones, so ctx.open_orders (read per batch by the JS host) costs
         # what is open, not everything the history holds.
         self._open: dict[str, Order] = {}
+        # ctx.open_orders' answers until an order changes: a strategy that checks them on every
+        # trade while one is in flight (bench/_ema_strategy.py) asks hundreds of times per change.
+        self._views: dict[tuple[int, str | None], list[Order]] = {}
         self._positions: dict[tuple[int, str], Position] = {}
         self._resting: dict[str, list[Order]] = defaultdict(list)
         self._timers: list[tuple[float, int, str, str]] = []  # (due, tiebreak, action, order_id)
@@ -124,6 +127,7 @@ class PaperExecutor(Executor):
         order.created_ts_ns = self._clock.wall_ns()
         self._orders[order.order_id] = order
         self._open[order.order_id] = order
+        self._views.clear()
         self._schedule("ack", order.order_id)
 
     def cancel(self, slot: int, order_id: str) -> None:
@@ -178,6 +182,8 @@ class PaperExecutor(Executor):
     # --- state machine ------------------------------------------------------------
 
     def _update(self, order: Order) -> None:
+        # Every change of an order (status, fill, reason) ends here.
+        self._views.clear()
         if not order.is_open and self._open.pop(order.order_id, None) is not None and self.history is not None:
             self._finished.append(order.order_id)
             while len(self._finished) > self.history:
@@ -250,6 +256,7 @@ class PaperExecutor(Executor):
         order.filled_qty += qty
         order.notional += price * qty
         order.status = "filled" if order.filled_qty >= order.qty else "partially_filled"
+        self._views.clear()  # before the fill is emitted, not only at _update after it
         self.position(order.slot, order.symbol).apply_fill(order.side, price, qty, fee)
         self.fills += 1
         if order.status == "filled":
@@ -314,12 +321,21 @@ class PaperExecutor(Executor):
         return dict(self._positions)
 
     def open_orders(self, slot: int, symbol: str | None = None) -> list[Order]:
+        """Copies of the slot's open orders (in ``symbol``), as of now.
+
+        Calls that see the same state share the copies (in a new list each):
+        read them, do not change them; the executor's own orders are not these.
+        """
         if not self._open:
             return []
-        return [
-            _copy_order(o) for o in self._open.values()
-            if o.slot == slot and (symbol is None or o.symbol == symbol)
-        ]
+        key = (slot, symbol)
+        view = self._views.get(key)
+        if view is None:
+            view = self._views[key] = [
+                _copy_order(o) for o in self._open.values()
+                if o.slot == slot and (symbol is None or o.symbol == symbol)
+            ]
+        return view.copy()
 
     def orders(self) -> list[Order]:
         return [_copy_order(o) for o in self._orders.values()]
