@@ -178,6 +178,24 @@ class PythonHost(StrategyHost):
         ctxs = slot.ctxs
         cb = self._cb
         on_trade, on_book = cb["on_trade"], cb["on_book"]
+        if len(ctxs) == 1 and on_trade is not None:
+            # One symbol, so one context: the usual slot, and the loop with the least per trade.
+            (ctx,) = ctxs.values()
+            k = start
+            for ev in batch if start == 0 else batch[start:]:
+                if ev.__class__ is not Trade:
+                    break
+                k += 1
+                ctx.last_price = ev.price
+                try:
+                    on_trade(ctx, ev)
+                except Exception as exc:
+                    slot.record_error(exc, ev)
+                if slot.interrupted:
+                    return k
+            else:
+                return k
+            start = k  # an event of another kind: the general loop from there
         done = start
         for ev in batch if start == 0 else batch[start:]:
             done += 1
