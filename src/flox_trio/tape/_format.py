@@ -49,7 +49,7 @@ from typing import Any, Final, Literal, Union
 import attrs
 import msgspec
 
-from .._core._events import Bar, Book, Fill, Gap, OrderUpdate, Side, Trade
+from .._core._events import Bar, Book, Fill, Gap, OrderUpdate, Trade
 from .._errors import TapeError
 
 #: 2: swap records carry the session's market-event index and the slot's own count.
@@ -97,17 +97,13 @@ EVENT_CODES: Final[dict[type, int]] = {cls: code for code, cls in enumerate(EVEN
 MARKET_CODES: Final = frozenset({EVENT_CODES[Trade], EVENT_CODES[Book], EVENT_CODES[Bar], EVENT_CODES[Gap]})
 
 
-class _MapTrade(msgspec.Struct, frozen=True, gc=False):
-    """A trade as format 2 wrote it: a map keyed by field name (``Trade``'s fields, in its order)."""
-
-    symbol: str
-    price: float
-    qty: float
-    side: Side
-    trade_id: str = ""
-    exchange_ts_ns: int = 0
-    recv_ts_ns: int = 0
-    venue: str = ""
+# A trade as format 2 wrote it: a map keyed by field name (``Trade``'s fields, as a map).
+_MapTrade: Final = msgspec.defstruct(
+    "_MapTrade",
+    [(f.name, f.type) if f.default is msgspec.NODEFAULT else (f.name, f.type, f.default)
+     for f in msgspec.structs.fields(Trade)],
+    frozen=True, gc=False,
+)
 
 
 def _upgrade_trades(events: list[Any]) -> list[Any]:
