@@ -107,5 +107,5 @@ def test_segments_of_two_formats_are_refused(tmp_path: Path) -> None:
     data[8:10] = (2).to_bytes(2, "little")  # the format version, outside the header map's checksum
     seg.write_bytes(bytes(data))
     reader = TapeReader(tmp_path / "t")  # segment 0 is whole
-    with pytest.raises(flox.TapeError, match="seg-000001.tape has format version 2 .at byte 8. where segment 0 has 3"):
+    with pytest.raises(flox.TapeError, match=r"seg-000001\.tape has format version 2 \(at byte 8\) where segment 0 has 3"):
         list(reader)
