@@ -250,7 +250,7 @@ async def test_status_shows_a_row_per_connection(autojump_clock: trio.testing.Mo
             if line.startswith("│")]
     # shard, state, connection id, connects, symbols, streams, subscribed, messages, last message
     assert [(r[0], r[1], r[3], r[4], r[6]) for r in rows] == [(str(i), "connected", "1", "2", "2") for i in range(3)]
-    assert sorted(r[2] for r in rows) == ["1", "2", "3"]  # each shard its own connection
+    assert len({r[2] for r in rows}) == 3 and all(r[2].isdigit() for r in rows)  # each shard its own connection
     assert all(int(r[7]) > 0 and r[8].endswith("s ago") for r in rows)
     feed_keys = tables["feed"].columns[0]._cells
     assert "connections" not in feed_keys  # no longer one long JSON cell
