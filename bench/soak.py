@@ -12,6 +12,8 @@ over the second half (flat is what we want). Writes bench/results/soak.json.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import resource
 import sys
 import tempfile
@@ -36,9 +38,50 @@ def rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def _libc_mallinfo() -> object | None:
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallinfo2
+    except (OSError, AttributeError):  # not glibc, or older than 2.33
+        return None
+    fn.restype = _Mallinfo2
+    return fn
+
+
+_MALLINFO = _libc_mallinfo()
+
+
+def malloc_in_use_mb() -> float:
+    """Bytes malloc has handed out and not had back (every arena, mmapped chunks included); -1 off glibc.
+
+    Set against RSS it tells a leak (this grows too) from fragmentation (only RSS grows)."""
+    if _MALLINFO is None:
+        return -1.0
+    info = _MALLINFO()  # type: ignore[operator]
+    return (info.uordblks + info.hblkhd) / 2**20
+
+
+def slope_per_hour(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of the second half of ``points``, per hour."""
+    half = points[len(points) // 2:]
+    n = len(half)
+    mx = sum(t for t, _ in half) / n
+    my = sum(v for _, v in half) / n
+    var = sum((t - mx) ** 2 for t, _ in half) or 1.0
+    return sum((t - mx) * (v - my) for t, v in half) / var * 3600
+
+
 async def soak(seconds: float, urls: dict[str, str], state: Path, trace: bool = False) -> dict[str, object]:
     ema = strategy_class(STRATEGIES / "ema.py", "EmaStrategy")
     samples: list[tuple[float, float]] = []
+    # What RSS is made of, to say where growth comes from: malloc's live bytes, Python's
+    # live objects (thousands) and the JS context's own allocations.
+    parts: dict[str, list[tuple[float, float]]] = {"malloc_in_use_mb": [], "py_blocks_k": [], "js_heap_mb": []}
     feed = Binance(["BTCUSDT"], ws_url=urls["binance_ws_url"], rest_url=urls["binance_rest_url"])
     # A short order history so that the bounded part is reached early in the run:
     # what still grows after that is a leak.
@@ -52,6 +95,10 @@ async def soak(seconds: float, urls: dict[str, str], state: Path, trace: bool = 
         halfway: tracemalloc.Snapshot | None = None
         while (now := trio.current_time()) - start < seconds:
             samples.append((now - start, rss_mb()))
+            parts["malloc_in_use_mb"].append((now - start, malloc_in_use_mb()))
+            parts["py_blocks_k"].append((now - start, sys.getallocatedblocks() / 1000))
+            parts["js_heap_mb"].append((now - start, (await trio.to_thread.run_sync(script.memory))
+                                        ["malloc_size"] / 2**20))
             if trace and halfway is None and now - start >= seconds / 2:
                 halfway = tracemalloc.take_snapshot()
             if now >= next_swap:
@@ -65,17 +112,17 @@ async def soak(seconds: float, urls: dict[str, str], state: Path, trace: bool = 
             # What grew over the second half, by where it was allocated.
             for stat in tracemalloc.take_snapshot().compare_to(halfway, "lineno")[:15]:
                 print(stat, file=sys.stderr)
-    half = samples[len(samples) // 2:]
-    n = len(half)
-    mx = sum(t for t, _ in half) / n
-    my = sum(r for _, r in half) / n
-    var = sum((t - mx) ** 2 for t, _ in half) or 1.0
-    slope = sum((t - mx) * (r - my) for t, r in half) / var
-    return {"seconds": seconds, "events": status.published,
-            "swaps": sum(s.swaps for s in status.slots),
-            "rss_first_mb": samples[0][1], "rss_last_mb": samples[-1][1],
-            "rss_max_mb": max(r for _, r in samples), "slope_mb_per_hour_second_half": slope * 3600,
-            "samples": samples}
+    result: dict[str, object] = {
+        "seconds": seconds, "events": status.published, "swaps": sum(s.swaps for s in status.slots),
+        "rss_first_mb": samples[0][1], "rss_last_mb": samples[-1][1],
+        "rss_max_mb": max(r for _, r in samples), "slope_mb_per_hour_second_half": slope_per_hour(samples)}
+    for name, points in parts.items():
+        result[f"{name}_first"] = points[0][1]
+        result[f"{name}_last"] = points[-1][1]
+        result[f"{name}_slope_per_hour"] = slope_per_hour(points)
+    result["samples"] = samples
+    result["parts"] = parts
+    return result
 
 
 def main() -> int:
@@ -95,7 +142,10 @@ def main() -> int:
     t = Table(title=f"soak: {args.seconds:.0f} s on the simulator")
     t.add_column("what")
     t.add_column("value", justify="right")
-    for key in ("events", "swaps", "rss_first_mb", "rss_last_mb", "rss_max_mb", "slope_mb_per_hour_second_half"):
+    keys = ["events", "swaps", "rss_first_mb", "rss_last_mb", "rss_max_mb", "slope_mb_per_hour_second_half"]
+    keys += [f"{name}_{end}" for name in ("malloc_in_use_mb", "py_blocks_k", "js_heap_mb")
+             for end in ("first", "last", "slope_per_hour")]
+    for key in keys:
         v = result[key]
         t.add_row(key, f"{v:.1f}" if isinstance(v, float) else str(v))
     report(t, result, args.json)
