@@ -64,6 +64,9 @@ interface Ctx {
   limitBuy(price: number | string, qty: number | string): string;
   limitSell(price: number | string, qty: number | string): string;
   cancel(orderId: string): void;
+  /** A resting limit order's new price, total qty (what is filled counts), or both; answered by
+   *  an onOrderUpdate whose reason is "amended" or "amend refused: ...". */
+  amend(orderId: string, change: { price?: number | string; qty?: number | string }): void;
   cancelAll(): void;
 }
 

@@ -152,3 +152,33 @@ async def test_rest_refuses_a_wrong_signature_with_10004(bsim: Simulator, autoju
         resp = await http.get("/v5/account/wallet-balance?accountType=UNIFIED", headers={
             "X-BAPI-API-KEY": KEY, "X-BAPI-TIMESTAMP": ts, "X-BAPI-RECV-WINDOW": "5000", "X-BAPI-SIGN": "00" * 32})
     assert resp.json()["retCode"] == 10004
+
+
+async def test_an_order_whose_answer_never_came_is_found_by_a_query(bsim: Simulator, nursery: trio.Nursery,
+                                                                    autojump_clock: Any) -> None:
+    # Placed, but the answer comes after the request timeout and the order topic's row is lost:
+    # nothing on the connection says what became of it, so the executor asks.
+    ex = bybit(bsim, request_timeout=2.0)
+    engine = await start(nursery, ex)
+    bsim.bybit_private.faults.delay_answer("order.create", seconds=30)
+    bsim.bybit_private.faults.drop_private_events(2)  # its order row and the wallet's
+    ex.submit(order("0-1", "buy", "limit", "0.1", "99"))
+    await until(lambda: ex.pending_unknown == ("0-1",))
+    assert engine.updates("0-1") == []
+    await until(lambda: engine.updates("0-1") == [("accepted", "0")], timeout=5)
+    assert ex.pending_unknown == () and ex.reconciliations == 1 and ex.connects == 1
+    await trio.sleep(40)  # the late answer changes nothing
+    assert engine.updates("0-1") == [("accepted", "0")]
+
+
+async def test_an_order_bybit_answered_ambiguously_and_never_placed_is_rejected_as_such(
+        bsim: Simulator, nursery: trio.Nursery, autojump_clock: Any) -> None:
+    ex = bybit(bsim)
+    engine = await start(nursery, ex)
+    bsim.bybit_private.faults.reject("order.create", 10000, "Server Timeout")
+    ex.submit(order("0-1", "buy", "limit", "0.1", "99"))
+    await until(lambda: ex.pending_unknown == ("0-1",))
+    await until(lambda: bool(engine.updates("0-1")), timeout=5)
+    (_, upd), = engine.events
+    assert upd.status == "rejected" and "it was never placed" in upd.reason and "10000" in upd.reason
+    assert ex.pending_unknown == () and ex.connects == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,40 @@ async def test_order_intents_return_ids_and_reach_the_executor(
     assert "open:0-1" in ids  # the resting limit order, as the executor saw it at the batch
     orders = {o.order_id: o for o in runner.executor.orders()}
     assert orders["0-1"].status == "canceled" and orders["0-2"].status == "filled"
+
+
+AMENDS = """
+var seen = [];
+flox.register({symbols: [sym],
+  onTrade: function (ctx, t) {
+    if (t.tradeId === '1') { ctx.limitBuy(50, 2); }
+    if (t.tradeId === '2') { ctx.amend('0-1', {price: 60, qty: 3}); }
+    if (t.tradeId === '3') { ctx.amend('0-1', {qty: 'lots'}); ctx.amend('0-1', {price: 0}); ctx.amend('0-1'); }
+  },
+  onOrderUpdate: function (ctx, u) { seen.push([u.status, u.qty, u.price, u.reason]); },
+});
+"""
+
+
+async def test_a_script_amends_its_order_and_bad_amends_are_its_errors(
+    script_file: Any, tmp_path: Path, autojump_clock: Any
+) -> None:
+    script = load(script_file(AMENDS), state_dir=tmp_path)
+    feed = flox.feeds.PushFeed(["BTCUSDT"])
+    async with flox.open_runner(feed, flox.PaperExecutor(latency=0.01)) as runner:
+        runner.add_strategy(script.registered)
+        for i in range(5):
+            await feed.push(trades(1, start=i))
+            await runner.wait_idle()
+            await trio.sleep(0.02)
+            await runner.wait_idle()
+        feed.close()
+    assert script.eval("seen") == [["accepted", 2, 50, ""], ["accepted", 3, 60, "amended"]]
+    order = runner.executor.orders()[0]
+    assert (order.qty, order.price, order.status) == (Decimal(3), Decimal(60), "accepted")
+    slot = runner.slots[0]
+    assert slot.errors == 3 and runner.status().slots[0].quarantine_reason is None  # the script's errors only
+    assert "needs a new price, a new qty or both" in (slot.last_error or "")
 
 
 async def test_a_throwing_callback_is_reported_with_line_and_quarantined(

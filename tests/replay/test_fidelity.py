@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
 
@@ -255,3 +256,45 @@ def test_the_replay_command_says_which_mode_made_its_report(tmp_path: Path) -> N
     simulated = json.loads((tmp_path / "simulate" / "report.json").read_text())["totals"]["fills"]
     live = len(flox.replay.replay_tape(tape, mode="reproduce").outputs["fills"])
     assert reproduced == live and simulated == len(flox.replay.replay_tape(tape).outputs["fills"])
+
+
+class Chaser(flox.Strategy):
+    """Rests a bid under the market (moved after the price with ``ctx.amend`` if ``amend``); sells what fills."""
+
+    def __init__(self, symbols: Any, every: int = 4, amend: bool = True) -> None:
+        super().__init__(symbols, every=every, amend=amend)
+        self.every, self.n, self.amend = every, 0, amend
+
+    def on_trade(self, ctx: flox.Context, trade: flox.Trade) -> None:
+        self.n += 1
+        if self.n % self.every:
+            return
+        if ctx.position > 0:
+            ctx.market_sell(ctx.position)
+        elif ctx.open_orders:
+            if self.amend:
+                ctx.amend(ctx.open_orders[0].order_id, price=trade.price - 2, qty=1 + self.n % 3)
+        else:
+            ctx.limit_buy(trade.price - 3, 1)
+
+
+async def record_resting_orders(tape: Path, amend: bool) -> dict[str, Any]:
+    executor = flox.PaperExecutor(latency=0.02)
+    feed = flox.feeds.ListFeed(trades(300, step_ns=10_000_000), batch_size=1, pace=True)
+    async with flox.open_runner(feed, executor, tape=str(tape)) as runner:
+        runner.add_strategy(Chaser(["BTCUSDT"], amend=amend))
+    return run_outputs(executor)
+
+
+@pytest.mark.parametrize("amend", [False, True], ids=["resting", "amended"])
+def test_a_replay_reproduces_resting_orders_filled_by_the_market_and_amended_ones(tmp_path: Path,
+                                                                                  amend: bool) -> None:
+    # A resting order filled by a trade reaches the strategy before that trade, live and in the replay.
+    tape = tmp_path / "resting.tape"
+    live = trio.run(record_resting_orders, tape, amend, clock=trio.testing.MockClock(autojump_threshold=0))
+    amended = [u for _, batch in flox.tape.TapeReader(tape).order_batches() for u in batch
+               if isinstance(u, flox.OrderUpdate) and u.reason == "amended"]
+    assert (len(amended) >= 5 if amend else not amended) and len(live["fills"]) >= 6
+    reproduced = replay_tape(tape, mode="reproduce")
+    assert reproduced.divergences == ()
+    assert reproduced.outputs["orders"] == live["orders"] and reproduced.outputs["fills"] == live["fills"]

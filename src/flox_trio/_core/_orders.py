@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import attrs
 
-from ._events import Fill, OrderStatus, OrderType, Side, quote_currency
+from ._events import Fill, OrderStatus, OrderType, OrderUpdate, Side, quote_currency
 from ._money import ZERO
 
 OPEN_STATES: frozenset[OrderStatus] = frozenset({"new", "accepted", "partially_filled"})
@@ -45,6 +45,34 @@ class Order:
 
     def copy(self) -> Order:
         return attrs.evolve(self)
+
+
+#: The reason of the update that answers an amend which took effect.
+AMENDED = "amended"
+
+
+def order_update(order: Order, reason: str, ts_ns: int) -> OrderUpdate:
+    """The order as it stands, as an update whose reason is ``reason``."""
+    return OrderUpdate(order.order_id, order.symbol, order.side, order.order_type, order.status, order.qty,
+                       order.filled_qty, order.price, order.avg_fill_price, reason, ts_ns, order.slot, order.venue)
+
+
+def amend_refused(order: Order, why: str, ts_ns: int) -> OrderUpdate:
+    """The answer to an amend that did not take effect: the order unchanged, its status as it stands."""
+    return order_update(order, f"amend refused: {why}", ts_ns)
+
+
+def amend_problem(order: Order, price: Decimal | None, qty: Decimal | None) -> str | None:
+    """Why ``order`` cannot take this amend whatever the venue says (None: it can)."""
+    if not order.is_open:
+        return f"order is {order.status}"
+    if order.order_type != "limit":
+        return "only a resting limit order can be amended"
+    if price is None and qty is None:
+        return "give a new price, a new qty or both"
+    if qty is not None and qty <= order.filled_qty:
+        return f"new qty {qty} is not above the {order.filled_qty} already filled; cancel the order instead"
+    return None
 
 
 @attrs.define(slots=True)

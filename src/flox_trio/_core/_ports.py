@@ -16,8 +16,9 @@ from collections.abc import Callable, Generator, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .._errors import OrderError
 from ._events import Event, Fill, Gap, OrderType, Side, SymbolRef
-from ._orders import Order, Position
+from ._orders import Order, Position, amend_refused
 from ._status import ExecutorSettings, ExecutorStatus, FeedStatus, StrategyInfo, SwapReport
 
 if TYPE_CHECKING:  # Protocols name the types their members use; no runtime import
@@ -167,6 +168,20 @@ class Executor(abc.ABC):
     def cancel(self, slot: int, order_id: str) -> None:
         """Request a cancel; a cancel of a final or unknown order is answered with a rejected update."""
 
+    def amend(self, slot: int, order_id: str, price: Decimal | None, qty: Decimal | None) -> None:
+        """Request a change of a resting limit order's price and/or total quantity.
+
+        Answered asynchronously by an ``OrderUpdate`` with the order's status as it
+        stands: reason "amended" (and the new price and qty) when the change took
+        effect, "amend refused: ..." when it did not. An executor that cannot amend
+        refuses every amend so; an unknown order raises ``OrderError`` as for a cancel.
+        """
+        order = next((o for o in self.open_orders(slot) if o.order_id == order_id), None)
+        if order is None:
+            raise OrderError(f"slot {slot} has no open order {order_id!r}; ctx.open_orders lists the live ones")
+        self._emit(slot, amend_refused(order, f"{type(self).__name__} cannot amend orders; cancel the order and "
+                                              f"place a new one", self._clock.wall_ns()))
+
     def on_market(self, batch: list[Any]) -> None:  # noqa: B027 - optional hook
         """See every published market batch (to fill resting orders). Must be cheap."""
 
@@ -280,6 +295,8 @@ class SlotPort(Protocol):
 
     def cancel_order(self, order_id: str) -> None: ...
 
+    def amend_order(self, order_id: str, price: Any = None, qty: Any = None) -> None: ...
+
     def record_error(self, exc: BaseException, event: Event | None = None, where: str = "") -> None: ...
 
     def quarantine(self, reason: str) -> None: ...
@@ -308,6 +325,8 @@ class EngineHooks(Protocol):
     def submit(self, order: Order) -> None: ...
 
     def cancel(self, slot: int, order_id: str) -> None: ...
+
+    def amend(self, slot: int, order_id: str, price: Decimal | None, qty: Decimal | None) -> None: ...
 
     def progress(self) -> None:
         """Something a ``wait_idle`` may be waiting for happened."""

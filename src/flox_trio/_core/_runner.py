@@ -466,17 +466,19 @@ class Runner:
             await trio.lowlevel.checkpoint()
         self._publishing += 1
         try:
+            # The executor sees the batch first (fills of resting orders it crosses), and order
+            # events that came before the batch or of it reach the slots before it: on the tape
+            # too, so that a reproducing replay hands them back before the batch, as here.
+            self.executor.on_market(batch)
+            if self._bus.orders_pending:
+                await self._flush_orders()
             if self.tape is not None:
                 self.tape.write_events(self._seq, batch)
                 self._recent.append(batch)
             self._seq += len(batch)
             self._market_seq += len(batch)
-            self.executor.on_market(batch)
             if self._bars is not None:
                 batch = self._bars.process(batch)
-            if self._bus.orders_pending:
-                # Order events that came before this batch reach the slots before it.
-                await self._flush_orders()
             await self._bus.route(batch)
             if self._bus.orders_pending:
                 await self._flush_orders()
@@ -599,7 +601,7 @@ class Runner:
 class _Hooks:
     """The runner as its slots see it (``EngineHooks``): the only way from a slot back into the engine."""
 
-    __slots__ = ("_runner", "cancel", "clock", "portfolio", "progress", "submit")
+    __slots__ = ("_runner", "amend", "cancel", "clock", "portfolio", "progress", "submit")
 
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
@@ -609,6 +611,7 @@ class _Hooks:
         self.progress = runner._progress
         self.submit: Callable[[Order], None] = runner.executor.submit
         self.cancel: Callable[[int, str], None] = runner.executor.cancel
+        self.amend: Callable[[int, str, Decimal | None, Decimal | None], None] = runner.executor.amend
 
     @property
     def published(self) -> int:

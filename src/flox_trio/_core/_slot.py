@@ -188,6 +188,13 @@ class Slot:
     def cancel_order(self, order_id: str) -> None:
         self._engine.cancel(self.index, str(order_id))
 
+    def amend_order(self, order_id: str, price: Any = None, qty: Any = None) -> None:
+        p = order_amount(price, "price") if price is not None else None
+        q = order_amount(qty, "qty") if qty is not None else None
+        if p is None and q is None:
+            raise OrderError(f"an amend of order {order_id!r} needs a new price, a new qty or both")
+        self._engine.amend(self.index, str(order_id), p, q)
+
     # --- errors ------------------------------------------------------------------------
 
     def record_error(self, exc: BaseException, event: Event | None = None, where: str = "") -> None:

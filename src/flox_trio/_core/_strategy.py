@@ -140,6 +140,13 @@ class Context:
     def cancel(self, order_id: str) -> None:
         self._slot.cancel_order(order_id)
 
+    def amend(self, order_id: str, *, price: Any = None, qty: Any = None) -> None:
+        """Change a resting limit order's price and/or total quantity (``qty`` counts what is filled).
+
+        The answer is an ``on_order_update`` with reason "amended" or "amend refused: ...".
+        """
+        self._slot.amend_order(order_id, price, qty)
+
     def cancel_all(self) -> None:
         for order in self.open_orders:
             self._slot.cancel_order(order.order_id)

@@ -99,6 +99,9 @@ class DrySlot:
     def cancel_order(self, order_id: str) -> None:
         pass
 
+    def amend_order(self, order_id: str, price: Any = None, qty: Any = None) -> None:
+        pass
+
     def record_error(self, exc: BaseException, event: Event | None = None, where: str = "") -> None:
         self.errors += 1
         log.warning("slot %d: the new strategy raised during warm-up on %r: %s", self.index, event,

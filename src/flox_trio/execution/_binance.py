@@ -43,7 +43,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 import httpx
@@ -61,6 +61,7 @@ from ._signing import Ed25519Signer, HmacSigner, KeyType, Signer
 from ._venue import (
     CONNECT_ERRORS,
     Fatal,
+    IntentKind,
     VenueOrders,
     VenueStatus,
     check_max_age,
@@ -383,7 +384,7 @@ class BinanceExecutor(VenueOrders, Executor):
         self._filters: dict[str, SymbolFilters] = {}
         self.foreign_orders: dict[str, str] = {}
         self.adopted: dict[str, Order] = {}
-        self._intents: deque[tuple[Literal["place", "cancel"], Order]] = deque()
+        self._intents: deque[tuple[IntentKind, Order]] = deque()
         self._intent_wake = trio.Event()
         self._events_send, self._events_recv = trio.open_memory_channel[dict[str, Any]](math.inf)
         self._pending: dict[str, _Pending] = {}
@@ -833,31 +834,19 @@ class BinanceExecutor(VenueOrders, Executor):
         self._note_venue_id(order, snap.get("orderId"))
         log.warning("adopted open order %s of a previous run into slot %d", cid, slot)
 
-    async def _resolve_unknown(self) -> None:
-        """Ask the venue about orders whose outcome is unknown and the account stream has not settled."""
-        while True:
-            now = trio.current_time()
-            due = [oid for oid, (_, since) in self._unknown.items() if now - since >= self.unknown_after]
-            for order_id in due:
-                order = self._orders.get(order_id)
-                if order is None or order_id not in self._unknown:
-                    continue
-                try:
-                    snap = await self._call("order.status", {"symbol": order.symbol,
-                                                             "origClientOrderId": self._client_of[order_id]})
-                except _VenueError as exc:
-                    if exc.code == -2013 and order_id in self._unknown:
-                        self._never_placed(order)
-                    elif exc.code != -2013:
-                        log.warning("order %s: status query failed (%s)", order_id, exc.describe())
-                    continue
-                if order_id in self._unknown:
-                    await self._apply_snapshot(order, snap)
-            pending = [since for _, since in self._unknown.values()]
-            wait = max(0.05, min(pending) + self.unknown_after - trio.current_time()) if pending else math.inf
-            with trio.move_on_after(wait):
-                await self._unknown_wake.wait()
-            self._unknown_wake = trio.Event()
+    async def _query_unknown(self, order: Order) -> None:
+        order_id = order.order_id
+        try:
+            snap = await self._call("order.status", {"symbol": order.symbol,
+                                                     "origClientOrderId": self._client_of[order_id]})
+        except _VenueError as exc:
+            if exc.code == -2013 and order_id in self._unknown:
+                self._never_placed(order)
+            elif exc.code != -2013:
+                log.warning("order %s: status query failed (%s)", order_id, exc.describe())
+            return
+        if order_id in self._unknown:
+            await self._apply_snapshot(order, snap)
 
     # --- requests ------------------------------------------------------------------------------------------------
 
@@ -959,12 +948,6 @@ class BinanceExecutor(VenueOrders, Executor):
         self._note_venue_id(order, result.get("orderId"))
         self._settle(order)
         self._accept(order)
-
-    def _unknown_outcome(self, order: Order, why: str) -> None:
-        if order.is_open and order.status == "new" and order.order_id not in self._venue_id:
-            log.warning("order %s: outcome unknown (%s); pending until Binance tells", order.order_id, why)
-            self._unknown[order.order_id] = (why, trio.current_time())
-            self._unknown_wake.set()
 
     async def _cancel_outcome(self, order: Order, p: _Pending) -> None:
         try:

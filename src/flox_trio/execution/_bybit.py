@@ -60,7 +60,15 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from .._core._events import Fill, OrderType, Side
 from .._core._money import ZERO
-from .._core._orders import Order, Position, book_fill
+from .._core._orders import (
+    AMENDED,
+    Order,
+    Position,
+    amend_problem,
+    amend_refused,
+    book_fill,
+    order_update,
+)
 from .._core._status import ExecutorSettings
 from .._errors import ConfigError, FloxError, OrderError
 from ._binance import SymbolFilters
@@ -68,6 +76,7 @@ from ._signing import HmacSigner, bybit_auth_text, bybit_rest_text
 from ._venue import (
     CONNECT_ERRORS,
     Fatal,
+    IntentKind,
     Pending,
     SessionLost,
     VenueOrders,
@@ -145,6 +154,15 @@ class BybitStatus(VenueStatus):
 _TRANSIENT = (*CONNECT_ERRORS, httpx.HTTPError, _VenueError)
 
 
+@attrs.frozen
+class _Amend:
+    """One ``amend`` of an order on its way to Bybit; ``again`` once sent and its answer lost."""
+
+    price: Decimal | None
+    qty: Decimal | None
+    again: bool = False
+
+
 class BybitExecutor(VenueOrders):
     """Bybit v5 order entry (trade WebSocket), private stream and REST reconciliation (see the module docstring)."""
 
@@ -165,6 +183,7 @@ class BybitExecutor(VenueOrders):
         request_timeout: float = 10.0,
         connect_timeout: float = 10.0,
         ping_interval: float = 20.0,
+        unknown_after: float = 1.0,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         history: int | None = 10_000,
@@ -204,6 +223,8 @@ class BybitExecutor(VenueOrders):
         self._finished = deque()
         self._sent = set()
         self._unknown = {}
+        self._unknown_wake = trio.Event()
+        self.unknown_after = unknown_after
         self._cancel_wanted = set()
         self._positions: dict[tuple[int, str], Position] = {}
         self._seen: set[str] = set()
@@ -220,7 +241,9 @@ class BybitExecutor(VenueOrders):
         self._filters: dict[str, SymbolFilters] = {}
         self.foreign_orders: dict[str, str] = {}
         self.adopted: dict[str, Order] = {}
-        self._intents: deque[tuple[Literal["place", "cancel"], Order]] = deque()
+        self._intents: deque[tuple[IntentKind, Order]] = deque()
+        #: What each queued amend of an order asks for, in order: one answer per ``amend``.
+        self._amend_wanted: dict[str, deque[_Amend]] = {}
         self._intent_wake = trio.Event()
         self._pending: dict[str, Pending] = {}
         self._sent_on: dict[str, WebSocketConnection] = {}
@@ -297,6 +320,28 @@ class BybitExecutor(VenueOrders):
         self._intents.append(("cancel", order))
         self._intent_wake.set()
 
+    def amend(self, slot: int, order_id: str, price: Decimal | None, qty: Decimal | None) -> None:
+        """``order.amend`` on the trade connection; the ``order`` topic then says what the order is."""
+        order = self._orders.get(order_id)
+        if order is None or order.slot != slot:
+            raise OrderError(f"slot {slot} has no order {order_id!r}; ctx.open_orders lists the live ones")
+        problem = amend_problem(order, price, qty)
+        if problem is not None:
+            self._emit(slot, amend_refused(order, problem, self._clock.wall_ns()))
+            return
+        if ("place", order) in self._intents:  # not sent yet: it goes out as amended
+            order.price = price if price is not None else order.price
+            order.qty = qty if qty is not None else order.qty
+            self._emit(slot, order_update(order, AMENDED, self._clock.wall_ns()))
+            return
+        self._amend_wanted.setdefault(order_id, deque()).append(_Amend(price, qty))
+        self._intents.append(("amend", order))
+        self._intent_wake.set()
+
+    def _amend_again(self, order: Order, change: _Amend) -> None:
+        """Send ``change`` again, first among the order's amends (its answer was lost or it was not sent)."""
+        self._amend_wanted.setdefault(order.order_id, deque()).appendleft(attrs.evolve(change, again=True))
+
     # --- fills and order updates ------------------------------------------------------------------------
 
     def _note_venue_id(self, order: Order, venue_id: Any) -> None:
@@ -354,6 +399,12 @@ class BybitExecutor(VenueOrders):
         self._note_venue_id(order, row.get("orderId"))
         self._settle(order)
         status = str(row.get("orderStatus", ""))
+        if order.order_type == "limit" and order.is_open and status in ("New", "PartiallyFilled"):
+            price, qty = dec(row.get("price") or "0"), dec(row.get("qty") or "0")
+            if price and qty and (price, qty) != (order.price, order.qty):  # an amend took effect
+                order.price, order.qty = price, qty
+                self._accept(order)
+                self._emit(order.slot, order_update(order, AMENDED, self._clock.wall_ns()))
         if dec(row.get("cumExecQty") or "0") > order.filled_qty:
             await self._recover_execs(order)
         if status in ("New", "PartiallyFilled", "Untriggered", "Triggered"):
@@ -465,6 +516,7 @@ class BybitExecutor(VenueOrders):
                 self._ready = True
                 self._ready_event.set()
                 self._intent_wake.set()
+                nursery.start_soon(self._resolve_unknown)
                 await self._serve(nursery, scope)
             finally:
                 self._ready = False
@@ -651,8 +703,7 @@ class BybitExecutor(VenueOrders):
                 found = (await self._rest("/v5/order/realtime", {"category": self.category,
                                                                   "orderLinkId": cid})).get("list", [])
                 if not found:
-                    why = self._unknown.get(order.order_id, ("it was sent",))[0]
-                    self._reject(order, f"Bybit has no such order after {why}: it was never placed")
+                    self._never_placed(order)
                     continue
                 row = found[0]
             await self._apply_order_row(row)
@@ -731,6 +782,60 @@ class BybitExecutor(VenueOrders):
                                                      "orderLinkId": self._client_of[order.order_id]}])
         self._watch(self._cancel_outcome(order, p))
 
+    async def _send_amend(self, order: Order) -> None:
+        changes = self._amend_wanted.get(order.order_id)
+        if not changes:
+            return
+        change = changes.popleft()
+        if not changes:
+            del self._amend_wanted[order.order_id]
+        price, qty = change.price, change.qty
+        problem = amend_problem(order, price, qty)
+        if problem is None and (price is None or price == order.price) and (qty is None or qty == order.qty):
+            if change.again:
+                return  # the lost answer's order row came with reconciliation: that was the answer
+            problem = "the order already has that price and qty"
+        f = self._filters.get(order.symbol)
+        if problem is None and f is not None:
+            wanted = attrs.evolve(order, price=price if price is not None else order.price,
+                                  qty=qty if qty is not None else order.qty)
+            problem = f.check(wanted, self.mark_price(order.slot, order.symbol))
+            problem = problem.replace("exchange filter", "Bybit instrument rule") if problem else None
+        if problem is not None:
+            self._emit(order.slot, amend_refused(order, problem, self._clock.wall_ns()))
+            return
+        args: dict[str, Any] = {"category": self.category, "symbol": order.symbol,
+                                "orderLinkId": self._client_of[order.order_id]}
+        if price is not None:
+            args["price"] = plain(price)
+        if qty is not None:
+            args["qty"] = plain(qty)
+        try:
+            p = await self._trade_send("order.amend", [args])
+        except SessionLost:
+            self._amend_again(order, change)  # never left: ``_send_intents`` queues it for the next session
+            raise
+        self._watch(self._amend_outcome(order, change, p))
+
+    async def _amend_outcome(self, order: Order, change: _Amend, p: Pending) -> None:
+        try:
+            await self._trade_result(p)
+        except SessionLost:
+            # Taken or not: the reconciliation's order row says which, and a resend of
+            # what the order already is goes nowhere (``_send_amend``).
+            if order.is_open:
+                self._amend_again(order, change)
+                self._intents.append(("amend", order))
+            return
+        except _VenueError as exc:
+            if exc.code in _NOT_TAKEN and order.is_open:
+                self._amend_again(order, change)
+                self._intents.appendleft(("amend", order))
+                self._intent_wake.set()
+                return
+            self._emit(order.slot, amend_refused(order, f"refused by {exc.describe()}", self._clock.wall_ns()))
+        # Taken: the ``order`` topic brings the order's new price and qty.
+
     def _watch(self, outcome: Any) -> None:
         assert self._run_nursery is not None
 
@@ -790,10 +895,24 @@ class BybitExecutor(VenueOrders):
         self._settle(order)
         self._accept(order)
 
-    def _unknown_outcome(self, order: Order, why: str) -> None:
-        if order.is_open and order.status == "new" and order.order_id not in self._venue_id:
-            log.warning("order %s: outcome unknown (%s); pending until Bybit tells", order.order_id, why)
-            self._unknown[order.order_id] = (why, trio.current_time())
+    async def _query_unknown(self, order: Order) -> None:
+        try:
+            found = (await self._rest("/v5/order/realtime", {"category": self.category,
+                                                              "orderLinkId": self._client_of[order.order_id]}))
+        except (_VenueError, httpx.HTTPError, ValueError) as exc:
+            log.warning("order %s: status query failed (%s)", order.order_id, exc)
+            return
+        if order.order_id not in self._unknown:
+            return  # the private stream told meanwhile
+        rows = found.get("list", [])
+        if rows:
+            await self._apply_order_row(rows[0])
+        else:
+            self._never_placed(order)
+
+    def _never_placed(self, order: Order) -> None:
+        why = self._unknown.get(order.order_id, ("it was sent",))[0]
+        self._reject(order, f"Bybit has no such order after {why}: it was never placed")
 
     async def _cancel_outcome(self, order: Order, p: Pending) -> None:
         try:

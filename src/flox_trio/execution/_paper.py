@@ -17,7 +17,7 @@ import trio
 
 from .._core._events import Book, Fill, Liquidity, OrderUpdate, Trade
 from .._core._money import ZERO, price_decimal, to_decimal
-from .._core._orders import Order, Position
+from .._core._orders import AMENDED, Order, Position, amend_problem, amend_refused
 from .._core._ports import Executor
 from .._core._status import ExecutorSettings, ExecutorStatus
 from .._errors import OrderError
@@ -111,6 +111,8 @@ class PaperExecutor(Executor):
         self._resting: dict[str, list[Order]] = defaultdict(list)
         self._timers: list[tuple[float, int, str, str]] = []  # (due, tiebreak, action, order_id)
         self._tiebreak = itertools.count()
+        # An amend in flight: its (price, qty), by its timer's tiebreak.
+        self._amends: dict[int, tuple[Decimal | None, Decimal | None]] = {}
         self._wakeup = trio.Event()
         self.fills = 0
         # A live run keeps the last `history` finished orders and fills (open
@@ -136,23 +138,34 @@ class PaperExecutor(Executor):
             raise OrderError(f"slot {slot} has no order {order_id!r}; ctx.open_orders lists the live ones")
         self._schedule("cancel", order_id)
 
-    def _schedule(self, action: str, order_id: str) -> None:
+    def amend(self, slot: int, order_id: str, price: Decimal | None, qty: Decimal | None) -> None:
+        order = self._orders.get(order_id)
+        if order is None or order.slot != slot:
+            raise OrderError(f"slot {slot} has no order {order_id!r}; ctx.open_orders lists the live ones")
+        self._amends[self._schedule("amend", order_id)] = (price, qty)
+
+    def _schedule(self, action: str, order_id: str) -> int:
         due: float
         if self.ack_clock == "events":
             due = self._event_ns + int(self.latency * 1e9)
         else:
             due = self._clock.now() + self.latency
-        heapq.heappush(self._timers, (due, next(self._tiebreak), action, order_id))
+        tiebreak = next(self._tiebreak)
+        heapq.heappush(self._timers, (due, tiebreak, action, order_id))
         self._wakeup.set()
+        return tiebreak
 
     def _process_due(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now:
-            _, _, action, order_id = heapq.heappop(self._timers)
+            _, tiebreak, action, order_id = heapq.heappop(self._timers)
             order = self._orders.get(order_id)
+            change = self._amends.pop(tiebreak, None)
             if order is None:  # finished long ago and dropped from the history
                 continue
             if action == "ack":
                 self._acknowledge(order)
+            elif change is not None:
+                self._amend_now(order, *change)
             else:
                 self._cancel_now(order)
 
@@ -181,8 +194,8 @@ class PaperExecutor(Executor):
 
     # --- state machine ------------------------------------------------------------
 
-    def _update(self, order: Order) -> None:
-        # Every change of an order (status, fill, reason) ends here.
+    def _update(self, order: Order, reason: str | None = None) -> None:
+        # Every change of an order (status, fill, reason, an amend) ends here.
         self._views.clear()
         if not order.is_open and self._open.pop(order.order_id, None) is not None and self.history is not None:
             self._finished.append(order.order_id)
@@ -192,8 +205,8 @@ class PaperExecutor(Executor):
             order.slot,
             OrderUpdate(
                 order.order_id, order.symbol, order.side, order.order_type, order.status,
-                order.qty, order.filled_qty, order.price, order.avg_fill_price, order.reason,
-                self._clock.wall_ns(), order.slot, order.venue,
+                order.qty, order.filled_qty, order.price, order.avg_fill_price,
+                order.reason if reason is None else reason, self._clock.wall_ns(), order.slot, order.venue,
             ),
         )
 
@@ -216,9 +229,13 @@ class PaperExecutor(Executor):
             self._update(order)
             self._fill(order, price_decimal(px), order.remaining_qty, "taker")
             return
-        assert order.price is not None
         order.status = "accepted"
         self._update(order)
+        self._take_or_rest(order, bid, ask)
+
+    def _take_or_rest(self, order: Order, bid: float | None, ask: float | None) -> None:
+        """A limit order at its price: marketable, it fills as taker at the touch; else it rests."""
+        assert order.price is not None
         touch = ask if order.side == "buy" else bid
         if touch is not None and (
             price_decimal(touch) <= order.price if order.side == "buy" else price_decimal(touch) >= order.price
@@ -240,6 +257,25 @@ class PaperExecutor(Executor):
         order.reason = "canceled by strategy"
         self._unrest(order)
         self._update(order)
+
+    def _amend_now(self, order: Order, price: Decimal | None, qty: Decimal | None) -> None:
+        problem = amend_problem(order, price, qty)
+        if problem is None and order.status == "new":
+            problem = "order is not acknowledged yet; amend it once it is accepted"
+        if problem is not None:
+            self._emit(order.slot, amend_refused(order, problem, self._clock.wall_ns()))
+            return
+        # As a venue ranks it: a new price or a larger quantity goes to the back of the queue.
+        requeue = (price is not None and price != order.price) or (qty is not None and qty > order.qty)
+        if price is not None:
+            order.price = price
+        if qty is not None:
+            order.qty = qty
+        self._update(order, AMENDED)
+        if requeue:
+            self._unrest(order)
+            _, bid, ask = self._quote(order.slot, order.symbol)
+            self._take_or_rest(order, bid, ask)
 
     def _unrest(self, order: Order) -> None:
         resting = self._resting.get(order.symbol)

@@ -19,7 +19,7 @@ import attrs
 from .._core._convert import converter
 from .._core._events import Fill, OrderUpdate
 from .._core._money import ZERO
-from .._core._orders import Order, Position
+from .._core._orders import Order, Position, amend_refused
 from .._core._ports import Clock, EmitFn, Executor, QuoteFn
 from .._core._status import ExecutorSettings, ExecutorStatus
 from .._errors import OrderError
@@ -169,21 +169,36 @@ class RiskExecutor(Executor):
             return
         self.inner.cancel(slot, order_id)
 
+    def amend(self, slot: int, order_id: str, price: Decimal | None, qty: Decimal | None) -> None:
+        """An amend is checked as the order it would make: the kill switch, the size and the position limits."""
+        refused = self._refused.get(order_id)
+        if refused is not None and refused.slot == slot:
+            self._emit(slot, amend_refused(refused, "order is rejected", self._clock.wall_ns()))
+            return
+        order = next((o for o in self.inner.open_orders(slot) if o.order_id == order_id), None)
+        reason = None
+        if order is not None:
+            if self.halted:
+                reason = f"risk: trading halted ({self.halt_reason}); `flox-trio resume` to trade again"
+            elif qty is not None and qty > order.qty:
+                # Only what the amend adds can break a limit: the order as it would be, its
+                # remaining quantity the increase alone (the rest is counted as open already).
+                grown = attrs.evolve(order, qty=qty, price=price if price is not None else order.price)
+                reason = self._limit_breach(grown, qty - order.qty)
+            if reason is not None:
+                self.refused += 1
+                log.warning("slot %d amend of %s refused: %s", slot, order_id, reason)
+                self._emit(slot, amend_refused(order, reason, self._clock.wall_ns()))
+                return
+        self.inner.amend(slot, order_id, price, qty)
+
     def _check(self, order: Order) -> str | None:
         if self.halted:
             return f"risk: trading halted ({self.halt_reason}); `flox-trio resume` to trade again"
+        reason = self._limit_breach(order, order.qty)
+        if reason is not None:
+            return reason
         mine, total = self.limits.for_slot(order.slot), self.limits.total
-        for scope, limits in ((f"slot {order.slot}", mine), ("global", total)):
-            cap = limits.max_order_qty
-            if cap is not None and order.qty > cap:
-                return f"risk: order qty {order.qty} exceeds the {scope} max order size {cap}"
-        for scope, limits, slots in ((f"slot {order.slot}", mine, (order.slot,)), ("global", total, None)):
-            cap = limits.max_position
-            if cap is not None:
-                worst = self._worst_position(order, slots)
-                if abs(worst) > cap:
-                    return (f"risk: {order.side} {order.qty} {order.symbol} could take the {scope} position "
-                            f"to {worst} (open orders included), beyond max position {cap}")
         now = self._clock.now()
         for scope, limits, times in ((f"slot {order.slot}", mine, self._slot_times.get(order.slot)),
                                      ("global", total, self._all_times)):
@@ -196,8 +211,24 @@ class RiskExecutor(Executor):
                             f"next order possible in {times[0] + RATE_WINDOW_S - now:.3f} s")
         return None
 
-    def _worst_position(self, order: Order, slots: tuple[int, ...] | None) -> Decimal:
-        """Position after this order and every open order on the same side fill."""
+    def _limit_breach(self, order: Order, adds: Decimal) -> str | None:
+        """Which size or position limit ``order`` breaks, its open quantity growing by ``adds``."""
+        mine, total = self.limits.for_slot(order.slot), self.limits.total
+        for scope, limits in ((f"slot {order.slot}", mine), ("global", total)):
+            cap = limits.max_order_qty
+            if cap is not None and order.qty > cap:
+                return f"risk: order qty {order.qty} exceeds the {scope} max order size {cap}"
+        for scope, limits, slots in ((f"slot {order.slot}", mine, (order.slot,)), ("global", total, None)):
+            cap = limits.max_position
+            if cap is not None:
+                worst = self._worst_position(order, slots, adds)
+                if abs(worst) > cap:
+                    return (f"risk: {order.side} {order.qty} {order.symbol} could take the {scope} position "
+                            f"to {worst} (open orders included), beyond max position {cap}")
+        return None
+
+    def _worst_position(self, order: Order, slots: tuple[int, ...] | None, adds: Decimal) -> Decimal:
+        """Position after every open order on ``order``'s side fills, with ``adds`` more of it."""
         sign = 1 if order.side == "buy" else -1
         if slots is None:
             pos = sum((p.qty for (_, sym), p in self.inner.positions().items() if sym == order.symbol), ZERO)
@@ -206,7 +237,7 @@ class RiskExecutor(Executor):
             pos = sum((self.inner.position(s, order.symbol).qty for s in slots), ZERO)
             opens = [o for s in slots for o in self.inner.open_orders(s, order.symbol)]
         pending = sum((o.remaining_qty for o in opens if o.side == order.side), ZERO)
-        return pos + sign * (pending + order.qty)
+        return pos + sign * (pending + adds)
 
     def _refuse(self, order: Order, reason: str) -> None:
         self.refused += 1

@@ -50,6 +50,10 @@ _OURS = re.compile(r"flx([0-9a-z]{10})[._](\d+)-(\d+)")
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
+#: What a venue executor queues for its order connection.
+IntentKind = Literal["place", "cancel", "amend"]
+
+
 def plain(value: Decimal) -> str:
     """A Decimal as a plain decimal string ("0.001", "100"): never an exponent."""
     return f"{value.normalize():f}"
@@ -212,12 +216,15 @@ class VenueOrders(Executor):
     _finished: deque[str]
     _sent: set[str]
     _unknown: dict[str, tuple[str, float]]
+    #: Set when an order's outcome becomes unknown; ``unknown_after`` s later the venue is asked.
+    _unknown_wake: trio.Event
+    unknown_after: float
     _cancel_wanted: set[str]
     _positions: dict[tuple[int, str], Position]
     fill_log: deque[Fill]
     _ready: bool
     _ready_event: trio.Event
-    _intents: deque[tuple[Literal["place", "cancel"], Order]]
+    _intents: deque[tuple[IntentKind, Order]]
     _fatal: FloxError | None
     reconciliations: int
     last_error: str
@@ -347,6 +354,10 @@ class VenueOrders(Executor):
         """Send the cancel of ``order`` (``SessionLost`` if it could not be sent)."""
         raise NotImplementedError
 
+    async def _send_amend(self, order: Order) -> None:
+        """Send the amend wanted for ``order`` (``SessionLost`` if it could not be sent)."""
+        raise NotImplementedError
+
     async def _send_intents(self) -> None:
         """Send queued intents, in order, while the session takes them.
 
@@ -362,11 +373,45 @@ class VenueOrders(Executor):
             try:
                 if kind == "place":
                     await self._place(order)
+                elif kind == "amend":
+                    await self._send_amend(order)
                 elif order.is_open:
                     await self._send_cancel(order)
             except SessionLost:
                 if not (kind == "place" and order.order_id in self._sent):
                     self._intents.appendleft((kind, order))  # never left: send it on the next session
+
+    # --- orders whose outcome is unknown ----------------------------------------------------------------------
+
+    def _unknown_outcome(self, order: Order, why: str) -> None:
+        """No answer says what became of ``order``: pending until the venue tells (its stream or a query)."""
+        if order.is_open and order.status == "new" and order.order_id not in self._venue_id:
+            _log.warning("order %s: outcome unknown (%s); pending until the venue tells", order.order_id, why)
+            self._unknown[order.order_id] = (why, trio.current_time())
+            self._unknown_wake.set()
+
+    async def _query_unknown(self, order: Order) -> None:
+        """Ask the venue what became of ``order`` and settle it (placed, or never placed)."""
+        raise NotImplementedError
+
+    async def _resolve_unknown(self) -> None:
+        """Ask the venue about orders whose outcome is unknown and the account stream has not settled.
+
+        Runs in the session's nursery: the account stream may settle an order first, and
+        a session that ends leaves the rest to the next one's reconciliation.
+        """
+        while True:
+            now = trio.current_time()
+            due = [oid for oid, (_, since) in self._unknown.items() if now - since >= self.unknown_after]
+            for order_id in due:
+                order = self._orders.get(order_id)
+                if order is not None and order_id in self._unknown:
+                    await self._query_unknown(order)
+            pending = [since for _, since in self._unknown.values()]
+            wait = max(0.05, min(pending) + self.unknown_after - trio.current_time()) if pending else math.inf
+            with trio.move_on_after(wait):
+                await self._unknown_wake.wait()
+            self._unknown_wake = trio.Event()
 
     # --- requests on the order connection ------------------------------------------------------------------
 

@@ -177,6 +177,12 @@
   Ctx.prototype.limitBuy = function (price, qty) { return intent(this, 'buy', 'limit', qty, price); };
   Ctx.prototype.limitSell = function (price, qty) { return intent(this, 'sell', 'limit', qty, price); };
   Ctx.prototype.cancel = function (id) { F.out.intents.push([String(id), this.symbol, 'cancel', 'cancel', 0, null]); };
+  // ctx.amend(id, {price: p, qty: q}): either or both; qty is the order's new total.
+  Ctx.prototype.amend = function (id, change) {
+    var c = change === null || typeof change !== 'object' ? {} : change;
+    var qty = c.qty === undefined ? null : c.qty, price = c.price === undefined ? null : c.price;
+    F.out.intents.push([String(id), this.symbol, 'amend', 'amend', qty, price]);
+  };
   // The open orders as of the start of the call; orders placed during it are not among them.
   Ctx.prototype.cancelAll = function () {
     for (var i = 0; i < this.openOrders.length; i++) this.cancel(this.openOrders[i]);

@@ -594,6 +594,8 @@ class JsHost(StrategyHost):
             try:
                 if intent.kind == "cancel":
                     slot.cancel_order(intent.order_id)
+                elif intent.kind == "amend":
+                    slot.amend_order(intent.order_id, intent.price, intent.qty)
                 else:
                     slot.submit_order(intent.symbol, intent.side, intent.kind, intent.qty,  # type: ignore[arg-type]
                                       intent.price, order_id=intent.order_id)

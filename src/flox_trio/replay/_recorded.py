@@ -100,6 +100,7 @@ class RecordedExecutor(Executor):
             order = self._orders[e.order_id] = Order(e.order_id, e.slot, e.symbol, e.side, e.order_type, e.qty,
                                                      e.price, venue=e.venue)
         order.status = e.status
+        order.qty, order.price = e.qty, e.price  # an amend changes them
         order.filled_qty = e.filled_qty
         order.reason = e.reason
         if e.avg_fill_price is not None:
@@ -136,6 +137,9 @@ class RecordedExecutor(Executor):
 
     def cancel(self, slot: int, order_id: str) -> None:
         """The live outcome of a cancel is on the tape already; nothing to do."""
+
+    def amend(self, slot: int, order_id: str, price: Decimal | None, qty: Decimal | None) -> None:
+        """The live outcome of an amend (its "amended" or "amend refused" update) is on the tape already."""
 
     async def run(self) -> None:
         return None

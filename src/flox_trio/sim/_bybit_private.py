@@ -447,10 +447,42 @@ class BybitPrivate(MatchingEngine):
         return {"orderId": str(order.order_id), "orderLinkId": order.client_id}
 
     def _amend(self, acc: SimAccount, a: dict[str, Any]) -> dict[str, Any]:
+        """Change a resting limit order's price and/or total qty; a new price or a larger qty loses its place."""
         order = self._find(acc, a)
         if order is None or not order.open:
             raise _Refusal(170213, "Order does not exist.")
-        raise _Refusal(10001, "Request parameter error: the simulator does not amend orders")
+        if order.type != "LIMIT":
+            raise _Refusal(10001, "Request parameter error: only a limit order can be amended")
+        spec = self._specs[order.symbol]
+        tick, lot = Decimal(repr(spec.tick)), Decimal(repr(spec.lot))
+        price = _decimal(a, "price") if a.get("price") not in (None, "") else order.price
+        qty = _decimal(a, "qty") if a.get("qty") not in (None, "") else order.qty
+        if price <= 0 or price % tick:
+            raise _Refusal(170134, "Order price decimal too long.")
+        if qty % lot:
+            raise _Refusal(170137, "Order volume decimal too long")
+        if qty <= order.executed:
+            raise _Refusal(170136, "Order quantity lower than the minimum.")
+        base, quote = split_symbol(order.symbol)
+        if order.category == "spot":
+            # What the order holds back is what its remaining quantity could spend.
+            lock = price * (qty - order.executed) if order.side == "BUY" else qty - order.executed
+            bal = acc.balance(quote if order.side == "BUY" else base)
+            if lock - order.locked > bal[0]:
+                raise _Refusal(170131, "Balance insufficient")
+            bal[0] -= lock - order.locked
+            bal[1] += lock - order.locked
+            order.locked = lock
+        requeue = price != order.price or qty > order.qty
+        order.price, order.qty = price, qty
+        order.update_time = self._clock()
+        if requeue:  # to the back of the queue at its price, as print_trade takes them oldest first
+            del self.orders[order.order_id]
+            self.orders[order.order_id] = order
+        self._execution(order, "NEW")
+        self._take(order, self._levels(order.symbol, order.side))
+        self._position(acc, (base, quote))
+        return {"orderId": str(order.order_id), "orderLinkId": order.client_id}
 
     # --- the private stream -------------------------------------------------------------------------
 
