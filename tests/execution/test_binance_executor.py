@@ -79,25 +79,6 @@ async def test_a_venue_refusal_is_a_rejection_naming_the_code(sim: Simulator, nu
     assert upd.status == "rejected" and "-2010" in upd.reason and "insufficient balance" in upd.reason
 
 
-async def test_an_amend_is_refused_in_words_and_nothing_is_sent(sim: Simulator, nursery: trio.Nursery,
-                                                                 autojump_clock: Any) -> None:
-    # Binance Spot changes a price only by cancel-replace (a new order): the strategy is told to do that itself.
-    ex = make_executor(sim)
-    engine = await start(nursery, ex)
-    ex.submit(order("0-1", "sell", "limit", "0.2", "101"))
-    await until(lambda: engine.updates("0-1") == [("accepted", "0")])
-    sent = len(sim.binance_private.requests)
-    ex.amend(0, "0-1", Decimal("102"), None)
-    last = engine.events[-1][1]
-    assert (last.status, last.price, last.reason) == (
-        "accepted", Decimal("101"), "amend refused: BinanceExecutor cannot amend orders; cancel the order and place "
-                                    "a new one")
-    await trio.sleep(1)
-    assert len(sim.binance_private.requests) == sent
-    assert [(o.price, o.qty) for o in sim.binance_private.open_orders_of(ex._api_key)] == [(Decimal("101"),
-                                                                                            Decimal("0.2"))]
-
-
 async def test_cancel_a_resting_order(sim: Simulator, nursery: trio.Nursery, autojump_clock: Any) -> None:
     ex = make_executor(sim)
     engine = await start(nursery, ex)

@@ -35,6 +35,7 @@ logs, ``status()``, ``settings``, reprs or exception messages.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -60,6 +61,7 @@ from .._errors import ConfigError, FloxError, OrderError
 from ._signing import Ed25519Signer, HmacSigner, KeyType, Signer
 from ._venue import (
     CONNECT_ERRORS,
+    AmendRequest,
     Fatal,
     IntentKind,
     VenueOrders,
@@ -93,7 +95,7 @@ _AUTH_CODES = {-1002: "UNAUTHORIZED", -1021: "INVALID_TIMESTAMP", -1022: "INVALI
 _RANK: dict[OrderStatus, int] = {"new": 0, "accepted": 1, "partially_filled": 2, "filled": 3, "canceled": 3,
                                  "rejected": 3}
 _UNIT_MS = {"SECOND": 1000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
-_WEIGHTS = {"order.place": 1, "order.cancel": 1, "order.status": 4, "openOrders.status": 80, "account.status": 20,
+_WEIGHTS = {"order.place": 1, "order.cancel": 1, "order.amend.keepPriority": 4, "order.status": 4, "openOrders.status": 80, "account.status": 20,
             "myTrades": 5, "session.logon": 2, "userDataStream.subscribe": 2,
             "userDataStream.subscribe.signature": 2, "time": 1}
 
@@ -369,6 +371,7 @@ class BinanceExecutor(VenueOrders, Executor):
         self._sent: set[str] = set()
         #: Engine id → why its outcome is unknown, and since when (Trio time).
         self._unknown: dict[str, tuple[str, float]] = {}
+        self._amend_wanted = {}
         self._cancel_wanted: set[str] = set()
         self._positions: dict[tuple[int, str], Position] = {}
         self._seen: set[tuple[str, int]] = set()
@@ -542,6 +545,8 @@ class BinanceExecutor(VenueOrders, Executor):
         self._settle(order)
         if x == "NEW":
             self._accept(order)
+        elif x == "REPLACED":
+            self._amended(order, order.price, _dec(ev["q"]))
         elif x == "TRADE":
             trade_id, qty = int(ev["t"]), _dec(ev["l"])
             if (order.symbol, trade_id) in self._seen:
@@ -607,6 +612,7 @@ class BinanceExecutor(VenueOrders, Executor):
             await self._recover_trades(order)
         if status in ("NEW", "PARTIALLY_FILLED", "PENDING_NEW"):
             self._accept(order)
+            self._amended(order, order.price, _dec(snap["origQty"]))  # amended while we did not listen
         elif status in ("CANCELED", "EXPIRED", "EXPIRED_IN_MATCH", "REJECTED"):
             self._finalize_from_venue(order, status, str(snap.get("expiryReason") or ""))
 
@@ -924,6 +930,53 @@ class BinanceExecutor(VenueOrders, Executor):
         p = await self._send("order.place", params, order=True)
         self._sent.add(order.order_id)
         self._watch(self._place_outcome, order, p)
+
+    def _amend_rule(self, order: Order, price: Decimal | None, qty: Decimal | None) -> str | None:
+        if price is not None and price != order.price:
+            return ("Binance Spot changes an order's price only by cancel-replace, a new order: cancel it and place "
+                    "a new one (a smaller qty is amended in place)")
+        if qty is not None and qty >= order.qty:
+            return (f"Binance amends an order in place only to a smaller qty (order.amend.keepPriority), "
+                    f"not {_plain(qty)} from {_plain(order.qty)}")
+        return None
+
+    async def _send_amend(self, order: Order) -> None:
+        """``order.amend.keepPriority``: a smaller qty, the same client id, the same place in the queue."""
+        change = self._next_amend(order)
+        if change is None:
+            return
+        assert change.qty is not None  # _amend_rule: a price alone is refused
+        f = self._filters.get(order.symbol)
+        problem = f.check(change.applied_to(order), self.mark_price(order.slot, order.symbol)) if f else None
+        if problem is not None:
+            self._refuse_amend(order, problem)
+            return
+        cid = self._client_of[order.order_id]
+        try:
+            p = await self._send("order.amend.keepPriority", {"symbol": order.symbol, "origClientOrderId": cid,
+                                                              "newClientOrderId": cid, "newQty": _plain(change.qty)},
+                                 weight=_WEIGHTS["order.amend.keepPriority"])
+        except _SessionLost:
+            self._amend_again(order, change)  # never left: ``_send_intents`` queues it for the next session
+            raise
+        self._watch(functools.partial(self._amend_outcome, change=change), order, p)
+
+    async def _amend_outcome(self, order: Order, p: _Pending, change: AmendRequest) -> None:
+        try:
+            result = await self._result(p)
+        except (_SessionLost, _VenueError) as exc:
+            if isinstance(exc, _SessionLost) or exc.unknown_outcome:
+                # Taken or not: the account stream or the reconciliation's order.status says
+                # which, and a resend of what the order already is goes nowhere.
+                if order.is_open:
+                    self._amend_again(order, change)
+                    self._intents.append(("amend", order))
+                    self._intent_wake.set()
+                return
+            self._refuse_amend(order, f"refused by {exc.describe()}")
+            return
+        amended = result.get("amendedOrder") or {}
+        self._amended(order, order.price, _dec(amended.get("qty") or amended.get("origQty") or "0"))
 
     def _watch(self, outcome: Callable[[Order, _Pending], Any], order: Order, p: _Pending) -> None:
         """Wait for a request's answer beside the sender, which moves on to the next intent."""

@@ -61,13 +61,9 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from .._core._events import Fill, OrderType, Side
 from .._core._money import ZERO
 from .._core._orders import (
-    AMENDED,
     Order,
     Position,
-    amend_problem,
-    amend_refused,
     book_fill,
-    order_update,
 )
 from .._core._status import ExecutorSettings
 from .._errors import ConfigError, FloxError, OrderError
@@ -75,6 +71,7 @@ from ._binance import SymbolFilters
 from ._signing import HmacSigner, bybit_auth_text, bybit_rest_text
 from ._venue import (
     CONNECT_ERRORS,
+    AmendRequest,
     Fatal,
     IntentKind,
     Pending,
@@ -152,15 +149,6 @@ class BybitStatus(VenueStatus):
 
 #: What ends one session, not the executor.
 _TRANSIENT = (*CONNECT_ERRORS, httpx.HTTPError, _VenueError)
-
-
-@attrs.frozen
-class _Amend:
-    """One ``amend`` of an order on its way to Bybit; ``again`` once sent and its answer lost."""
-
-    price: Decimal | None
-    qty: Decimal | None
-    again: bool = False
 
 
 class BybitExecutor(VenueOrders):
@@ -242,8 +230,7 @@ class BybitExecutor(VenueOrders):
         self.foreign_orders: dict[str, str] = {}
         self.adopted: dict[str, Order] = {}
         self._intents: deque[tuple[IntentKind, Order]] = deque()
-        #: What each queued amend of an order asks for, in order: one answer per ``amend``.
-        self._amend_wanted: dict[str, deque[_Amend]] = {}
+        self._amend_wanted = {}
         self._intent_wake = trio.Event()
         self._pending: dict[str, Pending] = {}
         self._sent_on: dict[str, WebSocketConnection] = {}
@@ -320,28 +307,6 @@ class BybitExecutor(VenueOrders):
         self._intents.append(("cancel", order))
         self._intent_wake.set()
 
-    def amend(self, slot: int, order_id: str, price: Decimal | None, qty: Decimal | None) -> None:
-        """``order.amend`` on the trade connection; the ``order`` topic then says what the order is."""
-        order = self._orders.get(order_id)
-        if order is None or order.slot != slot:
-            raise OrderError(f"slot {slot} has no order {order_id!r}; ctx.open_orders lists the live ones")
-        problem = amend_problem(order, price, qty)
-        if problem is not None:
-            self._emit(slot, amend_refused(order, problem, self._clock.wall_ns()))
-            return
-        if ("place", order) in self._intents:  # not sent yet: it goes out as amended
-            order.price = price if price is not None else order.price
-            order.qty = qty if qty is not None else order.qty
-            self._emit(slot, order_update(order, AMENDED, self._clock.wall_ns()))
-            return
-        self._amend_wanted.setdefault(order_id, deque()).append(_Amend(price, qty))
-        self._intents.append(("amend", order))
-        self._intent_wake.set()
-
-    def _amend_again(self, order: Order, change: _Amend) -> None:
-        """Send ``change`` again, first among the order's amends (its answer was lost or it was not sent)."""
-        self._amend_wanted.setdefault(order.order_id, deque()).appendleft(attrs.evolve(change, again=True))
-
     # --- fills and order updates ------------------------------------------------------------------------
 
     def _note_venue_id(self, order: Order, venue_id: Any) -> None:
@@ -399,12 +364,8 @@ class BybitExecutor(VenueOrders):
         self._note_venue_id(order, row.get("orderId"))
         self._settle(order)
         status = str(row.get("orderStatus", ""))
-        if order.order_type == "limit" and order.is_open and status in ("New", "PartiallyFilled"):
-            price, qty = dec(row.get("price") or "0"), dec(row.get("qty") or "0")
-            if price and qty and (price, qty) != (order.price, order.qty):  # an amend took effect
-                order.price, order.qty = price, qty
-                self._accept(order)
-                self._emit(order.slot, order_update(order, AMENDED, self._clock.wall_ns()))
+        if status in ("New", "PartiallyFilled"):
+            self._amended(order, dec(row.get("price") or "0"), dec(row.get("qty") or "0"))
         if dec(row.get("cumExecQty") or "0") > order.filled_qty:
             await self._recover_execs(order)
         if status in ("New", "PartiallyFilled", "Untriggered", "Triggered"):
@@ -783,26 +744,15 @@ class BybitExecutor(VenueOrders):
         self._watch(self._cancel_outcome(order, p))
 
     async def _send_amend(self, order: Order) -> None:
-        changes = self._amend_wanted.get(order.order_id)
-        if not changes:
+        """``order.amend`` on the trade connection; the ``order`` topic then says what the order is."""
+        change = self._next_amend(order)
+        if change is None:
             return
-        change = changes.popleft()
-        if not changes:
-            del self._amend_wanted[order.order_id]
         price, qty = change.price, change.qty
-        problem = amend_problem(order, price, qty)
-        if problem is None and (price is None or price == order.price) and (qty is None or qty == order.qty):
-            if change.again:
-                return  # the lost answer's order row came with reconciliation: that was the answer
-            problem = "the order already has that price and qty"
         f = self._filters.get(order.symbol)
-        if problem is None and f is not None:
-            wanted = attrs.evolve(order, price=price if price is not None else order.price,
-                                  qty=qty if qty is not None else order.qty)
-            problem = f.check(wanted, self.mark_price(order.slot, order.symbol))
-            problem = problem.replace("exchange filter", "Bybit instrument rule") if problem else None
+        problem = f.check(change.applied_to(order), self.mark_price(order.slot, order.symbol)) if f else None
         if problem is not None:
-            self._emit(order.slot, amend_refused(order, problem, self._clock.wall_ns()))
+            self._refuse_amend(order, problem.replace("exchange filter", "Bybit instrument rule"))
             return
         args: dict[str, Any] = {"category": self.category, "symbol": order.symbol,
                                 "orderLinkId": self._client_of[order.order_id]}
@@ -817,7 +767,7 @@ class BybitExecutor(VenueOrders):
             raise
         self._watch(self._amend_outcome(order, change, p))
 
-    async def _amend_outcome(self, order: Order, change: _Amend, p: Pending) -> None:
+    async def _amend_outcome(self, order: Order, change: AmendRequest, p: Pending) -> None:
         try:
             await self._trade_result(p)
         except SessionLost:
@@ -833,7 +783,7 @@ class BybitExecutor(VenueOrders):
                 self._intents.appendleft(("amend", order))
                 self._intent_wake.set()
                 return
-            self._emit(order.slot, amend_refused(order, f"refused by {exc.describe()}", self._clock.wall_ns()))
+            self._refuse_amend(order, f"refused by {exc.describe()}")
         # Taken: the ``order`` topic brings the order's new price and qty.
 
     def _watch(self, outcome: Any) -> None:

@@ -36,10 +36,10 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from .._core._clock import unix_time_ns
 from .._core._events import Fill, OrderStatus, OrderUpdate
-from .._core._orders import Order, Position
+from .._core._orders import AMENDED, Order, Position, amend_problem, amend_refused, order_update
 from .._core._ports import Executor
 from .._core._status import ExecutorStatus
-from .._errors import ConfigError, FloxError
+from .._errors import ConfigError, FloxError, OrderError
 
 log = logging.getLogger("flox_trio.execution")
 
@@ -200,6 +200,23 @@ class Fatal(Exception):
         self.error = error
 
 
+@attrs.frozen
+class AmendRequest:
+    """One ``amend`` of an order on its way to the venue; ``again`` once sent and its answer lost."""
+
+    price: Decimal | None
+    qty: Decimal | None
+    again: bool = False
+
+    def changes(self, order: Order) -> bool:
+        return (self.price is not None and self.price != order.price) or (self.qty is not None and self.qty != order.qty)
+
+    def applied_to(self, order: Order) -> Order:
+        """``order`` as it would be with this change (for the venue's rules)."""
+        return attrs.evolve(order, price=self.price if self.price is not None else order.price,
+                            qty=self.qty if self.qty is not None else order.qty)
+
+
 class VenueOrders(Executor):
     """The order state machine and the portfolio views of a venue executor.
 
@@ -220,6 +237,8 @@ class VenueOrders(Executor):
     _unknown_wake: trio.Event
     unknown_after: float
     _cancel_wanted: set[str]
+    #: What each queued amend of an order asks for, in order: one answer per ``amend``.
+    _amend_wanted: dict[str, deque[AmendRequest]]
     _positions: dict[tuple[int, str], Position]
     fill_log: deque[Fill]
     _ready: bool
@@ -380,6 +399,63 @@ class VenueOrders(Executor):
             except SessionLost:
                 if not (kind == "place" and order.order_id in self._sent):
                     self._intents.appendleft((kind, order))  # never left: send it on the next session
+
+    # --- amends ---------------------------------------------------------------------------------------------------
+
+    def amend(self, slot: int, order_id: str, price: Decimal | None, qty: Decimal | None) -> None:
+        order = self._orders.get(order_id)
+        if order is None or order.slot != slot:
+            raise OrderError(f"slot {slot} has no order {order_id!r}; ctx.open_orders lists the live ones")
+        problem = amend_problem(order, price, qty) or self._amend_rule(order, price, qty)
+        if problem is not None:
+            self._refuse_amend(order, problem)
+            return
+        if ("place", order) in self._intents:  # not sent yet: it goes out as amended
+            self._amended(order, price if price is not None else order.price,
+                          qty if qty is not None else order.qty)
+            return
+        self._amend_wanted.setdefault(order_id, deque()).append(AmendRequest(price, qty))
+        self._intents.append(("amend", order))
+        self._intent_wake.set()
+
+    def _amend_rule(self, order: Order, price: Decimal | None, qty: Decimal | None) -> str | None:
+        """Why the venue cannot take this amend at all (None: it may)."""
+        return None
+
+    def _refuse_amend(self, order: Order, why: str) -> None:
+        self._emit(order.slot, amend_refused(order, why, self._clock.wall_ns()))
+
+    def _amended(self, order: Order, price: Decimal | None, qty: Decimal) -> None:
+        """The venue (or the queue) says the order is now at ``price`` for ``qty``: say so once, if it changed."""
+        if order.order_type != "limit" or not order.is_open or not qty or not price:
+            return
+        if (price, qty) != (order.price, order.qty):
+            order.price, order.qty = price, qty
+            if order.order_id in self._sent:
+                self._accept(order)
+            self._emit(order.slot, order_update(order, AMENDED, self._clock.wall_ns()))
+
+    def _next_amend(self, order: Order) -> AmendRequest | None:
+        """The order's next queued amend, if there is one to send (the others are answered here)."""
+        changes = self._amend_wanted.get(order.order_id)
+        if not changes:
+            return None
+        change = changes.popleft()
+        if not changes:
+            del self._amend_wanted[order.order_id]
+        problem = amend_problem(order, change.price, change.qty)
+        if problem is None and not change.changes(order):
+            if change.again:
+                return None  # the lost answer's order came with reconciliation: that was the answer
+            problem = "the order already has that price and qty"
+        if problem is not None:
+            self._refuse_amend(order, problem)
+            return None
+        return change
+
+    def _amend_again(self, order: Order, change: AmendRequest) -> None:
+        """Send ``change`` again, first among the order's amends (its answer was lost or it was not sent)."""
+        self._amend_wanted.setdefault(order.order_id, deque()).appendleft(attrs.evolve(change, again=True))
 
     # --- orders whose outcome is unknown ----------------------------------------------------------------------
 

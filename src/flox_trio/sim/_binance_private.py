@@ -10,7 +10,7 @@ binance/binance-spot-api-docs (quoted in ``order-entry-protocols.md``):
   -1021), ``apiKey`` (malformed: -2014, unknown: -2015) and ``signature`` over
   the sorted ``name=value`` payload (HMAC-SHA256 hex or Ed25519 base64; wrong:
   -1022), unless the session logged on with an Ed25519 key (``session.logon``);
-* ``order.place`` (LIMIT GTC/IOC, MARKET), ``order.cancel``, ``order.status``,
+* ``order.place`` (LIMIT GTC/IOC, MARKET), ``order.cancel``, ``order.amend.keepPriority``, ``order.status``,
   ``openOrders.status``, ``account.status``, ``myTrades``, ``time``, ``ping``,
   ``session.logon``/``status``/``logout``, ``userDataStream.subscribe``,
   ``userDataStream.subscribe.signature``, ``userDataStream.unsubscribe``;
@@ -59,11 +59,11 @@ ROUTE = "/ws-api/v3"
 _EIGHT = Decimal("0.00000001")
 _API_KEY = re.compile(r"[A-Za-z0-9]{1,100}")
 _CLIENT_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
-_WEIGHTS = {"order.place": 1, "order.cancel": 1, "order.status": 4, "openOrders.status": 6, "account.status": 20,
+_WEIGHTS = {"order.place": 1, "order.cancel": 1, "order.amend.keepPriority": 4, "order.status": 4, "openOrders.status": 6, "account.status": 20,
             "myTrades": 20, "session.logon": 2, "session.status": 2, "session.logout": 2, "time": 1, "ping": 1,
             "userDataStream.subscribe": 2, "userDataStream.subscribe.signature": 2,
             "userDataStream.unsubscribe": 2, "exchangeInfo": 20}
-_SIGNED = frozenset({"order.place", "order.cancel", "order.status", "openOrders.status", "account.status",
+_SIGNED = frozenset({"order.place", "order.cancel", "order.amend.keepPriority", "order.status", "openOrders.status", "account.status",
                      "myTrades", "session.logon", "userDataStream.subscribe.signature"})
 _ORDER_METHODS = frozenset({"order.place"})
 
@@ -610,6 +610,40 @@ class BinancePrivate(MatchingEngine):
                 "origQuoteOrderQty": fixed8(Decimal(0)), "cummulativeQuoteQty": fixed8(order.quote),
                 "status": order.status, "timeInForce": order.tif, "type": order.type, "side": order.side,
                 "selfTradePreventionMode": "NONE"}
+
+    def _m_order_amend_keepPriority(self, session: _Session, account: SimAccount | None,
+                                    params: dict[str, Any]) -> Any:
+        """A smaller quantity for an open order, which keeps its place in the queue (an ``executionReport`` REPLACED)."""
+        acc = self._need(account)
+        order = self._find(acc, params)
+        if not order.open:
+            raise _Refusal(400, -2013, "Order does not exist.")
+        qty = _decimal(params, "newQty")
+        if not Decimal(0) < qty < order.qty:
+            raise _Refusal(400, -2038, "Order amend (quantity increase) is not supported.")
+        spec = self._specs.get(order.symbol)
+        if spec is not None and qty % Decimal(repr(spec.lot)):
+            raise _Refusal(400, -1013, "Filter failure: LOT_SIZE")
+        new_id = params.get("newClientOrderId") or f"amend{next(self._cancel_ids):020d}"
+        if type(new_id) is not str or not _CLIENT_ID.fullmatch(new_id):
+            raise _bad_param("newClientOrderId")
+        base, quote = split_symbol(order.symbol)
+        if order.locked:  # what the order holds back shrinks with it
+            release = (order.qty - qty) * (order.price if order.side == "BUY" else Decimal(1))
+            bal = acc.balance(quote if order.side == "BUY" else base)
+            bal[0] += release
+            bal[1] -= release
+            order.locked -= release
+        original, order.client_id = order.client_id, new_id
+        order.qty = qty
+        order.update_time = self._clock()
+        if order.executed >= order.qty:
+            order.status, order.working = "FILLED", False
+        self._execution(order, "REPLACED")
+        self._position(acc, (base, quote))
+        report = order.report()
+        report["origClientOrderId"], report["qty"] = original, report.pop("origQty")
+        return {"transactTime": order.update_time, "executionId": next(self._trade_ids), "amendedOrder": report}
 
     # --- matching -----------------------------------------------------------------------------------------
 
