@@ -95,6 +95,8 @@ _AUTH_CODES = {-1002: "UNAUTHORIZED", -1021: "INVALID_TIMESTAMP", -1022: "INVALI
 _RANK: dict[OrderStatus, int] = {"new": 0, "accepted": 1, "partially_filled": 2, "filled": 3, "canceled": 3,
                                  "rejected": 3}
 _UNIT_MS = {"SECOND": 1000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
+#: Execution types after which an order is final.
+_FINAL_EXECUTIONS = frozenset({"CANCELED", "EXPIRED", "REJECTED", "TRADE_PREVENTION"})
 _WEIGHTS = {"order.place": 1, "order.cancel": 1, "order.amend.keepPriority": 4, "order.status": 4, "openOrders.status": 80, "account.status": 20,
             "myTrades": 5, "session.logon": 2, "userDataStream.subscribe": 2,
             "userDataStream.subscribe.signature": 2, "time": 1}
@@ -390,6 +392,7 @@ class BinanceExecutor(VenueOrders, Executor):
         self._intents: deque[tuple[IntentKind, Order]] = deque()
         self._intent_wake = trio.Event()
         self._events_send, self._events_recv = trio.open_memory_channel[dict[str, Any]](math.inf)
+        self._consumer_idle = False
         self._pending: dict[str, _Pending] = {}
         self._ids = itertools.count(1)
         self._ws: WebSocketConnection | None = None
@@ -521,8 +524,26 @@ class BinanceExecutor(VenueOrders, Executor):
 
     # --- the account stream ------------------------------------------------------------------------------------
 
+    def _account_event(self, ev: dict[str, Any]) -> None:
+        """An account-stream event from the reader: applied here when that needs no request and nothing
+        is queued before it (a fill reaches its strategy a task switch sooner), else queued in order."""
+        if self._consumer_idle and ev.get("e") == "executionReport":
+            try:
+                if self._execution_nowait(ev):
+                    return
+            except (KeyError, TypeError, ValueError) as exc:
+                log.error("Binance account event executionReport not understood (%s); skipped", exc)
+                return
+        self._consumer_idle = False
+        self._events_send.send_nowait(ev)
+
     async def _consume_events(self) -> None:
-        async for ev in self._events_recv:
+        recv = self._events_recv
+        while True:
+            # Idle means waiting on an empty queue: only then may the reader apply an event itself.
+            self._consumer_idle = recv.statistics().current_buffer_used == 0
+            ev = await recv.receive()
+            self._consumer_idle = False
             kind = ev.get("e")
             try:
                 if kind == "executionReport":
@@ -536,10 +557,31 @@ class BinanceExecutor(VenueOrders, Executor):
             except (KeyError, TypeError, ValueError) as exc:
                 log.error("Binance account event %s not understood (%s); skipped", kind, exc)
 
-    async def _on_execution(self, ev: dict[str, Any]) -> None:
-        order = self._by_client.get(str(ev.get("C") or "")) or self._by_client.get(str(ev["c"]))
+    def _report_order(self, ev: dict[str, Any]) -> Order | None:
+        return self._by_client.get(str(ev.get("C") or "")) or self._by_client.get(str(ev["c"]))
+
+    def _execution_nowait(self, ev: dict[str, Any]) -> bool:
+        """Apply an ``executionReport`` that needs no request to the venue: False if it needs one."""
+        order = self._report_order(ev)
         if order is None:
-            return
+            return True
+        x = ev["x"]
+        if x == "TRADE":
+            if (order.symbol, int(ev["t"])) not in self._seen and order.filled_qty + _dec(ev["l"]) < _dec(ev["z"]):
+                return False  # trades before this one never reached us
+        elif x in _FINAL_EXECUTIONS and order.filled_qty < _dec(ev["z"]):
+            return False
+        self._apply_execution(order, ev)
+        return True
+
+    async def _on_execution(self, ev: dict[str, Any]) -> None:
+        if not self._execution_nowait(ev):
+            order = self._report_order(ev)
+            assert order is not None
+            await self._recover_trades(order)
+            self._apply_execution(order, ev)
+
+    def _apply_execution(self, order: Order, ev: dict[str, Any]) -> None:
         self._note_venue_id(order, ev.get("i"))
         x = ev["x"]
         self._settle(order)
@@ -548,16 +590,9 @@ class BinanceExecutor(VenueOrders, Executor):
         elif x == "REPLACED":
             self._amended(order, order.price, _dec(ev["q"]))
         elif x == "TRADE":
-            trade_id, qty = int(ev["t"]), _dec(ev["l"])
-            if (order.symbol, trade_id) in self._seen:
-                return
-            if order.filled_qty + qty < _dec(ev["z"]):  # trades before this one never reached us
-                await self._recover_trades(order)
-            self._apply_trade(order, trade_id, _dec(ev["L"]), qty, _dec(ev["n"]), str(ev.get("N") or ""),
-                              bool(ev.get("m")))
-        elif x in ("CANCELED", "EXPIRED", "REJECTED", "TRADE_PREVENTION"):
-            if order.filled_qty < _dec(ev["z"]):
-                await self._recover_trades(order)
+            self._apply_trade(order, int(ev["t"]), _dec(ev["L"]), _dec(ev["l"]), _dec(ev["n"]),
+                              str(ev.get("N") or ""), bool(ev.get("m")))
+        elif x in _FINAL_EXECUTIONS:
             self._finalize_from_venue(order, str(ev["X"]), str(ev.get("eR") or ev.get("r") or ""))
 
     def _finalize_from_venue(self, order: Order, venue_status: str, why: str) -> None:
@@ -704,7 +739,7 @@ class BinanceExecutor(VenueOrders, Executor):
                 kind = ev.get("e")
                 if ws is not self._ws:
                     if kind not in ("serverShutdown", "eventStreamTerminated"):
-                        self._events_send.send_nowait(ev)  # the old stream's last events, until unsubscribed
+                        self._account_event(ev)  # the old stream's last events, until unsubscribed
                     continue
                 if kind == "serverShutdown":
                     log.warning("Binance announced a server shutdown: moving to a new connection")
@@ -714,7 +749,7 @@ class BinanceExecutor(VenueOrders, Executor):
                     if self._session_nursery is not None:
                         self._session_nursery.start_soon(self._resubscribe)
                 else:
-                    self._events_send.send_nowait(ev)
+                    self._account_event(ev)
         except ConnectionClosed as exc:
             reason = exc.reason
             if ws is self._ws:
