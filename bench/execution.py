@@ -8,7 +8,9 @@ runner places market orders one after another through a ``BinanceExecutor``
 latencies per order, from ``time.perf_counter_ns`` in this process:
 
 - intent → sent: ``ctx.market_buy`` returns ... the ``order.place`` frame is
-  written to the socket (the executor's queue, rate limits, filters, signing);
+  written to the socket (the executor's queue, rate limits, filters, signing,
+  trio-websocket's framing and send lock). Also shown: until ``send_message``
+  returns, which adds the scheduler round trio takes after the write;
 - event → on_fill: the ``executionReport`` frame is read from the socket ...
   the strategy's ``on_fill`` runs (decoding, the executor's books, the bus).
 
@@ -65,6 +67,22 @@ class _TimedSocket:
         return getattr(self._ws, name)
 
 
+class _TimedStream:
+    """The order connection's byte stream, noting when the frame of the order being sent is written."""
+
+    def __init__(self, stream: Any, executor: TimedExecutor) -> None:
+        self._stream, self._ex = stream, executor
+
+    async def send_all(self, data: Any) -> None:
+        oid, self._ex.placing = self._ex.placing, None
+        if oid is not None:
+            self._ex.written[oid] = time.perf_counter_ns()
+        await self._stream.send_all(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 class TimedExecutor(BinanceExecutor):
     """A ``BinanceExecutor`` that notes when intents arrive and when their requests leave."""
 
@@ -72,6 +90,8 @@ class TimedExecutor(BinanceExecutor):
         super().__init__(**kwargs)
         self.submitted: dict[str, int] = {}
         self.sent: dict[str, int] = {}
+        self.written: dict[str, int] = {}
+        self.placing: str | None = None
         self.read_at: dict[str, int] = {}
 
     def submit(self, order: Any) -> None:
@@ -79,9 +99,16 @@ class TimedExecutor(BinanceExecutor):
         super().submit(order)
 
     async def _send(self, method: str, params: dict[str, Any], **kwargs: Any) -> Any:
+        oid = params["newClientOrderId"][len(self.prefix):] if method == "order.place" else None
+        ws = self._ws
+        # trio-websocket writes a frame with ``self._stream.send_all``: the one place to see the write.
+        if ws is not None and not isinstance(ws._stream, _TimedStream):
+            ws._stream = _TimedStream(ws._stream, self)  # type: ignore[assignment]
+        self.placing = oid
         pending = await super()._send(method, params, **kwargs)
-        if method == "order.place":
-            self.sent[params["newClientOrderId"][len(self.prefix):]] = time.perf_counter_ns()
+        self.placing = None
+        if oid is not None:
+            self.sent[oid] = time.perf_counter_ns()
         return pending
 
     async def _read(self, ws: Any) -> None:
@@ -139,9 +166,12 @@ async def run(urls: dict[str, str], key: str, secret: str, orders: int, burst: i
             await many.done.wait()
         elapsed = time.perf_counter() - t0
         status = ex.status()
-    intent = [ex.sent[o] - ex.submitted[o] for o in ex.sent if o in ex.submitted and o.startswith(f"{slot}-")]
+    mine = [o for o in ex.sent if o in ex.submitted and o in ex.written and o.startswith(f"{slot}-")]
+    intent = [ex.written[o] - ex.submitted[o] for o in mine]
+    returned = [ex.sent[o] - ex.submitted[o] for o in mine]
     to_fill = [one.filled[t] - ex.read_at[t] for t in one.filled if t in ex.read_at]
-    return {"intent_to_sent_us": percentiles(intent), "event_to_on_fill_us": percentiles(to_fill),
+    return {"intent_to_sent_us": percentiles(intent), "intent_to_send_returned_us": percentiles(returned),
+            "event_to_on_fill_us": percentiles(to_fill),
             "burst_orders": burst, "burst_seconds": elapsed, "burst_orders_per_s": burst / elapsed,
             "rate_limited": sum("-1015" in o.reason or "429" in o.reason for o in ex.orders()),
             "rejected": sum(o.status == "rejected" for o in ex.orders()), "fills": status.fills}
@@ -165,7 +195,8 @@ def main() -> int:
     t = Table(title=f"order entry against the simulator (another process, {result['placement']})")
     for col in ("what", "n", "p50 µs", "p90 µs", "p99 µs", "max µs"):
         t.add_column(col, justify="right" if col != "what" else "left")
-    for name, key_ in (("intent → order.place sent", "intent_to_sent_us"),
+    for name, key_ in (("intent → order.place written", "intent_to_sent_us"),
+                       ("intent → send_message returned", "intent_to_send_returned_us"),
                        ("executionReport read → on_fill", "event_to_on_fill_us")):
         p = result[key_]
         t.add_row(name, str(p["n"]), f"{p['p50']:.0f}", f"{p['p90']:.0f}", f"{p['p99']:.0f}", f"{p['max']:.0f}")
