@@ -73,6 +73,13 @@ class Engine:
         return [(e.status, str(e.filled_qty)) for _, e in self.events
                 if isinstance(e, OrderUpdate) and (order_id is None or e.order_id == order_id)]
 
+    def amend_answers(self, order_id: str = "0-1") -> list[tuple[str, Any, Any, str]]:
+        """The updates of ``order_id`` that answer an amend: (status, qty, price, reason)."""
+        from flox_trio import OrderUpdate
+
+        return [(e.status, e.qty, e.price, e.reason) for _, e in self.events
+                if isinstance(e, OrderUpdate) and e.order_id == order_id and "amend" in e.reason]
+
     def fills(self, order_id: str | None = None) -> list[Any]:
         from flox_trio import Fill
 
@@ -96,6 +103,14 @@ async def start(nursery: trio.Nursery, executor: Any) -> Engine:
     nursery.start_soon(executor.run)
     with trio.fail_after(10):
         await executor.wait_ready()
+    return engine
+
+
+async def start_resting(nursery: trio.Nursery, executor: Any, *args: Any) -> Engine:
+    """``start`` the executor and place ``order(*args)`` on it; return once the venue accepted it."""
+    engine = await start(nursery, executor)
+    executor.submit(order(*args))
+    await until(lambda: engine.updates(args[0]) == [("accepted", "0")])
     return engine
 
 

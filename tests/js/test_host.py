@@ -167,19 +167,25 @@ flox.register({symbols: [sym],
 """
 
 
-async def test_order_intents_return_ids_and_reach_the_executor(
-    script_file: Any, tmp_path: Path, autojump_clock: Any
-) -> None:
-    script = load(script_file(ORDERS), state_dir=tmp_path)
+async def trade_on_paper(script: Any, n: int = 5) -> flox.Runner:
+    """``n`` trades, one at a time, to the script's strategy on a paper executor, each past its 10 ms acks."""
     feed = flox.feeds.PushFeed(["BTCUSDT"])
     async with flox.open_runner(feed, flox.PaperExecutor(latency=0.01)) as runner:
         runner.add_strategy(script.registered)
-        for i in range(5):
+        for i in range(n):
             await feed.push(trades(1, start=i))
             await runner.wait_idle()
             await trio.sleep(0.02)
             await runner.wait_idle()
         feed.close()
+    return runner
+
+
+async def test_order_intents_return_ids_and_reach_the_executor(
+    script_file: Any, tmp_path: Path, autojump_clock: Any
+) -> None:
+    script = load(script_file(ORDERS), state_dir=tmp_path)
+    runner = await trade_on_paper(script)
     import json
 
     ids = json.loads(script.eval("JSON.stringify(ids)"))
@@ -208,15 +214,7 @@ async def test_a_script_amends_its_order_and_bad_amends_are_its_errors(
     script_file: Any, tmp_path: Path, autojump_clock: Any
 ) -> None:
     script = load(script_file(AMENDS), state_dir=tmp_path)
-    feed = flox.feeds.PushFeed(["BTCUSDT"])
-    async with flox.open_runner(feed, flox.PaperExecutor(latency=0.01)) as runner:
-        runner.add_strategy(script.registered)
-        for i in range(5):
-            await feed.push(trades(1, start=i))
-            await runner.wait_idle()
-            await trio.sleep(0.02)
-            await runner.wait_idle()
-        feed.close()
+    runner = await trade_on_paper(script)
     assert script.eval("seen") == [["accepted", 2, 50, ""], ["accepted", 3, 60, "amended"]]
     order = runner.executor.orders()[0]
     assert (order.qty, order.price, order.status) == (Decimal(3), Decimal(60), "accepted")
