@@ -235,13 +235,22 @@ class _RateLimits:
         self.limits: dict[tuple[str, int], int] = {}
         #: (type, interval ms) → (when, cost) of what was spent in the last interval + skew
         self._spent: dict[tuple[str, int], deque[tuple[int, int]]] = {}
+        #: (type, interval ms) → the sum of the costs in ``_spent``: a day's ORDERS window holds
+        #: every order of the day, too many to add up per request.
+        self._total: dict[tuple[str, int], int] = {}
         self.paused_until_ms = 0
 
     def _used(self, key: tuple[str, int], now: int, span: int) -> int:
         log_ = self._spent.setdefault(key, deque())
+        total = self._total.get(key, 0)
         while log_ and log_[0][0] <= now - span:
-            log_.popleft()
-        return sum(cost for _, cost in log_)
+            total -= log_.popleft()[1]
+        self._total[key] = total
+        return total
+
+    def _spend(self, key: tuple[str, int], now: int, cost: int) -> None:
+        self._spent.setdefault(key, deque()).append((now, cost))
+        self._total[key] = self._total.get(key, 0) + cost
 
     def observe(self, limits: Any) -> None:
         if type(limits) is not list:
@@ -259,7 +268,7 @@ class _RateLimits:
             self.limits[key] = limit
             used = self._used(key, now, interval + _SKEW_MS)
             if count > used:
-                self._spent[key].append((now, count - used))
+                self._spend(key, now, count - used)
 
     def pause_until(self, epoch_ms: int) -> None:
         self.paused_until_ms = max(self.paused_until_ms, epoch_ms)
@@ -289,9 +298,9 @@ class _RateLimits:
             await trio.sleep(wait / 1000)
         for key in self.limits:
             if key[0] == "REQUEST_WEIGHT":
-                self._spent[key].append((now, weight))
+                self._spend(key, now, weight)
             elif order:
-                self._spent[key].append((now, 1))
+                self._spend(key, now, 1)
 
 
 # --- the executor -------------------------------------------------------------------------------------------
