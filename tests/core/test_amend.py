@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 import flox_trio as flox
 from flox_trio.execution import Limits, RiskLimits
@@ -180,3 +182,69 @@ async def test_an_executor_that_cannot_amend_says_so(autojump_clock: Any) -> Non
                      [T("a", 100), T("b", 100)], NoAmend(latency=0.01))
     assert s.updates[-1][4] == "amend refused: NoAmend cannot amend orders; cancel the order and place a new one"
     assert s.updates[-1][3] == D(90)
+
+
+class _Clock:
+    def now(self) -> float:
+        return 0.0
+
+    def wall_ns(self) -> int:
+        return 0
+
+
+_PRICES = st.sampled_from([D(95), D(98), D(100), D(102), D(105)])
+_QTYS = st.sampled_from([D(1), D(2), D(3), D("0.5")])
+_OPS = st.lists(st.one_of(
+    st.tuples(st.just("limit"), st.sampled_from(["buy", "sell"]), _PRICES, _QTYS),
+    st.tuples(st.just("amend"), st.integers(0, 5), st.none() | _PRICES, st.none() | _QTYS),
+    st.tuples(st.just("cancel"), st.integers(0, 5)),
+    st.tuples(st.just("trade"), _PRICES, _QTYS),
+), max_size=40)
+
+
+@given(_OPS)
+def test_every_amend_is_answered_once_and_orders_stay_consistent(ops: list[tuple[Any, ...]]) -> None:
+    from flox_trio.execution import Order
+
+    events: list[Any] = []
+    ex = flox.PaperExecutor(latency=0.001, clock="events")
+    last = [100.0]
+    ex.bind(emit=lambda slot, ev: events.append(ev), quote=lambda slot, sym: (last[0], None, None),
+            clock=_Clock())
+    ids: list[str] = []
+    asked = 0
+    ts = 1_000_000_000
+    for op in ops:
+        if op[0] == "limit":
+            ids.append(f"0-{len(ids)}")
+            ex.submit(Order(ids[-1], 0, "BTCUSDT", op[1], "limit", op[3], op[2]))
+        elif op[0] in ("amend", "cancel") and op[1] < len(ids):
+            if op[0] == "amend":
+                if op[2] is None and op[3] is None:
+                    continue
+                ex.amend(0, ids[op[1]], op[2], op[3])
+                asked += 1
+            else:
+                ex.cancel(0, ids[op[1]])
+        elif op[0] == "trade":
+            last[0] = float(op[1])
+        ts += 2_000_000  # past the latency: what was asked is answered at this batch
+        ex.on_market([flox.Trade("BTCUSDT", last[0], float(op[2] if op[0] == "trade" else 0.001), "buy", str(ts),
+                                 ts, ts)])
+    updates = [e for e in events if isinstance(e, flox.OrderUpdate)]
+    answers = [u for u in updates if u.reason == "amended" or u.reason.startswith("amend refused")]
+    assert len(answers) == asked
+    fills: dict[str, Decimal] = {}
+    for e in events:
+        if isinstance(e, flox.Fill):
+            fills[e.order_id] = fills.get(e.order_id, D(0)) + e.qty
+    for order in ex.orders():
+        assert D(0) < order.qty and order.filled_qty <= order.qty
+        assert fills.get(order.order_id, D(0)) == order.filled_qty
+        mine = [u for u in updates if u.order_id == order.order_id]
+        assert (mine[-1].qty, mine[-1].price) == (order.qty, order.price)  # the last word is the order as it is
+        finals = [i for i, u in enumerate(mine) if u.status in ("filled", "canceled") and "refused" not in u.reason]
+        assert len(finals) <= 1
+        assert all("refused" in u.reason for u in mine[finals[0] + 1:]) if finals else True
+    signed = sum((f.qty if f.side == "buy" else -f.qty for f in events if isinstance(f, flox.Fill)), D(0))
+    assert ex.position(0, "BTCUSDT").qty == signed
