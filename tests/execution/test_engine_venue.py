@@ -26,7 +26,7 @@ tape = "tapes/venue"
 name = "sim"
 sim_rate = 40
 [executor]
-kind = "binance"
+kind = "{kind}"
 api_key_env = "FLOX_TEST_API_KEY"
 secret_env = "FLOX_TEST_API_SECRET"
 [log]
@@ -43,10 +43,11 @@ def _cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProc
                           text=True, timeout=120)
 
 
-def test_a_venue_session_trades_and_leaves_no_secret_in_any_artifact(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["binance", "bybit"])
+def test_a_venue_session_trades_and_leaves_no_secret_in_any_artifact(tmp_path: Path, kind: str) -> None:
     api_key, secret = secrets.token_hex(32), secrets.token_hex(32)
     env = {**os.environ, "FLOX_TEST_API_KEY": api_key, "FLOX_TEST_API_SECRET": secret, "COLUMNS": "200"}
-    (tmp_path / "c.toml").write_text(CONFIG.format(ema=EMA))
+    (tmp_path / "c.toml").write_text(CONFIG.format(ema=EMA, kind=kind))
     # Into files, not pipes: a debug log nobody reads would fill a pipe and block the engine.
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -71,7 +72,7 @@ def test_a_venue_session_trades_and_leaves_no_secret_in_any_artifact(tmp_path: P
     assert proc.returncode == 0, err
     assert len(err.splitlines()) > 50  # debug logging was on
     executor = json.loads(status)["executor"]
-    assert executor["kind"] == "RiskStatus" and executor["inner"]["kind"] == "BinanceStatus"
+    assert executor["kind"] == "RiskStatus" and executor["inner"]["kind"] == f"{kind.title()}Status"
     assert executor["inner"]["settings"]["account_from"] == "env:FLOX_TEST_API_KEY"
     outputs = [status, out, err]
     for args in (("replay", "tapes/venue", "--report", "rep"), ("bundle", "pack", "tapes/venue", "-o", "b.tar"),
