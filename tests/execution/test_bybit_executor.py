@@ -12,7 +12,7 @@ import trio
 from flox_trio import FloxError
 from flox_trio.sim import Simulator
 
-from .conftest import ASKS, BIDS, SYMBOL, order, start, until
+from .conftest import ASKS, BIDS, SYMBOL, Engine, order, start, until
 
 KEY = "bybitSimKey0123456789"
 SECRET = "bybitSimSecret-0f1e2d3c4b5a69788796a5b4"
@@ -182,3 +182,25 @@ async def test_an_order_bybit_answered_ambiguously_and_never_placed_is_rejected_
     (_, upd), = engine.events
     assert upd.status == "rejected" and "it was never placed" in upd.reason and "10000" in upd.reason
     assert ex.pending_unknown == () and ex.connects == 1
+
+
+async def test_a_duplicate_order_link_id_is_the_order_bybit_has_and_is_settled_from_it(
+        bsim: Simulator, nursery: trio.Nursery, autojump_clock: Any) -> None:
+    # The same id sent twice (a "not taken" answer that was wrong): the second send's 170141 is
+    # not a rejection of the order, which rests on Bybit; the query after it says so.
+    first = bybit(bsim, run_id="aaaaaaaaaa")
+    await start(nursery, first)
+    first.submit(order("0-1", "buy", "limit", "0.1", "99"))
+    await until(lambda: len(bsim.bybit_private.open_orders_of(KEY)) == 1)
+    again = bybit(bsim, run_id="aaaaaaaaaa")
+    engine = Engine()
+    from flox_trio._core._clock import TrioClock
+
+    again.bind(emit=engine.emit, quote=engine.quote, clock=TrioClock())
+    nursery.start_soon(again.run)
+    await again.wait_ready()
+    again.submit(order("0-1", "buy", "limit", "0.1", "99"))
+    await until(lambda: bool(engine.updates("0-1")), timeout=5)
+    assert engine.updates("0-1") == [("accepted", "0")]
+    assert ("trade", "order.create", 170141) in bsim.bybit_private.requests
+    assert len(bsim.bybit_private.open_orders_of(KEY)) == 1 and again.pending_unknown == ()

@@ -99,7 +99,9 @@ TESTNET_REST_URL = "https://api-testnet.bybit.com"
 CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,36}")
 _AUTH_CODES = {10003: "API key is invalid", 10004: "invalid signature", 10005: "permission denied",
                10007: "user authentication failed", 10010: "unmatched IP", 10002: "request time outside recv window"}
-_UNKNOWN_CODES = frozenset({10000, 10016, 170007, 170146})
+#: 170141 "Duplicate clientOrderId": our id is taken, so a send Bybit did take earlier (an answer
+#: we took for "not taken"): the order exists and a query says how it stands.
+_UNKNOWN_CODES = frozenset({10000, 10016, 170007, 170146, 170141})
 #: "ws trade service is restarting, do not accept new request, but the request in the process is not
 #: affected. You can build new connection": not taken, so sent again on a new connection.
 _RESTARTING = 10019
