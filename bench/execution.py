@@ -155,13 +155,14 @@ def percentiles(values_ns: list[int]) -> dict[str, float]:
             "max": float(h.get_max_value())}
 
 
-async def run(urls: dict[str, str], key: str, secret: str, orders: int, burst: int) -> dict[str, Any]:
+async def run(urls: dict[str, str], key: str, secret: str, orders: int, burst: int,
+              spacing: float = 0.11) -> dict[str, Any]:
     feed = Binance([SYMBOL], ws_url=urls["binance_ws_url"], rest_url=urls["binance_rest_url"], channels=("trade",))
     ex = TimedExecutor(api_key=key, secret=secret, ws_api_url=urls["binance_ws_api_url"],
                        rest_url=urls["binance_rest_url"], symbols=(SYMBOL,))
     async with flox.open_runner(feed, ex, drain=False) as runner:
         # One at a time, spaced so that the venue's 100 orders per 10 s never holds one back.
-        one = Driver([SYMBOL], orders, spacing=0.11)
+        one = Driver([SYMBOL], orders, spacing=spacing)
         slot = runner.add_strategy(one)
         with trio.fail_after(300):
             await one.done.wait()
@@ -187,7 +188,10 @@ async def run(urls: dict[str, str], key: str, secret: str, orders: int, burst: i
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--orders", type=int, default=300,
-                    help="orders placed one after another, 0.11 s apart (latency; under the 100 per 10 s limit)")
+                    help="orders placed one after another (latency; under the 100 per 10 s limit)")
+    ap.add_argument("--spacing", type=float, default=0.11,
+                    help="seconds from one order to the next (0: each as soon as the last one filled; then at most "
+                         "90 orders, or the venue's limit holds them back)")
     ap.add_argument("--burst", type=int, default=150, help="orders placed as fast as allowed (rate limits)")
     ap.add_argument("--rate", type=float, default=50, help="simulator ticks per second")
     ap.add_argument("--no-pin", action="store_true", help="leave the simulator and the engine unpinned")
@@ -197,9 +201,11 @@ def main() -> int:
     os.environ["FLOX_BENCH_ACCOUNT"] = f"{key}:{secret}"  # the simulator process reads it; never on argv
     with simulator("--symbols", SYMBOL, "--seed", "5", "--rate", str(args.rate), "--account-env",
                    "FLOX_BENCH_ACCOUNT", pin=not args.no_pin) as urls:
-        result = trio.run(run, urls, key, secret, args.orders, args.burst)
+        result = trio.run(run, urls, key, secret, args.orders, args.burst, args.spacing)
+        result["spacing_s"] = args.spacing
         result["placement"] = placement(urls)
-    t = Table(title=f"order entry against the simulator (another process, {result['placement']})")
+    t = Table(title=f"order entry against the simulator (another process, {result['placement']}; "
+                    f"orders {args.spacing:g} s apart)")
     for col in ("what", "n", "p50 µs", "p90 µs", "p99 µs", "max µs"):
         t.add_column(col, justify="right" if col != "what" else "left")
     for name, key_ in (("intent → order.place written", "intent_to_sent_us"),
