@@ -11,6 +11,10 @@ Rows, for each slot count S:
   (events x S), the fan-out.
 - RSS per idle slot: resident memory added by S idle Python slots, divided
   by S (measured in a child process so earlier rows do not count).
+
+And after the table, RSS per JavaScript slot: ``--js-slots`` scripts loaded
+and added, each with its own QuickJS context and thread, as a config's JS
+slots are (also in a child process), with the JS heap of one of them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import trio
 from rich.table import Table
@@ -85,11 +90,23 @@ def bench_fanout(n_events: int, slots: int, repeat: int, batch_size: int) -> dic
 
 
 _RSS_CHILD = """
-import gc, resource, sys, trio
+import gc, resource, sys, tempfile, trio
 import flox_trio as flox
+from flox_trio.app import STRATEGIES
 sys.path.insert(0, {bench!r})
 from _count_strategy import CountTrades as Counter
 from scale import symbol
+
+STATE = tempfile.mkdtemp()
+
+def strategy(i):
+    if sys.argv[2] == "py":
+        return Counter([symbol(i)])
+    script = flox.js.load(STRATEGIES / "ema.js", state_dir=f"{{STATE}}/{{i}}")
+    scripts.append(script)
+    return script.call("makeStrategy", "v1", 12, 26, 0.01)
+
+scripts = []
 
 def rss_kb():
     with open('/proc/self/statm') as f:
@@ -98,26 +115,30 @@ def rss_kb():
 async def main(n):
     feed = flox.feeds.PushFeed([])
     async with flox.open_runner(feed) as runner:
-        runner.add_strategy(Counter([symbol(0)]))
+        runner.add_strategy(strategy(0))
         await trio.sleep(0.05)
         gc.collect()
         before = rss_kb()
         for i in range(1, n + 1):
-            runner.add_strategy(Counter([symbol(i)]))
+            runner.add_strategy(strategy(i))
         await trio.sleep(0.2)
         gc.collect()
         after = rss_kb()
+        heap = scripts[-1].memory()["malloc_size"] / 1024 if scripts else 0
         feed.close()
-    print((after - before) / n)
+    print((after - before) / n, heap)
 
 trio.run(main, int(sys.argv[1]))
 """
 
 
-def rss_per_slot(slots: int) -> float:
+def rss_per_slot(slots: int, language: str = "py") -> tuple[float, float]:
+    """(KB of RSS per slot, KB of JS heap of one slot) for ``slots`` idle slots of ``language``."""
     code = _RSS_CHILD.format(bench=str(Path(__file__).resolve().parent))
-    out = subprocess.run([sys.executable, "-c", code, str(slots)], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    out = subprocess.run([sys.executable, "-c", code, str(slots), language], capture_output=True, text=True,
+                         check=True)
+    rss, heap = out.stdout.strip().splitlines()[-1].split()
+    return float(rss), float(heap)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,15 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slots", default="1,10,100,1000")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=1024, help="the ListFeed's batch size")
+    ap.add_argument("--js-slots", type=int, default=20, help="JavaScript slots for their RSS (0: none)")
     ap.add_argument("--json", default="bench/results/scale.json")
     args = ap.parse_args(argv)
     counts = [int(x) for x in args.slots.split(",")]
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for s in counts:
         own = bench_own(args.events, s, args.repeat, args.batch_size)
         fan = bench_fanout(args.events, s, args.repeat, args.batch_size)
-        rows.append({"slots": s, "own_symbol": own, "one_symbol": fan, "rss_kb_per_idle_slot": rss_per_slot(s)})
+        rows.append({"slots": s, "own_symbol": own, "one_symbol": fan, "rss_kb_per_idle_slot": rss_per_slot(s)[0]})
 
     table = Table(title=f"cost per event vs slots ({args.events:,} events, batches of {args.batch_size})")
     table.add_column("slots", justify="right")
@@ -150,7 +172,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['one_symbol']['best_per_s'] / 1e6:.2f} M", f"{r['one_symbol']['median_per_s'] / 1e6:.2f} M",
             f"{r['rss_kb_per_idle_slot']:.1f} KB",
         )
-    report(table, {"events": args.events, "batch_size": args.batch_size, "rows": rows}, args.json)
+    result: dict[str, object] = {"events": args.events, "batch_size": args.batch_size, "rows": rows}
+    if args.js_slots:
+        js_rss, js_heap = rss_per_slot(args.js_slots, "js")
+        result["js"] = {"slots": args.js_slots, "rss_kb_per_slot": js_rss, "js_heap_kb_per_slot": js_heap}
+        table.caption = (f"RSS per JavaScript slot ({args.js_slots} scripts, each its own context and thread): "
+                         f"{js_rss / 1024:.2f} MB, of it {js_heap / 1024:.2f} MB JS heap")
+    report(table, result, args.json)
     return 0
 
 
