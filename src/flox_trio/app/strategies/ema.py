@@ -8,6 +8,7 @@ swapped in mid-stream picks up where the old one left off.
 from __future__ import annotations
 
 import json
+import os
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,10 @@ class EmaStrategy(flox.Strategy):
 
     def on_stop(self) -> None:
         self.snapshot.parent.mkdir(parents=True, exist_ok=True)
-        self.snapshot.write_text(json.dumps({"prices": list(self.prices)}))
+        # Whole or not at all: another process (a sweep, a backtest) may read it while a swap writes it.
+        part = self.snapshot.with_name(f"{self.snapshot.name}.{os.getpid()}.part")
+        part.write_text(json.dumps({"prices": list(self.prices)}))
+        os.replace(part, self.snapshot)
 
     def on_trade(self, ctx: flox.Context, trade: flox.Trade) -> None:
         self.trades_seen += 1
