@@ -11,7 +11,7 @@ import trio
 
 from flox_trio.sim import Simulator
 
-from .conftest import SYMBOL, order, start, until
+from .conftest import SYMBOL, order, start, start_resting, until
 from .test_bybit_executor import KEY, bybit
 from .test_bybit_executor import bsim as bsim  # the Bybit simulator fixture, by name
 
@@ -24,9 +24,7 @@ async def test_a_linear_order_fills_partly_then_fully_and_the_position_topic_rea
         bsim: Simulator, nursery: trio.Nursery, autojump_clock: Any) -> None:
     venue = bsim.bybit_private
     ex = linear(bsim)
-    engine = await start(nursery, ex)
-    ex.submit(order("0-1", "buy", "limit", "0.3", "99.00"))
-    await until(lambda: engine.updates("0-1") == [("accepted", "0")])
+    engine = await start_resting(nursery, ex, "0-1", "buy", "limit", "0.3", "99.00")
     [placed] = venue.open_orders_of(KEY)
     assert placed.category == "linear" and placed.client_id == ex.client_id("0-1")
     assert venue.print_trade(SYMBOL, "99.00", "0.1") == 1
