@@ -111,3 +111,17 @@ async def test_amends_the_venue_would_refuse_are_answered_without_asking_it(
     assert engine.amend_answers("0-2")[0][3] == "amend refused: order is filled"
     await trio.sleep(2)
     assert [r[1] for r in bsim.bybit_private.requests if r[0] == "trade"].count("order.amend") == 0
+
+
+async def test_an_order_row_older_than_the_last_one_applied_does_not_undo_an_amend(
+        bsim: Simulator, nursery: trio.Nursery, autojump_clock: Any) -> None:
+    # A row buffered while reconciling can be older than the snapshot the reconciliation applied.
+    ex = bybit(bsim)
+    engine = await start_resting(nursery, ex, "0-1", "buy", "limit", "0.2", "98.00")
+    ex.amend(0, "0-1", D("97.50"), None)
+    await until(lambda: bool(engine.amend_answers()))
+    (venue_order,) = bsim.bybit_private.open_orders_of(KEY)
+    stale = {**bsim.bybit_private.order_row(venue_order), "price": "98", "updatedTime": str(venue_order.time - 1)}
+    await ex._apply_order_row(stale)
+    assert ex.open_orders(0)[0].price == D("97.5")
+    assert engine.amend_answers() == [("accepted", D("0.2"), D("97.5"), "amended")]

@@ -60,11 +60,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from .._core._events import Fill, OrderType, Side
 from .._core._money import ZERO
-from .._core._orders import (
-    Order,
-    Position,
-    book_fill,
-)
+from .._core._orders import Order, Position, book_fill
 from .._core._status import ExecutorSettings
 from .._errors import ConfigError, FloxError, OrderError
 from ._binance import SymbolFilters
@@ -233,6 +229,9 @@ class BybitExecutor(VenueOrders):
         self.adopted: dict[str, Order] = {}
         self._intents: deque[tuple[IntentKind, Order]] = deque()
         self._amend_wanted = {}
+        #: The ``updatedTime`` of the newest order row applied, per open order: a row buffered while
+        #: reconciling may be older than the snapshot, and must not undo an amend.
+        self._row_ms: dict[str, int] = {}
         self._intent_wake = trio.Event()
         self._pending: dict[str, Pending] = {}
         self._sent_on: dict[str, WebSocketConnection] = {}
@@ -366,7 +365,9 @@ class BybitExecutor(VenueOrders):
         self._note_venue_id(order, row.get("orderId"))
         self._settle(order)
         status = str(row.get("orderStatus", ""))
-        if status in ("New", "PartiallyFilled"):
+        updated = int(row.get("updatedTime") or 0)
+        if status in ("New", "PartiallyFilled") and updated >= self._row_ms.get(order.order_id, 0):
+            self._row_ms[order.order_id] = updated
             self._amended(order, dec(row.get("price") or "0"), dec(row.get("qty") or "0"))
         if dec(row.get("cumExecQty") or "0") > order.filled_qty:
             await self._recover_execs(order)
@@ -377,6 +378,8 @@ class BybitExecutor(VenueOrders):
                                                              else " on Bybit"))
         elif status == "Rejected":
             self._finalize(order, "rejected", f"rejected by Bybit ({row.get('rejectReason') or 'no reason given'})")
+        if not order.is_open:
+            self._row_ms.pop(order.order_id, None)
 
     async def _recover_execs(self, order: Order) -> None:
         self._apply_execs(await self._rest_list("/v5/execution/list", {
