@@ -597,7 +597,7 @@ class BinanceExecutor(VenueOrders, Executor):
         if x == "NEW":
             self._accept(order)
         elif x == "REPLACED":
-            self._amended(order, order.price, _dec(ev["q"]))
+            self._smaller(order, _dec(ev["q"]))
         elif x == "TRADE":
             self._apply_trade(order, int(ev["t"]), _dec(ev["L"]), _dec(ev["l"]), _dec(ev["n"]),
                               str(ev.get("N") or ""), bool(ev.get("m")))
@@ -656,7 +656,7 @@ class BinanceExecutor(VenueOrders, Executor):
             await self._recover_trades(order)
         if status in ("NEW", "PARTIALLY_FILLED", "PENDING_NEW"):
             self._accept(order)
-            self._amended(order, order.price, _dec(snap["origQty"]))  # amended while we did not listen
+            self._smaller(order, _dec(snap["origQty"]))  # amended while we did not listen
         elif status in ("CANCELED", "EXPIRED", "EXPIRED_IN_MATCH", "REJECTED"):
             self._finalize_from_venue(order, status, str(snap.get("expiryReason") or ""))
 
@@ -984,6 +984,12 @@ class BinanceExecutor(VenueOrders, Executor):
                     f"not {_plain(qty)} from {_plain(order.qty)}")
         return None
 
+    def _smaller(self, order: Order, qty: Decimal) -> None:
+        """Binance says the order is for ``qty``: an amend took effect if that is less (amends only
+        ever lower it here, so a report from before one, read after it, changes nothing)."""
+        if qty < order.qty:
+            self._amended(order, order.price, qty)
+
     async def _send_amend(self, order: Order) -> None:
         """``order.amend.keepPriority``: a smaller qty, the same client id, the same place in the queue."""
         change = self._next_amend(order)
@@ -1020,7 +1026,7 @@ class BinanceExecutor(VenueOrders, Executor):
             self._refuse_amend(order, f"refused by {exc.describe()}")
             return
         amended = result.get("amendedOrder") or {}
-        self._amended(order, order.price, _dec(amended.get("qty") or amended.get("origQty") or "0"))
+        self._smaller(order, _dec(amended.get("qty") or amended.get("origQty") or "0"))
 
     def _watch(self, outcome: Callable[[Order, _Pending], Any], order: Order, p: _Pending) -> None:
         """Wait for a request's answer beside the sender, which moves on to the next intent."""
