@@ -204,3 +204,24 @@ async def test_a_duplicate_order_link_id_is_the_order_bybit_has_and_is_settled_f
     assert engine.updates("0-1") == [("accepted", "0")]
     assert ("trade", "order.create", 170141) in bsim.bybit_private.requests
     assert len(bsim.bybit_private.open_orders_of(KEY)) == 1 and again.pending_unknown == ()
+
+
+async def test_a_status_answer_not_understood_is_asked_again_later_and_the_session_lives(
+        bsim: Simulator, nursery: trio.Nursery, autojump_clock: Any) -> None:
+    ex = bybit(bsim)
+    engine = await start(nursery, ex)
+    bsim.bybit_private.faults.reject("order.create", 10000, "Server Timeout")
+    real, asked = ex._query_unknown, []
+
+    async def garbled_once(o: Any) -> None:
+        asked.append(trio.current_time())
+        if len(asked) == 1:
+            raise ValueError("invalid literal for int() with base 10: 'soon'")  # as a malformed row raises
+        await real(o)
+
+    ex._query_unknown = garbled_once  # type: ignore[method-assign]
+    ex.submit(order("0-1", "buy", "limit", "0.1", "99"))
+    await until(lambda: bool(engine.updates("0-1")), timeout=10)
+    assert "it was never placed" in engine.events[-1][1].reason
+    assert len(asked) == 2 and asked[1] - asked[0] >= ex.unknown_after  # not hammered
+    assert ex.connects == 1

@@ -97,8 +97,8 @@ _RANK: dict[OrderStatus, int] = {"new": 0, "accepted": 1, "partially_filled": 2,
 _UNIT_MS = {"SECOND": 1000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
 #: Execution types after which an order is final.
 _FINAL_EXECUTIONS = frozenset({"CANCELED", "EXPIRED", "REJECTED", "TRADE_PREVENTION"})
-_WEIGHTS = {"order.place": 1, "order.cancel": 1, "order.amend.keepPriority": 4, "order.status": 4, "openOrders.status": 80, "account.status": 20,
-            "myTrades": 5, "session.logon": 2, "userDataStream.subscribe": 2,
+_WEIGHTS = {"order.place": 1, "order.cancel": 1, "order.amend.keepPriority": 4, "order.status": 4,
+            "openOrders.status": 80, "account.status": 20, "myTrades": 5, "session.logon": 2, "userDataStream.subscribe": 2,
             "userDataStream.subscribe.signature": 2, "time": 1}
 
 

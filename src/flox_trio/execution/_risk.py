@@ -179,7 +179,7 @@ class RiskExecutor(Executor):
         reason = None
         if order is not None:
             if self.halted:
-                reason = f"risk: trading halted ({self.halt_reason}); `flox-trio resume` to trade again"
+                reason = self._halted_reason
             elif qty is not None and qty > order.qty:
                 # Only what the amend adds can break a limit: the order as it would be, its
                 # remaining quantity the increase alone (the rest is counted as open already).
@@ -194,7 +194,7 @@ class RiskExecutor(Executor):
 
     def _check(self, order: Order) -> str | None:
         if self.halted:
-            return f"risk: trading halted ({self.halt_reason}); `flox-trio resume` to trade again"
+            return self._halted_reason
         reason = self._limit_breach(order, order.qty)
         if reason is not None:
             return reason
@@ -210,6 +210,10 @@ class RiskExecutor(Executor):
                     return (f"risk: {scope} order rate limit of {cap_rate} per second reached; "
                             f"next order possible in {times[0] + RATE_WINDOW_S - now:.3f} s")
         return None
+
+    @property
+    def _halted_reason(self) -> str:
+        return f"risk: trading halted ({self.halt_reason}); `flox-trio resume` to trade again"
 
     def _limit_breach(self, order: Order, adds: Decimal) -> str | None:
         """Which size or position limit ``order`` breaks, its open quantity growing by ``adds``."""

@@ -209,7 +209,8 @@ class AmendRequest:
     again: bool = False
 
     def changes(self, order: Order) -> bool:
-        return (self.price is not None and self.price != order.price) or (self.qty is not None and self.qty != order.qty)
+        return ((self.price is not None and self.price != order.price)
+                or (self.qty is not None and self.qty != order.qty))
 
     def applied_to(self, order: Order) -> Order:
         """``order`` as it would be with this change (for the venue's rules)."""
@@ -482,7 +483,14 @@ class VenueOrders(Executor):
             for order_id in due:
                 order = self._orders.get(order_id)
                 if order is not None and order_id in self._unknown:
-                    await self._query_unknown(order)
+                    try:
+                        await self._query_unknown(order)
+                    except (KeyError, TypeError, ValueError) as exc:
+                        # The venue's answer, not ours to trust: ask again later, not at once.
+                        _log.error("order %s: the venue's answer to a status query is not understood (%s); "
+                                   "asking again in %g s", order_id, exc, self.unknown_after)
+                        if order_id in self._unknown:
+                            self._unknown[order_id] = (self._unknown[order_id][0], trio.current_time())
             pending = [since for _, since in self._unknown.values()]
             wait = max(0.05, min(pending) + self.unknown_after - trio.current_time()) if pending else math.inf
             with trio.move_on_after(wait):
