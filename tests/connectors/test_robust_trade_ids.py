@@ -57,8 +57,10 @@ async def test_a_jump_in_trade_ids_is_a_gap_before_the_next_trade(
             await sim.play("binance", [trade(i, stream) for i in (1, 2, 3, 7, 8, 9, 10, 12)])
             await wait_until(lambda: len(hub.trades()) == 8)
             st = feed.status()
-        assert [len(b) for b in hub.batches] == [1, 1, 1, 2, 1, 1, 1, 2]
-        gap, seven = hub.batches[3]
+        # Frames that wait are published together, in order; a frame's gap stays right before its trade.
+        events = [e for b in hub.batches for e in b]
+        assert [type(e).__name__ for e in events] == ["Trade"] * 3 + ["Gap"] + ["Trade"] * 4 + ["Gap", "Trade"]
+        gap, seven = events[3:5]
         assert type(gap) is Gap and type(seven) is Trade and seven.trade_id == "7"
         assert (gap.symbol, gap.reason, gap.missing, gap.first_id, gap.last_id, gap.venue) == \
             ("BTCUSDT", "trade_ids", 3, "4", "6", "binance")

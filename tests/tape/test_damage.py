@@ -18,6 +18,7 @@ from .conftest import make_trades
 SEG0 = "seg-000000.tape"
 
 
+
 def _frame_offsets(seg: Path) -> list[tuple[int, int]]:
     """(offset, total length) of each frame in a segment, found by walking the layout."""
     data = seg.read_bytes()
@@ -180,7 +181,7 @@ def test_garbled_header_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("version", "message"), [
-    (4, "format version 4, newer than this flox-trio reads .version 3.: upgrade flox-trio"),
+    (5, "format version 5, newer than this flox-trio reads .version 4.: upgrade flox-trio"),
     (1, "format version 1, written by an older flox-trio"),
     (0, "unsupported format version 0"),
 ])

@@ -29,6 +29,7 @@ import flox_trio as flox
 from flox_trio.tape import TapeReader, TapeWriter, tape_info
 from flox_trio.tape import _writer as tape_writer
 from flox_trio.tape._format import (
+    FLAG_RECORDS,
     FLAG_ZSTD,
     FRAME_HEADER,
     FRAME_MARKER,
@@ -213,9 +214,11 @@ def test_records_nested_deeper_than_the_decoder_recurses_are_a_tape_error(tmp_pa
     # [[3, 0, 0, "add", "h", "python", {"a": [[[...]]]}, None, None]]
     payload = (b"\x91\x99\x03\x00\x00" + msgspec.msgpack.encode("add") + msgspec.msgpack.encode("h")
                + msgspec.msgpack.encode("python") + b"\x81\xa1a" + deep + b"\xc0\xc0")
-    off = _with_frame(tmp_path / SEG0, payload, 0)
+    off = _with_frame(tmp_path / SEG0, payload, FLAG_RECORDS)  # a slot record's frame, flagged as the writer does
     with pytest.raises(flox.TapeError, match=rf"{SEG0} at byte {off} holds records this flox-trio cannot decode"):
         TapeReader(tmp_path).slot_records()
+    with pytest.raises(flox.TapeError, match=rf"{SEG0} at byte {off} holds records this flox-trio cannot decode"):
+        list(TapeReader(tmp_path))
 
 
 def test_a_header_map_nested_too_deep_is_a_tape_error(tmp_path: Path) -> None:

@@ -196,7 +196,7 @@ def test_tape_info_counts(tmp_path: Path) -> None:
     d = info.to_dict()
     assert d["symbols"] == {"BTCUSDT": 7, "ETHUSDT": 2}
     assert d["torn_tail"] is None
-    assert d["format_version"] == 3
+    assert d["format_version"] == 4
 
 
 def test_header_and_meta(tmp_path: Path) -> None:
@@ -204,7 +204,7 @@ def test_header_and_meta(tmp_path: Path) -> None:
         w.write_events(0, make_trades(3))
     reader = TapeReader(tmp_path / "t")
     assert reader.meta == {"venue": "bybit", "n": 3}
-    assert reader.header.format_version == 3
+    assert reader.header.format_version == 4
     assert reader.header.compression == "zstd"
     assert reader.header.flox_trio_version == flox.__version__
     assert len(reader.header.tape_id) == 32

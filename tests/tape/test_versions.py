@@ -2,8 +2,9 @@
 
 ``data/v2-zstd`` and ``data/v2-plain`` were written by flox-trio's format-2
 writer (trades as msgpack maps keyed by field name) from ``write_session``
-below; the current writer (format 3) writes trades as arrays. Whatever the
-version, the reader gives the same records, down to the bit.
+below, ``data/v3-*`` by the format-3 writer (trades as arrays); the current
+writer (format 4) also flags the frames that hold records other than event
+batches. Whatever the version, the reader gives the same records, down to the bit.
 """
 
 from __future__ import annotations
@@ -14,8 +15,14 @@ from typing import Any
 import pytest
 
 import flox_trio as flox
-from flox_trio.tape import FORMAT_VERSION, TapeReader, TapeWriter, tape_info
-from flox_trio.tape._format import frame_decoder
+from flox_trio.tape import FORMAT_VERSION, EventsRecord, TapeReader, TapeWriter, _writer, tape_info
+from flox_trio.tape._format import (
+    FLAG_RECORDS,
+    FRAME_DECODER,
+    FRAME_HEADER,
+    WireEvents,
+    frame_decoder,
+)
 
 from .conftest import BASE_NS, canon
 
@@ -62,18 +69,20 @@ def write_session(path: Path, compression: str | None, segment_bytes: int) -> No
                 w.write_control(seq=seq, at_market_event=seq, action="halt", reason="test", ts_ns=BASE_NS + 8)
 
 
-FIXTURES = [("v2-zstd", "zstd", 64 * 1024 * 1024), ("v2-plain", None, 4096)]
+FIXTURES = [(f"v{version}-{kind}", version, compression, segment_bytes)
+            for version in (2, 3)
+            for kind, compression, segment_bytes in (("zstd", "zstd", 64 * 1024 * 1024), ("plain", None, 4096))]
 
 
-@pytest.mark.parametrize(("name", "compression", "segment_bytes"), FIXTURES)
-def test_a_format_2_tape_reads_as_the_current_writer_writes_it(name: str, compression: str | None,
-                                                              segment_bytes: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("name", "version", "compression", "segment_bytes"), FIXTURES)
+def test_an_older_tape_reads_as_the_current_writer_writes_it(name: str, version: int, compression: str | None,
+                                                             segment_bytes: int, tmp_path: Path) -> None:
     old = TapeReader(DATA / name)
-    assert old.header.format_version == 2
+    assert old.header.format_version == version
     write_session(tmp_path / "now", compression, segment_bytes)
     now = TapeReader(tmp_path / "now")
-    assert now.header.format_version == FORMAT_VERSION == 3
-    assert len(old.segments) >= (1 if compression else 2)  # trades take half the bytes now: fewer segments
+    assert now.header.format_version == FORMAT_VERSION == 4
+    assert len(old.segments) >= len(now.segments)  # format 3's trades take half the bytes: fewer segments
     # Every way of reading a tape: records, batches, events, market batches, the one-pass decode.
     assert canon(list(old)) == canon(list(now))
     assert canon(list(old.iter_batches())) == canon(list(now.iter_batches()))
@@ -84,7 +93,11 @@ def test_a_format_2_tape_reads_as_the_current_writer_writes_it(name: str, compre
     for key in ("records", "events", "event_types", "symbols", "first_seq", "last_seq", "first_ts_ns",
                 "last_ts_ns", "swaps", "slots", "connector_events", "errors"):
         assert old_info[key] == now_info[key], key
-    assert (old_info["format_version"], now_info["format_version"]) == (2, 3)
+    assert (old_info["format_version"], now_info["format_version"]) == (version, 4)
+    # The records besides events, read the short way from format 4 (see below) and the long way before.
+    assert canon(old.engine_records()) == canon(now.engine_records())
+    assert canon(old.swaps()) == canon(now.swaps())
+    assert canon(old.errors()) == canon(now.errors())
 
 
 def test_trades_are_arrays_in_format_3(tmp_path: Path) -> None:
@@ -107,5 +120,36 @@ def test_segments_of_two_formats_are_refused(tmp_path: Path) -> None:
     data[8:10] = (2).to_bytes(2, "little")  # the format version, outside the header map's checksum
     seg.write_bytes(bytes(data))
     reader = TapeReader(tmp_path / "t")  # segment 0 is whole
-    with pytest.raises(flox.TapeError, match=r"seg-000001\.tape has format version 2 \(at byte 8\) where segment 0 has 3"):
+    with pytest.raises(flox.TapeError, match=r"seg-000001\.tape has format version 2 \(at byte 8\) where segment 0 has 4"):
         list(reader)
+
+
+def test_format_4_flags_the_frames_that_hold_records_besides_events(tmp_path: Path) -> None:
+    write_session(tmp_path / "t", "zstd", 64 * 1024 * 1024)
+    reader = TapeReader(tmp_path / "t")
+    frames = list(reader._frames())
+    flagged = []
+    for seg, offset, payload in frames:
+        with open(seg, "rb") as f:
+            f.seek(offset)
+            flags = FRAME_HEADER.unpack(f.read(FRAME_HEADER.size))[1]
+        kinds = {type(r) for r in FRAME_DECODER.decode(payload)}
+        assert bool(flags & FLAG_RECORDS) == (kinds != {WireEvents}), (seg.name, offset, kinds)
+        flagged.append(bool(flags & FLAG_RECORDS))
+    assert 0 < sum(flagged) < len(frames)
+    # A reader after those records alone reads only the flagged frames, and finds all of them.
+    assert sum(1 for _ in reader._frames(records_only=True)) == sum(flagged)
+    assert canon(reader.engine_records()) == canon([r for r in reader if not isinstance(r, EventsRecord)])
+
+
+def test_a_record_that_moves_to_a_frame_of_its_own_takes_the_flag_with_it(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # A record that would overfill the frame goes into the next one: the flag must follow it there.
+    monkeypatch.setattr(_writer, "MAX_FRAME_BYTES", 4096)
+    with TapeWriter(tmp_path / "t", flush_bytes=1 << 20) as w:
+        w.write_events(0, [flox.Trade("BTCUSDT", 1.0, 1.0, "buy", str(i), 1, 2) for i in range(60)])
+        w.write_error(seq=60, slot=0, message="x" * 2000)
+        w.write_events(60, [flox.Trade("BTCUSDT", 1.0, 1.0, "buy", "61", 1, 2)])
+    reader = TapeReader(tmp_path / "t")
+    assert [type(r).__name__ for r, _ in reader._wire(records_only=True)] == ["WireError", "WireEvents"]
+    assert [e.message for e in reader.errors()] == ["x" * 2000]

@@ -103,7 +103,7 @@ class TapeFeed(Feed):
 
     async def run(self, hub: FeedHub) -> None:
         # Frames are read from disk in this task: a frame is at most
-        # flush_bytes (512 KiB by default), a short blocking read from the
+        # flush_bytes (64 KiB by default), a short blocking read from the
         # page cache, and decoding it is CPU work a thread would not overlap.
         # The reader decodes a frame's events in one pass and hands each recorded
         # batch over as the list it decoded: published as it is, with no record

@@ -10,6 +10,11 @@ A tape is a directory of append-only segment files ``seg-000000.tape``,
     frame*           u32 payload length, u16 flags, u16 marker, u32 payload CRC32,
                      u32 CRC32 of the previous 12 bytes; then the payload
 
+Frame flags: bit 0, the payload is zstd-compressed; bit 1 (format 4), the
+frame holds a record other than an event batch. A session's tape is almost all
+event batches, so what a replay plans from (its slots and swaps) is found in a
+few frames, the others skipped by their length without being read.
+
 All integers are little-endian. A frame's payload (zstd-compressed when flag
 bit 0 is set) is one msgpack array of records, so a frame is decoded in a
 single call. Records are msgspec array-like structs tagged by an int:
@@ -54,9 +59,12 @@ from .._errors import TapeError
 
 #: 2: swap records carry the session's market-event index and the slot's own count.
 #: 3: trades are arrays (half the bytes of a map, and a third less time to decode).
-FORMAT_VERSION: Final = 3
+#: 4: a frame that holds any record besides event batches says so in its flags (``FLAG_RECORDS``).
+FORMAT_VERSION: Final = 4
 #: The versions this flox-trio reads.
-READ_VERSIONS: Final = frozenset({2, 3})
+READ_VERSIONS: Final = frozenset({2, 3, 4})
+#: The first version whose frames carry ``FLAG_RECORDS``: in older tapes every frame must be read to find them.
+FLAGGED_RECORDS_SINCE: Final = 4
 
 SEGMENT_MAGIC: Final = b"FLXTAPE\x00"
 SEGMENT_HEADER = struct.Struct("<8sHHII")
@@ -66,7 +74,10 @@ MAX_HEADER_MAP = 16 * 1024 * 1024
 FRAME_HEADER = struct.Struct("<IHHII")
 FRAME_MARKER: Final = 0x5446  # "FT"
 FLAG_ZSTD: Final = 1
-KNOWN_FRAME_FLAGS: Final = FLAG_ZSTD
+#: The frame holds a record other than an event batch (a slot, a swap, a connector event, an error,
+#: a halt): a reader after those alone (a replay's plan, ``tape swaps``) skips the other frames unread.
+FLAG_RECORDS: Final = 2
+KNOWN_FRAME_FLAGS: Final = FLAG_ZSTD | FLAG_RECORDS
 #: The largest frame the writer cuts, before compression: a record that would
 #: make the buffer larger is put in a frame of its own, and an event batch that
 #: does not fit in one frame is split into several records.

@@ -19,7 +19,9 @@ from .._errors import TapeError
 from ._format import (
     EVENT_CLASSES,
     EVENT_CODES,
+    FLAG_RECORDS,
     FLAG_ZSTD,
+    FLAGGED_RECORDS_SINCE,
     FORMAT_VERSION,
     FRAME_DECODER,
     FRAME_HEADER,
@@ -65,7 +67,7 @@ _INFLATE_CHUNK = 1 << 20
 _DECODE_ERRORS = (msgspec.DecodeError, RecursionError)
 #: A frame larger than this (decompressed) is decoded record by record, so that a reader holds
 #: one recorded batch of events at a time rather than a whole frame's; the writer's frames
-#: (``flush_bytes``, 512 KiB by default) are far smaller.
+#: (``flush_bytes``, 64 KiB by default) are far smaller.
 _ONE_PASS_MAX = 8 * 1024 * 1024
 _ALL_CODES: frozenset[int] = frozenset(range(len(EVENT_CLASSES)))
 _ORDER_CODES: frozenset[int] = frozenset({EVENT_CODES[OrderUpdate], EVENT_CODES[Fill]})
@@ -192,28 +194,29 @@ class TapeReader:
     def engine_records(self) -> list[Record]:
         """Every record that is not an event batch (slot changes, swaps, connector events, errors,
         halts and resumes), in order, from one pass over the tape; events are skipped undecoded."""
-        return [_convert(r) for r, _ in self._wire() if type(r) is not WireEvents]
+        return [_convert(r) for r, _ in self._wire(records_only=True) if type(r) is not WireEvents]
 
     def swaps(self) -> list[SwapRecord]:
         """Every recorded swap, in order. Events are skipped, not decoded."""
-        return [_swap(r) for r, _ in self._wire() if isinstance(r, WireSwap)]
+        return [_swap(r) for r, _ in self._wire(records_only=True) if isinstance(r, WireSwap)]
 
     def slot_records(self) -> list[SlotRecord]:
         """Every recorded slot add/remove, in order."""
-        return [_slot(r) for r, _ in self._wire() if isinstance(r, WireSlot)]
+        return [_slot(r) for r, _ in self._wire(records_only=True) if isinstance(r, WireSlot)]
 
     def connector_records(self) -> list[ConnectorRecord]:
         """Every recorded connector event, in order."""
-        return [ConnectorRecord(r.kind, r.info, r.ts_ns) for r, _ in self._wire()
+        return [ConnectorRecord(r.kind, r.info, r.ts_ns) for r, _ in self._wire(records_only=True)
                 if isinstance(r, WireConnector)]
 
     def control_records(self) -> list[ControlRecord]:
         """Every recorded halt and resume, in order."""
-        return [_control(r) for r, _ in self._wire() if isinstance(r, WireControl)]
+        return [_control(r) for r, _ in self._wire(records_only=True) if isinstance(r, WireControl)]
 
     def errors(self) -> list[ErrorRecord]:
         """Every recorded strategy error, in order."""
-        return [ErrorRecord(r.seq, r.slot, r.message) for r, _ in self._wire() if isinstance(r, WireError)]
+        return [ErrorRecord(r.seq, r.slot, r.message) for r, _ in self._wire(records_only=True)
+                if isinstance(r, WireError)]
 
     # --- frames ---------------------------------------------------------------------------
 
@@ -260,10 +263,14 @@ class TapeReader:
                         skipped += _raw_len(run.events, where)
                 yield rec.seq, events, skipped
 
-    def _wire(self) -> Iterator[tuple[WireRecord, tuple[Path, int]]]:
-        """Wire records with (segment, frame offset), events left encoded."""
+    def _wire(self, *, records_only: bool = False) -> Iterator[tuple[WireRecord, tuple[Path, int]]]:
+        """Wire records with (segment, frame offset), events left encoded.
+
+        ``records_only``: the caller wants no event batch, so frames that say they hold
+        none (format 4) are skipped unread; what it gets may still include some.
+        """
         decode = FRAME_DECODER.decode
-        for seg, offset, payload in self._frames():
+        for seg, offset, payload in self._frames(records_only=records_only):
             try:
                 records = decode(payload)
             except _DECODE_ERRORS as exc:
@@ -272,17 +279,26 @@ class TapeReader:
             for rec in records:
                 yield rec, where
 
-    def _frames(self) -> Iterator[tuple[Path, int, bytes]]:
+    def _frames(self, *, records_only: bool = False) -> Iterator[tuple[Path, int, bytes]]:
+        """Every frame's payload, verified and decompressed, in order.
+
+        ``records_only``: leave out, unread, the frames a format-4 tape flags as holding
+        event batches alone.
+        """
+        # Measured (bench/replay.py): a thread reading and decompressing the next frames while
+        # this one is decoded costs more in GIL hand-overs than the zstd time it takes off.
+        skip_events = records_only and self._version >= FLAGGED_RECORDS_SINCE
         n = len(self.segments)
         for index, seg in enumerate(self.segments):
             is_last = index == n - 1
             try:
-                yield from self._segment_frames(seg, index, is_last)
+                yield from self._segment_frames(seg, index, is_last, skip_events)
             except _Torn as torn:
                 self._torn(seg, torn)
                 return
 
-    def _segment_frames(self, seg: Path, index: int, is_last: bool) -> Iterator[tuple[Path, int, bytes]]:
+    def _segment_frames(self, seg: Path, index: int, is_last: bool,
+                        skip_events: bool) -> Iterator[tuple[Path, int, bytes]]:
         try:
             f = open(seg, "rb")  # noqa: SIM115 - closed in finally across yields
         except OSError as exc:
@@ -328,6 +344,11 @@ class TapeReader:
                         )
                     self._cut(seg, pos, is_last,
                               f"a frame of {plen} bytes is cut short after {remaining - hsize}")
+                if skip_events and not flags & FLAG_RECORDS:
+                    # Checked for damage by a reader that wants its events.
+                    f.seek(plen, os.SEEK_CUR)
+                    pos += hsize + plen
+                    continue
                 payload = f.read(plen)
                 if crc32(payload) != pcrc:
                     if is_last and pos + hsize + plen == size:
