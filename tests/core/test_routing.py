@@ -188,3 +188,53 @@ async def test_a_slow_sync_slot_under_a_drop_policy_goes_back_to_its_queue(monke
         assert runner.slots[fast].queue.enqueued == 0
         feed.close()
     assert runner.slots[slow].dispatched == 4 and runner.slots[fast].dispatched == 3
+
+
+class Trader(Recorder):
+    """Buys on every third trade and rests a limit sell; asks for its own replacement from ``on_fill`` once."""
+
+    def __init__(self, symbols: Any, journal: list[Any], label: str, runner: Any = None, index: int = 0) -> None:
+        super().__init__(symbols, journal, label)
+        self.runner, self.index = runner, index
+        self.fills = 0
+
+    def on_trade(self, ctx: flox.Context, trade: flox.Trade) -> None:
+        super().on_trade(ctx, trade)
+        if len(self.trades) % 3 == 1:
+            ctx.market_buy(0.1)
+            ctx.limit_sell(trade.price + 2, 0.05)
+
+    def on_fill(self, ctx: flox.Context, fill: flox.Fill) -> None:
+        super().on_fill(ctx, fill)
+        self.fills += 1
+        if self.runner is not None and self.fills == 5:
+            self.runner.request_replace(self.index, Trader(self.symbols, self.journal, self.label + "'"))
+
+
+@pytest.mark.parametrize("inline_orders", [True, False])
+async def test_an_idle_slot_takes_its_order_events_in_the_flushing_task_as_its_queue_would_give_them(
+        inline_orders: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    journals: dict[bool, list[Any]] = {}
+    enqueued: dict[bool, int] = {}
+    deliver = _slot.Slot.deliver_nowait
+
+    def queued(self: Any, batch: list[Any], *, orders: bool = False) -> list[Any] | None:
+        return batch if orders else deliver(self, batch)
+
+    for inline in (inline_orders, not inline_orders):
+        if not inline:
+            monkeypatch.setattr(_slot.Slot, "deliver_nowait", queued)
+        journal: list[Any] = []
+        trades = [flox.Trade("BTCUSDT", 100.0 + (i * 7) % 5, 0.5, "buy" if i % 2 else "sell", str(i),
+                             BASE_NS + i * 10**6, BASE_NS + i * 10**6) for i in range(300)]
+        feed = flox.feeds.ListFeed(trades, batch_size=7)
+        async with flox.open_runner(feed, flox.PaperExecutor(latency=0.0), lockstep=True) as runner:
+            runner.add_strategy(Trader(["BTCUSDT"], journal, "a", runner, 0))
+        journals[inline], enqueued[inline] = journal, runner.slots[0].queue.enqueued
+        monkeypatch.undo()
+    # The same callbacks in the same order; order events went through the queue only around the swap.
+    assert journals[True] == journals[False]
+    assert enqueued[True] < enqueued[False] / 10
+    labels = [label for _, label, _ in journals[True]]
+    assert "a'" in labels  # the swap asked for from on_fill happened, at the same point both ways
+    assert sum(1 for kind, _, _ in journals[True] if kind == "fill") > 5

@@ -156,8 +156,9 @@ class Route(Protocol):
     @property
     def wants_bars(self) -> bool: ...
 
-    def deliver_nowait(self, batch: list[Any]) -> list[Any] | None:
-        """Dispatch ``batch`` in the caller's task if the slot can take it now; what is left goes to its queue."""
+    def deliver_nowait(self, batch: list[Any], *, orders: bool = False) -> list[Any] | None:
+        """Dispatch ``batch`` (order events with ``orders``) in the caller's task if the slot can take it now;
+        what is left goes to its queue."""
 
 
 log = logging.getLogger("flox_trio.bus")
@@ -324,11 +325,17 @@ class Bus:
             for index, events in per_slot.items():
                 route = self._by_index.get(index)
                 if route is not None and route.active:
+                    # An idle slot takes them here, as it takes market batches: a strategy that
+                    # trades every batch would otherwise switch tasks twice a batch (bench/replay.py).
+                    rest = route.deliver_nowait(events, orders=True)
+                    if not rest:
+                        continue
                     try:
-                        await route.queue.put_orders(events)
+                        await route.queue.put_orders(rest)
                         continue
                     except _GONE:
                         pass
+                    events = rest
                 self._undelivered(index, len(events))
 
     def _undelivered(self, index: int, n: int) -> None:

@@ -250,8 +250,8 @@ class Slot:
 
     # --- inline delivery ---------------------------------------------------------------
 
-    def deliver_nowait(self, batch: list[Any]) -> list[Any] | None:
-        """Dispatch a market batch in the caller's (the publisher's) task when the slot is idle.
+    def deliver_nowait(self, batch: list[Any], *, orders: bool = False) -> list[Any] | None:
+        """Dispatch a market batch (or, with ``orders``, order events) in the caller's task when the slot is idle.
 
         Only a running slot whose host has a synchronous dispatch, whose queue is
         empty and whose task is parked waiting for a batch takes this path: what
@@ -276,11 +276,14 @@ class Slot:
             # overflow policy says. Its queue (and the policy) takes the next batches.
             self._inline_cooldown = _INLINE_COOLDOWN
             q.ready = False
-        self._market += j
+        if orders:
+            self.order_dispatched += j
+        else:
+            self._market += j
         # What was not dispatched and is not handed back was for a slot that stopped
         # running (quarantined): discarded, as the dispatch task would.
         rest = batch[j:] if j < n and self.state is _RUNNING else None
-        if self._measure_latency and j:
+        if self._measure_latency and j and not orders:
             received = getattr(batch[j - 1], "recv_ts_ns", 0)
             if received:
                 lat = self._engine.clock.wall_ns() - received
