@@ -10,7 +10,7 @@ runs: the plan read from the tape, the strategy rebuilt from its recorded
 source, the market batches published as recorded, in lockstep, on the
 events' own clock, with the paper executor answering. Rows:
 
-- decode: ``TapeReader.iter_market_batches()``, every event an attrs
+- decode: ``TapeReader.iter_market_batches()``, every event a
   ``Trade``: the reader alone, the ceiling of any replay (run with the
   garbage collector's thresholds a replay runs with);
 - replay into a Python strategy counting trades (target >= 3 M events/s);

@@ -10,7 +10,7 @@ Rows, for trades, without and with zstd:
 - read, scan: frames read, checksums verified, decompressed and decoded into
   records, events left encoded (what ``swaps()`` and the frame walk cost);
 - read, peek: as ``tape_info`` does, decoding only each event's symbol and times;
-- read, materialise: ``iter_events()``, every event an attrs ``Trade``;
+- read, materialise: ``iter_events()``, every event a ``Trade`` (a msgspec struct);
 - replay: ``TapeFeed`` publishing into a hub that only counts.
 
 The garbage collector stays on: the engine runs with it on. Each row is the
@@ -149,7 +149,7 @@ def bench_reads(root: Path, n: int, batch: int, repeat: int) -> list[dict[str, A
         path = root / f"trades-{label}"
         size = sum(p.stat().st_size for p in path.iterdir())
         for name, fn in (("read, scan", scan), ("read, peek (tape_info)", peek),
-                         ("read, materialise (attrs)", materialise), ("replay (TapeFeed)", replay)):
+                         ("read, materialise (Trade)", materialise), ("replay (TapeFeed)", replay)):
             dt, got = best_of(repeat, lambda f=fn, p=path: f(p))
             if got != n:
                 raise SystemExit(f"{name}: read {got} events, wrote {n}")
