@@ -88,7 +88,7 @@ def scan(path: Path) -> int:
     reader = TapeReader(path)
     n = 0
     decode = FRAME_DECODER.decode
-    for _seg, _off, payload in reader._frames():
+    for _seg, _off, payload, _flagged in reader._frames():
         for rec in decode(payload):
             if isinstance(rec, WireEvents):
                 for _code, raw in rec.runs:

@@ -83,3 +83,30 @@ def describe_exception(exc: BaseException) -> str:
         text = f"<unprintable: its __str__ raised {type(inner).__name__}>"
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, in order."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception inside (nested) exception groups."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
+
+
+def flox_error_in(group: BaseExceptionGroup[BaseException]) -> FloxError | None:
+    """The first FloxError of a group whose every leaf is one (an engine task's user-facing failure,
+    wrapped by its nursery); None when anything else is inside."""
+    found = leaves(group)
+    if found and all(isinstance(e, FloxError) for e in found):
+        first = found[0]
+        assert isinstance(first, FloxError)
+        return first
+    return None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import zlib
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ import flox_trio as flox
 from flox_trio.execution import Limits, RiskLimits, run_outputs
 from flox_trio.replay import replay_tape
 from flox_trio.report import build_report
+from flox_trio.tape._format import FLAG_RECORDS, FRAME_DECODER, FRAME_HEADER, WireSwap
 
 BASE_NS = 1_700_000_000_000_000_000
 
@@ -83,6 +87,38 @@ def test_the_report_marks_a_swap_at_its_time_in_the_session_with_several_symbols
     # The swap happened 60 s in, at the 600th event of the session: the mark is drawn there.
     assert abs(mark["t"] - 60.0) <= 0.2, mark
     assert replay_tape(tape).swaps == 1
+
+
+def _hide_the_swap(tape: Path) -> None:
+    """Clear the records flag of the frame holding the swap, its header's checksum made good again:
+    what no writer does, but a hand with the format at hand can."""
+    for seg, offset, payload, flagged in flox.tape.TapeReader(tape)._frames():
+        if flagged and any(isinstance(r, WireSwap) for r in FRAME_DECODER.decode(payload)):
+            data = bytearray(seg.read_bytes())
+            plen, flags, marker, pcrc, _ = FRAME_HEADER.unpack_from(data, offset)
+            head = FRAME_HEADER.pack(plen, flags & ~FLAG_RECORDS, marker, pcrc, 0)
+            FRAME_HEADER.pack_into(data, offset, plen, flags & ~FLAG_RECORDS, marker, pcrc, zlib.crc32(head[:12]))
+            seg.write_bytes(bytes(data))
+            return
+    raise AssertionError("no frame holds the swap")
+
+
+def test_a_swap_hidden_in_a_frame_not_flagged_for_records_is_refused_not_left_out(tmp_path: Path) -> None:
+    # A replay's plan reads the flagged frames alone; its stream reads them all, and refuses
+    # a record the plan could not have seen instead of replaying without it.
+    tape = tmp_path / "two.tape"
+    trio.run(record_two_symbols, tape, clock=trio.testing.MockClock(autojump_threshold=0))
+    _hide_the_swap(tape)
+    assert flox.tape.TapeReader(tape).swaps() == []
+    with pytest.raises(flox.TapeError, match=r"at byte \d+ holds a swap record but is not flagged as holding "
+                                             r"records besides events: the tape was altered"):
+        replay_tape(tape)
+    with pytest.raises(flox.TapeError, match="holds a swap record"):
+        list(flox.tape.TapeReader(tape))
+    out = subprocess.run([sys.executable, "-m", "flox_trio.cli", "replay", str(tape)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "holds a swap record but is not flagged" in out.stderr, out.stderr
 
 
 def test_replay_outputs_match_the_live_run_exactly_without_timing_effects(tmp_path: Path) -> None:
@@ -240,8 +276,6 @@ def test_a_changed_strategy_diverges_from_the_recording_and_says_where(tmp_path:
 
 def test_the_replay_command_says_which_mode_made_its_report(tmp_path: Path) -> None:
     import json
-    import subprocess
-    import sys
 
     tape = tmp_path / "paper.tape"
     trio.run(record_paper_session, tape, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -24,6 +24,7 @@ from flox_trio.tape import ConnectorRecord, EventsRecord, TapeReader, TapeWriter
 from flox_trio.tape import _reader as tape_reader
 from flox_trio.tape._format import (
     EVENT_CLASSES,
+    FLAG_RECORDS,
     FORMAT_VERSION,
     MARKET_CODES,
     TAG_CONNECTOR,
@@ -173,7 +174,9 @@ def _one_frame_tape(path: Path, records: list[Any]) -> None:
         pass
     payload = msgspec.msgpack.encode(records)
     seg = path / SEG0
-    seg.write_bytes(seg.read_bytes() + frame_header(payload, 0) + payload)
+    # Flagged as the writer flags a frame holding records besides event batches.
+    flags = FLAG_RECORDS if any(r[0] != TAG_EVENTS for r in records) else 0
+    seg.write_bytes(seg.read_bytes() + frame_header(payload, flags) + payload)
 
 
 def _collect(it: Iterator[Any]) -> tuple[list[Any], str | None]:

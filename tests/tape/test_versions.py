@@ -129,7 +129,7 @@ def test_format_4_flags_the_frames_that_hold_records_besides_events(tmp_path: Pa
     reader = TapeReader(tmp_path / "t")
     frames = list(reader._frames())
     flagged = []
-    for seg, offset, payload in frames:
+    for seg, offset, payload, _flagged in frames:
         with open(seg, "rb") as f:
             f.seek(offset)
             flags = FRAME_HEADER.unpack(f.read(FRAME_HEADER.size))[1]

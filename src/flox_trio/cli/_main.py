@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from .._errors import FloxError
+from .._errors import FloxError, flox_error_in, leaves
 from .._version import __version__
 
 
@@ -67,13 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseExceptionGroup as group:
         # An error raised inside the engine's tasks (a connector refusing a
         # channel, a tape path that is taken) arrives wrapped by the nursery.
-        leaves = _leaves(group)
-        if any(isinstance(e, KeyboardInterrupt) for e in leaves):
+        if any(isinstance(e, KeyboardInterrupt) for e in leaves(group)):
             return 130
-        flox_errors = [e for e in leaves if isinstance(e, FloxError)]
-        if len(flox_errors) != len(leaves):
+        error = flox_error_in(group)
+        if error is None:
             raise
-        return _fail(args.command, flox_errors[0], args)
+        return _fail(args.command, error, args)
 
 
 def _fail(command: str, exc: FloxError, args: argparse.Namespace) -> int:
@@ -92,9 +91,3 @@ def _fail(command: str, exc: FloxError, args: argparse.Namespace) -> int:
         print(f"flox-trio {command}: {text}", file=sys.stderr)
     return 2
 
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out

@@ -127,9 +127,4 @@ def redact(url: str) -> str:
     return url if len(url) <= 160 else url[:157] + "…"
 
 
-def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    leaf: BaseException = group
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return leaf
 

@@ -31,10 +31,10 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, ConnectionTimeo
 
 from .._core._clock import TrioClock
 from .._core._ports import Clock
-from .._errors import ConnectorError
+from .._errors import ConnectorError, first_leaf
 from ._backoff import Backoff
 from ._budget import ConnectBudget
-from ._connection import Connection, describe, first_leaf, redact, split_url
+from ._connection import Connection, describe, redact, split_url
 from ._options import SessionOptions
 from ._publisher import Publisher
 from ._report import Reporter

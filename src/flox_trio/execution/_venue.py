@@ -39,7 +39,7 @@ from .._core._events import Fill, OrderStatus, OrderUpdate
 from .._core._orders import AMENDED, Order, Position, amend_problem, amend_refused, order_update
 from .._core._ports import Executor
 from .._core._status import ExecutorStatus
-from .._errors import ConfigError, FloxError, OrderError
+from .._errors import ConfigError, FloxError, OrderError, first_leaf
 
 log = logging.getLogger("flox_trio.execution")
 
@@ -86,14 +86,6 @@ def parse_client_id(client_id: str) -> tuple[str, int, str] | None:
     if m is None:
         return None
     return m[1], int(m[2]), f"{m[2]}-{m[3]}"
-
-
-def first_leaf(group: BaseExceptionGroup[Any]) -> Any:
-    """The first exception inside (nested) exception groups."""
-    leaf: Any = group
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return leaf
 
 
 @attrs.frozen(kw_only=True)
@@ -557,8 +549,9 @@ class VenueOrders(Executor):
             try:
                 await self._session()
             except* Fatal as group:
-                error = first_leaf(group).error
-                self._fatal = error
+                fatal = first_leaf(group)
+                assert isinstance(fatal, Fatal)
+                self._fatal = fatal.error
             except* transient as group:
                 exc = first_leaf(group)
                 reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -30,7 +30,7 @@ from .._core._convert import converter
 from .._core._events import Event
 from .._core._ports import Executor
 from .._core._status import ExecutorSettings, RunnerStatus
-from .._errors import TapeError
+from .._errors import TapeError, flox_error_in
 from .._loader import rebuild_strategy
 from .._runner import open_runner
 from ..execution import PaperSettings, RiskExecutor, RiskSettings, build_executor, run_outputs
@@ -219,6 +219,12 @@ def replay_tape(tape: str | Path, *, plan: ReplayPlan | None = None, state_dir: 
         os.chdir(tmp)
         try:
             return trio.run(_replay, tape, plan, sdir, progress, mode, own, clock=trio.testing.MockClock(autojump_threshold=0))
+        except BaseExceptionGroup as group:
+            # A tape found corrupt (or altered) part-way is read in the feed's task: say it as itself.
+            error = flox_error_in(group)
+            if error is None:
+                raise
+            raise error from None
         finally:
             os.chdir(cwd)
 

@@ -233,7 +233,7 @@ class TapeReader:
         version = self._version
         fast = frame_decoder(codes, version)
         decode, events_type, decoded, upgrades = fast.decoder.decode, fast.events_type, fast.decoded, fast.upgrades
-        for seg, offset, payload in self._frames():
+        for seg, offset, payload, flagged in self._frames():
             where = (seg, offset)
             records: list[Any] | None = None
             if len(payload) <= _ONE_PASS_MAX:
@@ -242,10 +242,15 @@ class TapeReader:
                 except _DECODE_ERRORS:
                     records = None
             if records is None:
-                yield from _decoded_reference(payload, where, codes, count, version)
+                for item in _decoded_reference(payload, where, codes, count, version):
+                    if not flagged and not isinstance(item, tuple):
+                        raise _unflagged(where, item)
+                    yield item
                 continue
             for rec in records:
                 if type(rec) is not events_type:
+                    if not flagged:
+                        raise _unflagged(where, rec)
                     yield rec
                     continue
                 runs = rec.runs
@@ -270,17 +275,20 @@ class TapeReader:
         none (format 4) are skipped unread; what it gets may still include some.
         """
         decode = FRAME_DECODER.decode
-        for seg, offset, payload in self._frames(records_only=records_only):
+        for seg, offset, payload, flagged in self._frames(records_only=records_only):
             try:
                 records = decode(payload)
             except _DECODE_ERRORS as exc:
                 raise _bad_record((seg, offset), exc) from exc
             where = (seg, offset)
             for rec in records:
+                if not flagged and type(rec) is not WireEvents:
+                    raise _unflagged(where, rec)
                 yield rec, where
 
-    def _frames(self, *, records_only: bool = False) -> Iterator[tuple[Path, int, bytes]]:
-        """Every frame's payload, verified and decompressed, in order.
+    def _frames(self, *, records_only: bool = False) -> Iterator[tuple[Path, int, bytes, bool]]:
+        """Every frame's payload, verified and decompressed, in order, and whether it may hold
+        records besides event batches (format 4 flags those; in older formats any may).
 
         ``records_only``: leave out, unread, the frames a format-4 tape flags as holding
         event batches alone.
@@ -298,11 +306,12 @@ class TapeReader:
                 return
 
     def _segment_frames(self, seg: Path, index: int, is_last: bool,
-                        skip_events: bool) -> Iterator[tuple[Path, int, bytes]]:
+                        skip_events: bool) -> Iterator[tuple[Path, int, bytes, bool]]:
         try:
             f = open(seg, "rb")  # noqa: SIM115 - closed in finally across yields
         except OSError as exc:
             raise TapeError(f"cannot open tape segment {seg}: {exc}") from exc
+        flagged_only = self._version >= FLAGGED_RECORDS_SINCE
         try:
             size = os.fstat(f.fileno()).st_size
             head = _read_segment_header(f, seg, index, self._header_map, is_last=is_last, version=self._version)
@@ -356,7 +365,7 @@ class TapeReader:
                     raise TapeError(f"corrupt tape frame in {seg} at byte {pos}: payload checksum mismatch")
                 if flags & FLAG_ZSTD:
                     payload = self._decompress(payload, seg, pos)
-                yield seg, pos, payload
+                yield seg, pos, payload, not flagged_only or bool(flags & FLAG_RECORDS)
                 pos += hsize + plen
         finally:
             f.close()
@@ -518,6 +527,16 @@ def _whole_frame_after(f: BinaryIO, start: int, end: int) -> int | None:
                 return start + head
         i = data.find(marker, i + 1)
     return None
+
+
+def _unflagged(where: tuple[Path, int], rec: object) -> TapeError:
+    # A writer flags every such frame (the flag is under the header's checksum): a tape without
+    # it was altered, and a reader of the flagged frames alone (a replay's plan) would miss it.
+    seg, offset = where
+    kind = type(rec).__name__.removeprefix("Wire").lower()
+    return TapeError(f"tape frame in {seg} at byte {offset} holds a {kind} record but is not flagged as "
+                     "holding records besides events: the tape was altered after it was written; "
+                     "record the session again")
 
 
 def _bad_record(where: tuple[Path, int], exc: Exception) -> TapeError:
