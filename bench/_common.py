@@ -42,12 +42,22 @@ def simulator(*args: str, pin: bool = True) -> Iterator[dict[str, Any]]:
         line = proc.stdout.readline()
         if not line:
             raise RuntimeError(f"the simulator did not start: {proc.communicate(timeout=5)[1]}")
-        yield {**json.loads(line), "pinned": pinned}
+        yield {**json.loads(line), "pinned": pinned, "pid": proc.pid}
     finally:
         if pinned:
             os.sched_setaffinity(0, set(own))
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of another process so far (Linux's /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def placement(urls: dict[str, Any]) -> str:

@@ -29,7 +29,13 @@ Rows:
   ``now - stamp`` in an HDR histogram. Once at ``--rate`` messages/s on one
   symbol, once at ``--wide-rate`` spread over ``--wide-symbols`` symbols (each
   market tick moves a few symbols drawn at random, so frames come in small
-  bunches as from a venue, not all symbols at once).
+  bunches as from a venue, not all symbols at once). Each row says how much
+  CPU the engine and the simulator used: a simulator at a whole core writes
+  late and in bunches, and that queue is in the figure.
+- machine: the CPU one wake-up of a process costs here (a bare epoll loop and
+  a Trio loop woken 5,000 times a second by a timerfd, doing nothing else).
+  Both sides of the socket pay it for every read; a virtual machine's is many
+  times bare metal's.
 
 The simulator runs in its own process (``python -m flox_trio.sim``), pinned to
 a CPU of its own and the engine to the others (``--no-pin``: not), so that the
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import statistics
 import sys
 import time
@@ -58,10 +65,11 @@ from wsproto.events import TextMessage
 import flox_trio as flox
 from flox_trio.connectors import Binance, SessionOptions
 from flox_trio.connectors._websocket import MarketSocket, connect
+from flox_trio.sim._pacer import Pacer, _timerfd
 from flox_trio.sim._transport import text_frame
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CountingHub, report
+from _common import CountingHub, process_cpu_seconds, report
 from _common import simulator as run_simulator
 
 STREAM = "/stream?streams=btcusdt@trade"
@@ -302,11 +310,13 @@ async def latency(urls: dict[str, Any], symbols: list[str], seconds: float) -> d
         await trio.sleep(1.0)
         strategy.recording = True
         n0, t0, cpu0 = strategy.n, time.perf_counter(), time.process_time()
+        sim0 = process_cpu_seconds(urls["pid"])
         await trio.sleep(seconds)
         strategy.recording = False
         elapsed = time.perf_counter() - t0
         rate = (strategy.n - n0) / elapsed
         cpu = (time.process_time() - cpu0) / elapsed
+        sim1 = process_cpu_seconds(urls["pid"])
     ours = HdrHistogram(1, 60_000_000, 3)
     for total, after_read in strategy.samples:
         histogram.record_value(max(1, total // 1000))
@@ -318,7 +328,48 @@ async def latency(urls: dict[str, Any], symbols: list[str], seconds: float) -> d
     read_to_strategy = {f"p{p:g}_us": ours.get_value_at_percentile(p) for p in (50, 99)}
     return {"messages": histogram.get_total_count(), "rate_per_s": rate, "symbols": len(symbols), **pct,
             "max_us": histogram.get_max_value(), "mean_us": histogram.get_mean_value(), "engine_cpu": cpu,
+            # A simulator near a whole core writes late and in bunches: its queue is in the latency.
+            "simulator_cpu": None if sim0 is None or sim1 is None else (sim1 - sim0) / elapsed,
             "read_to_strategy": read_to_strategy}
+
+
+def wakeup_cost(hz: float = 5000.0, seconds: float = 1.0) -> dict[str, float] | None:
+    """CPU µs one wake-up of a process costs on this machine: a bare ``epoll`` loop, and a Trio loop,
+    each woken ``hz`` times a second by a periodic timerfd (the simulator's pacer), doing nothing else.
+
+    The latency rows pay it on both sides of the socket, several times per frame; a virtual
+    machine's is far above bare metal's few µs. None where there is no timerfd.
+    """
+    if not hasattr(select, "epoll"):
+        return None
+    fd = _timerfd(1.0 / hz)
+    if fd < 0:
+        return None
+    try:
+        ep = select.epoll()
+        ep.register(fd, select.EPOLLIN)
+        n, c0, end = 0, time.process_time(), time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            ep.poll(1.0)
+            os.read(fd, 8)
+            n += 1
+        bare = (time.process_time() - c0) / n * 1e6
+        ep.close()
+    finally:
+        os.close(fd)
+
+    async def paced() -> float:
+        pacer = Pacer(1.0 / hz)
+        try:
+            k, c0, end = 0, time.process_time(), time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                await pacer.wait()
+                k += 1
+            return (time.process_time() - c0) / k * 1e6
+        finally:
+            pacer.close()
+
+    return {"hz": hz, "epoll_us": bare, "trio_us": trio.run(paced)}
 
 
 def wide_latency(rate: float, n_symbols: int, seconds: float, ticks: float = 5000.0) -> dict[str, Any]:
@@ -366,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     with simulator("--rate", str(args.rate), "--stamp", "--precise") as urls:
         lat = trio.run(latency, urls, ["BTCUSDT"], args.latency_seconds)
     wide = wide_latency(args.wide_rate, args.wide_symbols, args.latency_seconds, args.wide_ticks)
+    wakeup = wakeup_cost()
 
     results: dict[str, Any] = {
         "throughput": {"seconds": args.seconds, "repeat": args.repeat, "receiver_bound": fast,
@@ -375,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency": {"target_rate_per_s": args.rate, "seconds": args.latency_seconds, **lat},
         "latency_wide": {"seconds": args.latency_seconds, **wide},
         "machine": {"python": sys.version.split()[0], "cpus": os.cpu_count(), "loadavg": os.getloadavg(),
-                    "simulator_pinned": PIN[0] and len(os.sched_getaffinity(0)) >= 2},
+                    "simulator_pinned": PIN[0] and len(os.sched_getaffinity(0)) >= 2, "wakeup": wakeup},
     }
 
     where = "simulator on a CPU of its own" if results["machine"]["simulator_pinned"] else "simulator unpinned"
@@ -404,11 +456,15 @@ def main(argv: list[str] | None = None) -> int:
                            (f"{wide['symbols']} symbols", wide, "p99 <= 250 µs")):
         table.add_row(f"wire-to-strategy latency at {r['rate_per_s']:,.0f} msgs/s, {key}",
                       f"p50 {r['p50_us']} µs, p99 {r['p99_us']} µs", target)
-        table.add_row("  p90 / p99.9 / max; engine CPU", f"{r['p90_us']} / {r['p99.9_us']} / {r['max_us']} µs; "
-                      f"{r['engine_cpu']:.0%}", "")
+        sim_cpu = "" if r["simulator_cpu"] is None else f", simulator {r['simulator_cpu']:.0%}"
+        table.add_row("  p90 / p99.9 / max; CPU of the engine" + (", simulator" if sim_cpu else ""),
+                      f"{r['p90_us']} / {r['p99.9_us']} / {r['max_us']} µs; {r['engine_cpu']:.0%}{sim_cpu}", "")
         ours = r["read_to_strategy"]
         table.add_row("  of it, from our read to the strategy", f"p50 {ours['p50_us']} µs, p99 {ours['p99_us']} µs",
                       "")
+    if wakeup is not None:
+        table.add_row(f"machine: CPU per wake-up at {wakeup['hz']:,.0f}/s (bare epoll; Trio loop)",
+                      f"{wakeup['epoll_us']:.1f} µs; {wakeup['trio_us']:.1f} µs", "")
     report(table, results, args.json)
     return 0
 

@@ -244,7 +244,8 @@ async def test_exchange_info_lists_the_simulated_symbols_as_the_venue_does(
 
 async def test_stamped_frames_carry_their_write_time_and_every_other_field(
         autojump_clock: trio.testing.MockClock) -> None:
-    """``stamp=True`` (latency benchmarks) renders a trade's fields once and sets E and T when it is written."""
+    """``stamp=True`` (latency benchmarks) renders a trade's fields once and sets E and T when it is written:
+    frames queued together go out in one write, with the one time it started, after all were rendered."""
     import time
 
     async with open_simulator(**{**OPTIONS, "stamp": True}) as stamping, open_simulator(**OPTIONS) as sim:
@@ -258,6 +259,7 @@ async def test_stamped_frames_carry_their_write_time_and_every_other_field(
                 frames.append([orjson.loads(await ws.get_message()) for _ in range(5)])
                 if s is stamping:
                     after = time.time_ns() // 1000
+        assert len({f["data"]["E"] for f in frames[0]}) == 1
         for stamped, plain in zip(*frames, strict=True):
             data = stamped["data"]
             assert before <= data["E"] == data["T"] <= after

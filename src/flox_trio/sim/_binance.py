@@ -32,9 +32,8 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import trio
 
-from .._core._clock import unix_time_ns
 from .._errors import ConfigError
-from ._connection import Frame, SimConnection
+from ._connection import STAMP, Frame, SimConnection
 from ._market import (
     Change,
     Kline,
@@ -142,7 +141,7 @@ class BinanceFrame(Frame):
     def render(self, conn: SimConnection) -> str:
         data = self.data
         if self.stamp and (data is not None or self._unstamped is not None):
-            body = self._stamped(unix_time_ns() // (1_000 if conn.micros else 1_000_000))
+            body = self._stamped(STAMP)
             return f'{{"stream":"{self.key}","data":{body}}}' if conn.combined else body
         if data is not None and conn.micros:
             d = dict(data)
@@ -161,7 +160,7 @@ class BinanceFrame(Frame):
             return self.text
         return self.raw
 
-    def _stamped(self, now: int) -> str:
+    def _stamped(self, now: str) -> str:
         """The payload with its times (``E``, ``T``) set to ``now``: the rest is rendered once, not per write."""
         parts = self._unstamped
         if parts is None:

@@ -14,13 +14,14 @@ import logging
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import Literal
+from typing import Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from .._core._clock import unix_time_ns
 from ._transport import _SimStream, text_frame
 
 log = logging.getLogger("flox_trio.sim")
@@ -29,6 +30,11 @@ log = logging.getLogger("flox_trio.sim")
 Venue = Literal["binance", "bybit"]
 
 _IDS = itertools.count(1)
+
+#: What a stamped frame (the latency benchmarks) renders in place of its time: replaced, in every
+#: frame of a write, by the time the write starts, after all of them were rendered. JSON text never
+#: holds a raw NUL, so nothing else matches.
+STAMP: Final = "\x00"
 
 
 class Frame:
@@ -309,6 +315,11 @@ class SimConnection:
         if self.ws.closed is not None:
             return False  # no data frames after a close frame
         texts = [item if isinstance(item, str) else item.render(self) for item in batch]
+        now = ""
+        for i, t in enumerate(texts):
+            if STAMP in t:
+                now = now or str(unix_time_ns() // (1_000 if self.micros else 1_000_000))
+                texts[i] = t.replace(STAMP, now)
         try:
             await self.stream.send_all(b"".join(text_frame(t.encode()) for t in texts))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
