@@ -266,3 +266,15 @@ async def test_stamped_frames_carry_their_write_time_and_every_other_field(
             assert {k: v for k, v in data.items() if k not in "ET"} == \
                 {k: v for k, v in plain["data"].items() if k not in "ET"}
             assert stamped["stream"] == plain["stream"] == "btcusdt@trade"
+
+
+def test_prices_and_sizes_read_the_same_from_the_text_cache_and_past_its_bound() -> None:
+    # The simulator renders each price and size once; past the cache's bound it starts over.
+    from flox_trio.sim._binance import _TEXTS_MAX, _Units
+
+    units = _Units(SymbolSpec("BTCUSDT", 65_000.0, tick=0.01, lot=0.00001))
+    for _ in range(2):
+        for n in (*range(1, _TEXTS_MAX + 50), 7):
+            assert Decimal(units.price(n)) == Decimal(n) * Decimal("0.01")
+            assert Decimal(units.qty(n)) == Decimal(n) * Decimal("0.00001")
+    assert units.price(6_500_012) == "65000.12000000" and units.qty(35_130) == "0.35130000"

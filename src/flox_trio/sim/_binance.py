@@ -179,10 +179,20 @@ class BinanceFrame(Frame):
         return "{" + head + ("}" if rest == "}" else "," + rest)
 
 
+_TEXTS_MAX: Final = 4096
+
+
+def _remember(texts: dict[int, str], key: int, text: str) -> str:
+    if len(texts) >= _TEXTS_MAX:
+        texts.clear()
+    texts[key] = text
+    return text
+
+
 class _Units:
     """One symbol's tick and lot in 1e-8, to render its ticks and lots as the venue does."""
 
-    __slots__ = ("lot", "tick")
+    __slots__ = ("_prices", "_qtys", "lot", "tick")
 
     def __init__(self, spec: SymbolSpec) -> None:
         if decimals(spec.tick) > _PLACES or decimals(spec.lot) > _PLACES:
@@ -190,12 +200,22 @@ class _Units:
                               f"tick {spec.tick} and lot {spec.lot} must be multiples of 0.00000001")
         self.tick = in_units(spec.tick, _PLACES)
         self.lot = in_units(spec.lot, _PLACES)
+        # A price walks a tick at a time and sizes repeat: each text is made once (the simulator is the
+        # load generator of the latency benchmarks, two of these per trade). Bounded by _TEXTS_MAX.
+        self._prices: dict[int, str] = {}
+        self._qtys: dict[int, str] = {}
 
     def price(self, ticks: int) -> str:
-        return fixed(ticks * self.tick)
+        text = self._prices.get(ticks)
+        if text is None:
+            text = _remember(self._prices, ticks, fixed(ticks * self.tick))
+        return text
 
     def qty(self, lots: int) -> str:
-        return fixed(lots * self.lot)
+        text = self._qtys.get(lots)
+        if text is None:
+            text = _remember(self._qtys, lots, fixed(lots * self.lot))
+        return text
 
     def turnover(self, tick_lots: int) -> str:
         """A sum of price x quantity (in tick x lot), truncated to the venue's 8 decimals."""
@@ -348,12 +368,13 @@ class BinanceVenue:
                 p, q = price(t.ticks), qty(t.lots)
                 if stamp and tkey in keys:
                     # Stamped when written (the latency benchmarks, at tens of thousands a second): the
-                    # rest of the payload is rendered here once, as orjson would, without a dict.
+                    # payload is rendered here once, as orjson would, without a dict, its times left
+                    # for the write to fill in (in the connection's unit).
                     tid = t.binance_id
-                    frame = BinanceFrame(tkey, None, symbol=sym, trade_ids=(str(tid),), stamp=True)
-                    frame._unstamped = (_TIMES, f'"e":"trade","s":"{sym}","t":{tid},"p":"{p}","q":"{q}",'
-                                                f'"m":{"true" if t.buyer_is_maker else "false"},"M":true}}')
-                    out.append(frame)
+                    body = (f'{{"E":{STAMP},"T":{STAMP},"e":"trade","s":"{sym}","t":{tid},"p":"{p}","q":"{q}",'
+                            f'"m":{"true" if t.buyer_is_maker else "false"},"M":true}}')
+                    out.append(BinanceFrame(tkey, None, text=f'{{"stream":"{tkey}","data":{body}}}', raw=body,
+                                            symbol=sym, trade_ids=(str(tid),)))
                 elif tkey in keys:
                     out.append(BinanceFrame(tkey, {
                         "e": "trade", "E": now, "s": sym, "t": t.binance_id, "p": p, "q": q, "T": now,

@@ -194,6 +194,8 @@ class SymbolMarket:
     def __init__(self, spec: SymbolSpec, rng: random.Random) -> None:
         self.spec = spec
         self.rng = rng
+        self._log_trade = math.log(spec.median_qty)
+        self._log_resting = math.log(spec.median_qty * 6)
         mid = self.mid = round(spec.price / spec.tick)
         self.bids: dict[int, int] = {}
         self.asks: dict[int, int] = {}
@@ -215,15 +217,15 @@ class SymbolMarket:
 
     # --- sizes --------------------------------------------------------------------------------
 
-    def _lots(self, median: float, sigma: float) -> int:
-        size = self.rng.lognormvariate(math.log(median), sigma)
+    def _lots(self, log_median: float, sigma: float) -> int:
+        size = self.rng.lognormvariate(log_median, sigma)
         return max(1, min(round(size / self.spec.lot), 10**12))
 
     def _trade_lots(self) -> int:
-        return self._lots(self.spec.median_qty, 1.1)
+        return self._lots(self._log_trade, 1.1)
 
     def _resting_lots(self) -> int:
-        return self._lots(self.spec.median_qty * 6, 0.9)
+        return self._lots(self._log_resting, 0.9)
 
     # --- one step ------------------------------------------------------------------------------
 
