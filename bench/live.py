@@ -34,8 +34,7 @@ Rows:
   late and in bunches, and that queue is in the figure.
 - machine: the CPU one wake-up of a process costs here (a bare epoll loop and
   a Trio loop woken 5,000 times a second by a timerfd, doing nothing else).
-  Both sides of the socket pay it for every read; a virtual machine's is many
-  times bare metal's.
+  Both sides of the socket pay it for every read.
 
 The simulator runs in its own process (``python -m flox_trio.sim``), pinned to
 a CPU of its own and the engine to the others (``--no-pin``: not), so that the
@@ -337,8 +336,8 @@ def wakeup_cost(hz: float = 5000.0, seconds: float = 1.0) -> dict[str, float] | 
     """CPU µs one wake-up of a process costs on this machine: a bare ``epoll`` loop, and a Trio loop,
     each woken ``hz`` times a second by a periodic timerfd (the simulator's pacer), doing nothing else.
 
-    The latency rows pay it on both sides of the socket, several times per frame; a virtual
-    machine's is far above bare metal's few µs. None where there is no timerfd.
+    The latency rows pay it on both sides of the socket, for every read. None where there is
+    no timerfd.
     """
     if not hasattr(select, "epoll"):
         return None
