@@ -345,15 +345,14 @@ def wakeup_cost(hz: float = 5000.0, seconds: float = 1.0) -> dict[str, float] | 
     if fd < 0:
         return None
     try:
-        ep = select.epoll()
-        ep.register(fd, select.EPOLLIN)
-        n, c0, end = 0, time.process_time(), time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            ep.poll(1.0)
-            os.read(fd, 8)
-            n += 1
-        bare = (time.process_time() - c0) / n * 1e6
-        ep.close()
+        with select.epoll() as ep:
+            ep.register(fd, select.EPOLLIN)
+            n, c0, end = 0, time.process_time(), time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                ep.poll(1.0)
+                os.read(fd, 8)
+                n += 1
+            bare = (time.process_time() - c0) / n * 1e6
     finally:
         os.close(fd)
 
