@@ -16,6 +16,8 @@ from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from flox_trio.connectors import Binance, Bybit
 from flox_trio.sim import SymbolSpec, main, serve_simulator
+from flox_trio.sim import _connection as sim_connection
+from flox_trio.sim._connection import SentIds
 
 from .conftest import FAST, RecordingHub, running, simulator, wait_until, ws_client
 
@@ -245,3 +247,51 @@ def test_the_simulator_runs_as_a_program() -> None:
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+def test_sent_ids_keep_runs_of_consecutive_ids_and_other_ids_as_they_came() -> None:
+    rec = SentIds("BTCUSDT")
+    rec.add((5, 6, 7))
+    rec.add(("8", "9"))  # a recording's text, read as the numbers it is
+    rec.add(("007", "abc-1", "", 10, 12, 13))
+    assert list(rec) == ["5", "6", "7", "8", "9", "007", "abc-1", "", "10", "12", "13"]
+    assert len(rec) == 11
+    # 5..9, then the three texts kept as they are, 10, then 12..13.
+    assert rec.runs == 6
+
+
+async def test_a_connection_keeps_what_it_sent_in_a_size_that_does_not_grow_with_the_trades(
+        autojump_clock: trio.testing.MockClock) -> None:
+    url = "/stream?streams=btcusdt@trade/btcusdt@aggTrade"
+    async with simulator(rate=None, symbols=["BTCUSDT"], trades_per_tick=(2, 2)) as sim, \
+            ws_client(sim.binance_ws_url + url) as ws:
+        got: list[Any] = []
+        for _ in range(20):
+            await sim.tick(100)
+            with trio.move_on_after(0.5):
+                while True:
+                    got.append(orjson.loads(await ws.get_message()))
+        conn = sim.connections[0]
+        assert conn.sent == len(got) == 8000
+        trades = [str(f["data"]["t"]) for f in got if f["stream"] == "btcusdt@trade"]
+        aggs = [str(f["data"]["a"]) for f in got if f["stream"] == "btcusdt@aggTrade"]
+        assert len(trades) == 4000 and [int(t) for t in trades] == list(range(int(trades[0]), int(trades[0]) + 4000))
+        # One run per stream for 4,000 trades each, and the ids read back as written: the trade
+        # stream's, then the aggTrade stream's.
+        assert [(rec.symbol, len(rec), rec.runs) for rec in conn.sent_ids.values()] == [("BTCUSDT", 4000, 1)] * 2
+        assert conn.trade_ids["BTCUSDT"] == trades + aggs
+        assert sim.sent_trade_ids("binance", "BTCUSDT") == trades + aggs
+
+
+async def test_a_connection_keeps_the_latest_client_messages_and_counts_them_all(
+        autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sim_connection, "RECEIVED_KEPT", 4)
+    async with simulator(rate=None, rate_limit=None) as sim, ws_client(f"{sim.binance_ws_url}/ws") as ws:
+        for i in range(11):
+            await ws.send_message(orjson.dumps({"method": "LIST_SUBSCRIPTIONS", "id": i}).decode())
+            assert orjson.loads(await ws.get_message()) == {"result": [], "id": i}
+        conn = sim.connections[0]
+        assert conn.received_count == 11
+        # Trimmed to the latest 4 when it reached 8, then 3 more came.
+        assert [orjson.loads(m)["id"] for m in conn.received] == [4, 5, 6, 7, 8, 9, 10]
+        assert len(conn.received_at) == 7

@@ -33,7 +33,7 @@ import orjson
 import trio
 
 from .._errors import ConfigError
-from ._connection import STAMP, Frame, SimConnection
+from ._connection import STAMP, Frame, SimConnection, TradeId
 from ._market import (
     Change,
     Kline,
@@ -121,7 +121,7 @@ class BinanceFrame(Frame):
     __slots__ = ("_unstamped", "data", "raw", "stamp")
 
     def __init__(self, key: str, data: dict[str, Any] | None, *, text: str = "", raw: str | None = None,
-                 symbol: str = "", trade_ids: tuple[str, ...] = (), stamp: bool = False,
+                 symbol: str = "", trade_ids: tuple[TradeId, ...] = (), stamp: bool = False,
                  withheld: bool = False) -> None:
         # Not Frame.__init__: one frame per generated trade, and the extra call is a few % of
         # the simulator's cost per frame when it is the load generator of a benchmark.
@@ -374,16 +374,16 @@ class BinanceVenue:
                     body = (f'{{"E":{STAMP},"T":{STAMP},"e":"trade","s":"{sym}","t":{tid},"p":"{p}","q":"{q}",'
                             f'"m":{"true" if t.buyer_is_maker else "false"},"M":true}}')
                     out.append(BinanceFrame(tkey, None, text=f'{{"stream":"{tkey}","data":{body}}}', raw=body,
-                                            symbol=sym, trade_ids=(str(tid),)))
+                                            symbol=sym, trade_ids=(tid,)))
                 elif tkey in keys:
                     out.append(BinanceFrame(tkey, {
                         "e": "trade", "E": now, "s": sym, "t": t.binance_id, "p": p, "q": q, "T": now,
-                        "m": t.buyer_is_maker, "M": True}, symbol=sym, trade_ids=(str(t.binance_id),), stamp=stamp))
+                        "m": t.buyer_is_maker, "M": True}, symbol=sym, trade_ids=(t.binance_id,), stamp=stamp))
                 if akey in keys:
                     out.append(BinanceFrame(akey, {
                         "e": "aggTrade", "E": now, "s": sym, "a": t.binance_id, "p": p, "q": q,
                         "f": t.binance_id, "l": t.binance_id, "T": now, "m": t.buyer_is_maker, "M": True},
-                        symbol=sym, trade_ids=(str(t.binance_id),), stamp=stamp))
+                        symbol=sym, trade_ids=(t.binance_id,), stamp=stamp))
         if not changes:
             return
         bids = [[units.price(p), units.qty(q)] for side, p, q in changes if side == "b"]

@@ -163,7 +163,7 @@ class BybitVenue:
         units = self._units[sym]
         tkey, books = self._topics[sym]
         if trades and tkey in keys:
-            data = [{"i": t.bybit_id, "T": now, "p": units.price(t.ticks), "v": units.qty(t.lots),
+            data = [{"i": str(t.bybit_id), "T": now, "p": units.price(t.ticks), "v": units.qty(t.lots),
                      "S": "Sell" if t.buyer_is_maker else "Buy", "seq": t.bybit_seq, "s": sym,
                      "BT": False, "RPI": False} for t in trades]
             out.append(Frame("bybit", tkey, orjson.dumps({"topic": tkey, "ts": now, "type": "snapshot",

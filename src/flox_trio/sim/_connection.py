@@ -13,7 +13,7 @@ import itertools
 import logging
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,10 +31,70 @@ Venue = Literal["binance", "bybit"]
 
 _IDS = itertools.count(1)
 
+#: Client messages a connection keeps (between this and twice as many; ``received_count`` counts all).
+RECEIVED_KEPT: Final = 10_000
+
 #: What a stamped frame (the latency benchmarks) renders in place of its time: replaced, in every
 #: frame of a write, by the time the write starts, after all of them were rendered. JSON text never
 #: holds a raw NUL, so nothing else matches.
 STAMP: Final = "\x00"
+
+
+#: A trade id as a frame carries it: an int as the generator counts it, or the text a recording holds.
+TradeId = int | str
+
+
+class SentIds:
+    """The trade ids one connection wrote on one stream, in order, kept as runs of consecutive ids.
+
+    A stream's ids count up by one, so what a connection sent of it is one run,
+    or a few (a gap, a resubscription): a simulator serving a whole market for
+    days holds a few numbers per stream, not a string per trade. Ids that are
+    not decimal integers (a recording's) are kept one by one.
+    """
+
+    __slots__ = ("_runs", "n", "symbol")
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        #: Ids written.
+        self.n = 0
+        # [first, count] for a run of integers, the text of any other id.
+        self._runs: list[list[int] | str] = []
+
+    def add(self, ids: tuple[TradeId, ...]) -> None:
+        runs = self._runs
+        self.n += len(ids)
+        for tid in ids:
+            if isinstance(tid, str):
+                # Only a canonical decimal reads back as the same text.
+                if not (tid.isascii() and tid.isdigit() and (tid[0] != "0" or tid == "0")):
+                    runs.append(tid)
+                    continue
+                num = int(tid)
+            else:
+                num = tid
+            last = runs[-1] if runs else None
+            if isinstance(last, list) and last[0] + last[1] == num:
+                last[1] += 1
+            else:
+                runs.append([num, 1])
+
+    def __iter__(self) -> Iterator[str]:
+        for run in self._runs:
+            if isinstance(run, str):
+                yield run
+            else:
+                first, count = run
+                yield from map(str, range(first, first + count))
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def runs(self) -> int:
+        """Entries held: runs of consecutive ids, and ids kept one by one."""
+        return len(self._runs)
 
 
 class Frame:
@@ -43,12 +103,13 @@ class Frame:
     __slots__ = ("key", "symbol", "text", "trade_ids", "venue", "withheld")
 
     def __init__(self, venue: Venue, key: str, text: str, *, symbol: str = "",
-                 trade_ids: tuple[str, ...] = (), withheld: bool = False) -> None:
+                 trade_ids: tuple[TradeId, ...] = (), withheld: bool = False) -> None:
         self.venue: Venue = venue
         #: The stream (Binance) or topic (Bybit) it belongs to; "" goes to every connection of the venue.
         self.key = key
         self.text = text
         self.symbol = symbol
+        #: The trade ids it carries: ints as generated, the venue's text as recorded.
         self.trade_ids = trade_ids
         #: Held back by a gap fault: counted as skipped, never written.
         self.withheld = withheld
@@ -108,13 +169,15 @@ class SimConnection:
         #: Frames written to the socket, in total and per stream/topic ("" for control replies).
         self.sent = 0
         self.sent_by_key: Counter[str] = Counter()
-        #: Trade ids written to the socket, per symbol, in order.
-        self.trade_ids: dict[str, list[str]] = {}
+        #: Trade ids written to the socket, per stream/topic (see ``trade_ids``).
+        self.sent_ids: dict[str, SentIds] = {}
         #: Depth frames withheld by a gap fault.
         self.skipped = 0
-        #: Text messages the client sent, and when (Trio time).
+        #: Text messages the client sent, and when (Trio time): the latest ``RECEIVED_KEPT`` or more.
         self.received: list[str] = []
         self.received_at: list[float] = []
+        #: Text messages the client sent, all of them.
+        self.received_count = 0
         self.opened_at = trio.current_time()
         self.closed_at: float | None = None
         self.close_code: int | None = None
@@ -132,6 +195,15 @@ class SimConnection:
     def open(self) -> bool:
         """Still taking frames: not closed, and no drop or close under way."""
         return self.closed_at is None and not self.closing
+
+    @property
+    def trade_ids(self) -> dict[str, list[str]]:
+        """Trade ids written to the socket, per symbol: each stream's in the order written (a
+        symbol on two streams, ``trade`` and ``aggTrade``, has the first's, then the other's)."""
+        out: dict[str, list[str]] = {}
+        for rec in self.sent_ids.values():
+            out.setdefault(rec.symbol, []).extend(rec)
+        return out
 
     @property
     def queued(self) -> int:
@@ -252,6 +324,10 @@ class SimConnection:
             now = trio.current_time()
             self.received.append(text)
             self.received_at.append(now)
+            self.received_count += 1
+            if len(self.received) >= 2 * RECEIVED_KEPT:
+                # A client placing orders for days: what it sent lately, not all of it.
+                del self.received[:RECEIVED_KEPT], self.received_at[:RECEIVED_KEPT]
             if rate_limit is not None:
                 times = self._ctrl_times
                 times.append(now)
@@ -332,16 +408,17 @@ class SimConnection:
         self.sent += len(batch)
         self.last_sent_at = trio.current_time()
         by_key = self.sent_by_key
+        sent_ids = self.sent_ids
         for item in batch:
             if isinstance(item, str):
                 by_key[""] += 1
                 continue
             by_key[item.key] += 1
             if item.trade_ids:
-                ids = self.trade_ids.get(item.symbol)
-                if ids is None:
-                    ids = self.trade_ids[item.symbol] = []
-                ids.extend(item.trade_ids)
+                rec = sent_ids.get(item.key)
+                if rec is None:
+                    rec = sent_ids[item.key] = SentIds(item.symbol)
+                rec.add(item.trade_ids)
         return True
 
     async def _drop(self) -> None:

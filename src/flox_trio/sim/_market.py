@@ -178,7 +178,7 @@ class SimTrade:
     lots: int
     buyer_is_maker: bool
     binance_id: int
-    bybit_id: str
+    bybit_id: int
     bybit_seq: int
 
 
@@ -254,7 +254,7 @@ class SymbolMarket:
             changed[("a" if buy else "b", px)] = left
             self.next_bybit_id += 1
             self.bybit_seq += 1
-            trades.append(SimTrade(px, lots, not buy, self.next_trade_id, str(self.next_bybit_id), self.bybit_seq))
+            trades.append(SimTrade(px, lots, not buy, self.next_trade_id, self.next_bybit_id, self.bybit_seq))
             self.next_trade_id += 1
         for _ in range(rng.randint(1, 3)):
             self._maker(changed)
@@ -272,7 +272,7 @@ class SymbolMarket:
             self.next_bybit_id += 1
             self.bybit_seq += 1
             trades.append(SimTrade(self.mid + (1 if buy else -1), self._trade_lots(), not buy, self.next_trade_id,
-                                   str(self.next_bybit_id), self.bybit_seq))
+                                   self.next_bybit_id, self.bybit_seq))
             self.next_trade_id += 1
         return trades
 
