@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -79,10 +80,9 @@ async def _record_live_session(tape: Path, tmp: Path) -> None:
 
 
 def test_a_live_simulator_session_with_a_swap_packs_and_validates(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unpack: Callable[[Path, Path], None]
 ) -> None:
     import json
-    import shutil
 
     import trio
 
@@ -97,7 +97,7 @@ def test_a_live_simulator_session_with_a_swap_packs_and_validates(
         ok = run(tmp_path, "-m", "flox_trio.cli", "bundle", "validate", "live.tar", "--trust")
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert "identical" in ok.stdout and "1 swaps" in ok.stdout
-    shutil.unpack_archive(tmp_path / "live.tar", tmp_path / "edited")
+    unpack(tmp_path / "live.tar", tmp_path / "edited")
     manifest = json.loads((tmp_path / "edited" / "manifest.json").read_text())
     after = tmp_path / "edited" / manifest["swaps"][0]["source"]
     after.write_text(after.read_text().replace("ctx.market_buy(self.qty)", "ctx.market_buy(self.qty * 2)"))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,15 +88,15 @@ def test_bundle_validates_twice_and_a_changed_source_names_the_first_differing_o
     assert changed.result.outputs["orders"][:first_after] == expected["orders"][:first_after]
 
 
-def test_bundle_errors(recorded: Path, tmp_path: Path) -> None:
+def test_bundle_errors(recorded: Path, tmp_path: Path, unpack: Callable[[Path, Path], None]) -> None:
     bundle = pack_bundle(recorded, tmp_path / "b.tar")
     extracted = tmp_path / "x"
-    shutil.unpack_archive(bundle, extracted)
+    unpack(bundle, extracted)
     (extracted / "expected.json").write_text("{}")
     with pytest.raises(flox.TapeError, match=r"expected\.json does not match its manifest hash"):
         validate_bundle(extracted)
     other = tmp_path / "y"
-    shutil.unpack_archive(bundle, other)
+    unpack(bundle, other)
     segment = next((other / "tape").iterdir())
     segment.unlink()
     with pytest.raises(flox.TapeError, match=f"tape/{segment.name} is listed in the manifest but missing"):
@@ -105,7 +105,8 @@ def test_bundle_errors(recorded: Path, tmp_path: Path) -> None:
         validate_bundle(tmp_path / "nope.tar")
 
 
-def test_cli_bundle_validate_exit_codes(recorded: Path, tmp_path: Path) -> None:
+def test_cli_bundle_validate_exit_codes(recorded: Path, tmp_path: Path,
+                                       unpack: Callable[[Path, Path], None]) -> None:
     bundle = tmp_path / "cli.tar"
 
     def cli(*args: str) -> Any:
@@ -119,7 +120,7 @@ def test_cli_bundle_validate_exit_codes(recorded: Path, tmp_path: Path) -> None:
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert "identical" in ok.stdout
     extracted = tmp_path / "edited"
-    shutil.unpack_archive(bundle, extracted)
+    unpack(bundle, extracted)
     manifest = json.loads((extracted / "manifest.json").read_text())
     src = extracted / manifest["slots"][0]["source"]
     src.write_text(src.read_text().replace("ctx.market_buy(self.qty)", "ctx.market_buy(self.qty * 3)"))
