@@ -20,7 +20,13 @@ events' own clock, with the paper executor answering. Rows:
   executor (target >= 2 M events/s);
 - NautilusTrader's ``BacktestEngine`` on the same trades into a counting
   strategy, only when ``nautilus_trader`` is importable (it is never a
-  dependency; the row is left out otherwise).
+  dependency; the row is left out otherwise);
+- the floors of this machine, below any replay: msgspec alone decoding the
+  same trades from in-memory msgpack arrays of ``--batch`` into ``Trade``
+  (no tape, no framing, no zstd); the counting strategy's ``on_trade``
+  called once per trade in a bare loop (no engine); and the ceiling they
+  leave, one over the sum of the two per-trade costs. A replay pays both for
+  every event, so a target above the ceiling is out of reach here.
 
 Each row is the best of ``--repeat`` runs (the median is in the JSON); the
 garbage collector is on, as in any run. The machine's other load moves the
@@ -43,6 +49,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from rich.table import Table
 
 import flox_trio as flox
@@ -110,6 +117,36 @@ def replay(path: Path, n: int) -> dict[str, Any]:
         raise SystemExit(f"replay of {path.name}: the strategy raised: {slot.last_error}")
     ex = result.status.executor
     return {"dispatched": slot.dispatched, "orders": ex.orders, "fills": ex.fills}
+
+
+def decode_floor(chunks: list[bytes], n: int) -> dict[str, Any]:
+    """msgspec alone: the trades' msgpack arrays into ``Trade``, as the tape reader decodes each frame's."""
+    dec = msgspec.msgpack.Decoder(list[flox.Trade]).decode
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], 50_000), *old[1:])
+    try:
+        got = sum(len(dec(c)) for c in chunks)
+    finally:
+        gc.set_threshold(*old)
+    if got != n:
+        raise SystemExit(f"decode floor: read {got} trades, expected {n}")
+    return {}
+
+
+def call_floor(batch: list[flox.Trade], n: int) -> dict[str, Any]:
+    """The counting strategy's ``on_trade`` once per trade, in a bare loop: the least a dispatch costs."""
+    sys.path.insert(0, str(HERE))
+    from _count_strategy import CountTrades
+
+    strategy = CountTrades([SYMBOL])
+    on_trade, ctx = strategy.on_trade, None
+    for _ in range(n // len(batch)):
+        for t in batch:
+            on_trade(ctx, t)  # type: ignore[arg-type]  # the strategy never reads it
+    calls = n // len(batch) * len(batch)
+    if strategy.n != calls:
+        raise SystemExit(f"call floor: counted {strategy.n} of {calls}")
+    return {"calls": calls}
 
 
 def nautilus(trades: list[flox.Trade], repeat: int) -> dict[str, Any] | None:
@@ -201,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         ema = root / "ema.tape"
         write_tape(ema, trades, args.batch, EMA_SPEC)
         nt = nautilus(trades, args.repeat)
+        chunks = [msgspec.msgpack.encode(trades[i:i + args.batch]) for i in range(0, n, args.batch)]
+        one_batch = msgspec.msgpack.Decoder(list[flox.Trade]).decode(chunks[0])
         # The replays run without the source trades alive, as a replay process would.
         del trades
         gc.collect()
@@ -209,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             ("replay → counting strategy", args.batch, 3e6, lambda: replay(count, n)),
             ("replay → counting strategy", args.small_batch, None, lambda: replay(small, n)),
             ("replay → EMA, paper executor", args.batch, 2e6, lambda: replay(ema, n)),
+            ("floor: msgspec alone, msgpack → Trade", args.batch, None, lambda: decode_floor(chunks, n)),
+            ("floor: on_trade called in a bare loop", len(one_batch), None, lambda: call_floor(one_batch, n)),
         ]
         for name, batch, target, fn in plan:
             rows.append({"row": name, "batch": batch, "events": n, "target_per_s": target,
@@ -220,8 +261,17 @@ def main(argv: list[str] | None = None) -> int:
                      "batch": None, "events": n, "target_per_s": None, **nt})
     for r in rows:
         if "seconds" in r:
-            r["events_per_s"] = n / r["seconds"]
-            r["median_events_per_s"] = n / r["median_seconds"]
+            events = r.get("calls", n)
+            r["events_per_s"] = events / r["seconds"]
+            r["median_events_per_s"] = events / r["median_seconds"]
+    by_name = {r["row"]: r for r in rows}
+    floors = [by_name.get("floor: msgspec alone, msgpack → Trade"), by_name.get("floor: on_trade called in a bare loop")]
+    if all(f is not None and "events_per_s" in f for f in floors):
+        # What is left once every event is decoded and handed to one Python call, nothing else.
+        best = 1 / sum(1 / f["events_per_s"] for f in floors)  # type: ignore[index]
+        median = 1 / sum(1 / f["median_events_per_s"] for f in floors)  # type: ignore[index]
+        rows.append({"row": "ceiling: 1 / (decode floor + call floor)", "batch": args.batch, "events": n,
+                     "target_per_s": None, "events_per_s": best, "median_events_per_s": median})
 
     table = Table(title=f"replay: {n:,} trades on a zstd tape ({size / n:.1f} bytes/event), best of {args.repeat}")
     for col in ("row", "batch", "M events/s", "median", "target", "fills"):
