@@ -36,6 +36,7 @@ numbers: compare runs made one after the other.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import importlib.util
@@ -45,7 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ from flox_trio.tape import TapeReader, TapeWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report  # bench/ sibling
+from _count_strategy import CountTrades
 
 HERE = Path(__file__).resolve().parent
 SYMBOL = "BTCUSDT"
@@ -95,14 +97,20 @@ def timed(repeat: int, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return {"seconds": min(times), "median_seconds": statistics.median(times), **out}
 
 
-def decode(path: Path, n: int) -> dict[str, Any]:
-    # With the collector's first threshold where replay_tape puts it: a ceiling for the replay rows.
+@contextlib.contextmanager
+def replay_gc() -> Iterator[None]:
+    """The collector's first threshold where replay_tape puts it, so that a decode row is a ceiling."""
     old = gc.get_threshold()
     gc.set_threshold(max(old[0], 50_000), *old[1:])
     try:
-        got = sum(len(rec.events) for rec in TapeReader(path).iter_market_batches())
+        yield
     finally:
         gc.set_threshold(*old)
+
+
+def decode(path: Path, n: int) -> dict[str, Any]:
+    with replay_gc():
+        got = sum(len(rec.events) for rec in TapeReader(path).iter_market_batches())
     if got != n:
         raise SystemExit(f"decode: read {got} events, the tape holds {n}")
     return {}
@@ -122,12 +130,8 @@ def replay(path: Path, n: int) -> dict[str, Any]:
 def decode_floor(chunks: list[bytes], n: int) -> dict[str, Any]:
     """msgspec alone: the trades' msgpack arrays into ``Trade``, as the tape reader decodes each frame's."""
     dec = msgspec.msgpack.Decoder(list[flox.Trade]).decode
-    old = gc.get_threshold()
-    gc.set_threshold(max(old[0], 50_000), *old[1:])
-    try:
+    with replay_gc():
         got = sum(len(dec(c)) for c in chunks)
-    finally:
-        gc.set_threshold(*old)
     if got != n:
         raise SystemExit(f"decode floor: read {got} trades, expected {n}")
     return {}
@@ -135,9 +139,6 @@ def decode_floor(chunks: list[bytes], n: int) -> dict[str, Any]:
 
 def call_floor(batch: list[flox.Trade], n: int) -> dict[str, Any]:
     """The counting strategy's ``on_trade`` once per trade, in a bare loop: the least a dispatch costs."""
-    sys.path.insert(0, str(HERE))
-    from _count_strategy import CountTrades
-
     strategy = CountTrades([SYMBOL])
     on_trade, ctx = strategy.on_trade, None
     for _ in range(n // len(batch)):
