@@ -182,6 +182,9 @@ class SimTrade:
     bybit_seq: int
 
 
+#: The largest size, in lots, a trade or a resting order is drawn with.
+_MAX_LOTS = 10**12
+
 #: A level that changed in one step: (side, price in ticks, quantity in lots; 0 = removed).
 Change = tuple[Side, int, int]
 #: One side of the book in ticks and lots, best first.
@@ -219,7 +222,7 @@ class SymbolMarket:
 
     def _lots(self, log_median: float, sigma: float) -> int:
         size = self.rng.lognormvariate(log_median, sigma)
-        return max(1, min(round(size / self.spec.lot), 10**12))
+        return max(1, min(round(size / self.spec.lot), _MAX_LOTS))
 
     def _trade_lots(self) -> int:
         return self._lots(self._log_trade, 1.1)
@@ -234,11 +237,11 @@ class SymbolMarket:
 
         Returns the trades and the book changes, each price at most once.
         """
+        if not book:
+            return self._walk(n_trades), []
         rng = self.rng
         changed: dict[tuple[Side, int], int] = {}
         trades: list[SimTrade] = []
-        if not book:
-            return self._walk(n_trades), []
         for _ in range(n_trades):
             buy = rng.random() < 0.5
             levels = self.asks if buy else self.bids
@@ -263,15 +266,20 @@ class SymbolMarket:
 
     def _walk(self, n_trades: int) -> list[SimTrade]:
         """Trades without a book (cheap, for throughput runs): the mid drifts a tick at a time."""
+        # The load generator of the latency benchmarks: ``_trade_lots`` written out, the same
+        # draws in the same order (``lognormvariate`` is ``exp(normalvariate)``), without its calls.
         rng = self.rng
+        random, normal = rng.random, rng.normalvariate
+        mu, lot = self._log_trade, self.spec.lot
         trades = []
         for _ in range(n_trades):
-            r = rng.random()
+            r = random()
             self.mid += -1 if r < 0.1 else 1 if r > 0.9 else 0
-            buy = rng.random() < 0.5
+            buy = random() < 0.5
             self.next_bybit_id += 1
             self.bybit_seq += 1
-            trades.append(SimTrade(self.mid + (1 if buy else -1), self._trade_lots(), not buy, self.next_trade_id,
+            lots = max(1, min(round(math.exp(normal(mu, 1.1)) / lot), _MAX_LOTS))
+            trades.append(SimTrade(self.mid + (1 if buy else -1), lots, not buy, self.next_trade_id,
                                    self.next_bybit_id, self.bybit_seq))
             self.next_trade_id += 1
         return trades

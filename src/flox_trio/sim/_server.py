@@ -168,6 +168,8 @@ class Simulator:
         self._klines: dict[str, list[tuple[Venue, str, Kline]]] = {}
         self._kline_sent: dict[tuple[Venue, str, str], int] = {}
         self._keys: frozenset[str] = frozenset()
+        # Whether any open Bybit connection subscribes to anything (with _keys).
+        self._bybit_keys = False
         self._subs_event = trio.Event()
         self._drained = trio.Event()
         self._resumed = trio.Event()
@@ -422,22 +424,29 @@ class Simulator:
         lo, hi = self.trades_per_tick
         keys = self._keys
         klines = self._klines
+        book = self.book
+        binance_frames, bybit_frames = self.binance.market_frames, self.bybit.market_frames
+        # Placed and cancelled by clients, never during a tick: these are the same dicts all along.
+        binance_orders, bybit_orders = self.binance_private.orders, self.bybit_private.orders
+        bybit_keys = self._bybit_keys
         for m in self._stepping():
             sym = m.spec.symbol
             n = lo if lo == hi else self.rng.randint(lo, hi)
-            trades, changes = m.step(n, self.book)
+            trades, changes = m.step(n, book)
             if sym in klines:
                 for t in trades:
                     for _venue, _code, k in klines[sym]:
                         k.add(t.ticks, t.lots, t.binance_id, not t.buyer_is_maker)
-            self.binance.market_frames(m, trades, changes, now, keys, frames)
+            binance_frames(m, trades, changes, now, keys, frames)
             if trades:
                 # Only resting orders can fill; most runs have none, and this is once per symbol a tick.
-                if self.binance_private.orders:
+                if binance_orders:
                     self.binance_private.on_step(m, trades)
-                if self.bybit_private.orders:
+                if bybit_orders:
                     self.bybit_private.on_step(m, trades)
-            self.bybit.market_frames(m, trades, changes, now, keys, frames)
+            if changes or bybit_keys:
+                # Book changes move the Bybit book whoever listens; trades are frames only for a listener.
+                bybit_frames(m, trades, changes, now, keys, frames)
         if klines:
             self._kline_frames(now, frames)
         self._dispatch(frames)
@@ -484,10 +493,13 @@ class Simulator:
 
     def _subs_changed(self) -> None:
         keys: set[str] = set()
+        bybit = False
         for c in self.connections:
             if c.open:
                 keys |= c.subs
+                bybit = bybit or (c.venue == "bybit" and bool(c.subs))
         self._keys = frozenset(keys)
+        self._bybit_keys = bybit
         now = self.now_ms()
         for key in keys:
             self._open_kline("binance", self.binance.kline_of(key), now)
