@@ -51,7 +51,8 @@ class SelfSwapping(Recorder):
     ),
     plan=st.lists(
         st.one_of(
-            st.tuples(st.just("push"), st.lists(st.sampled_from(SYMBOLS), min_size=1, max_size=60)),
+            st.tuples(st.sampled_from(["push", "nowait"]), st.lists(st.sampled_from(SYMBOLS), min_size=1,
+                                                                    max_size=60)),
             st.tuples(st.just("swap"), st.tuples(st.integers(0, 7), st.booleans())),
             st.tuples(st.just("yield"), st.integers(0, 3)),
         ),
@@ -61,8 +62,10 @@ class SelfSwapping(Recorder):
 def test_every_slot_gets_its_symbols_once_and_in_order(slots: list[tuple[str, set[str]]],
                                                        plan: list[tuple[str, Any]]) -> None:
     """Many slots (sync ones served inline, async ones through their queue, several on one symbol,
-    some on two), batches that interleave the symbols, swaps requested from outside and from inside
-    a callback: what each slot's strategies saw, one after another, is its symbols' events in order."""
+    some on two), batches that interleave the symbols, published by the feed's task or, as a
+    connector's reader does, by ``publish_nowait`` when nothing waits before them, swaps requested
+    from outside and from inside a callback: what each slot's strategies saw, one after another,
+    is its symbols' events in order."""
 
     async def main() -> None:
         journal: list[Any] = []
@@ -87,10 +90,12 @@ def test_every_slot_gets_its_symbols_once_and_in_order(slots: list[tuple[str, se
                 else:
                     assert runner.add_strategy(fresh(index, kind == "async")) == index
             for op, arg in plan:
-                if op == "push":
+                if op in ("push", "nowait"):
                     batch = [interleaved([sym], 1, start=len(pushed) + k)[0] for k, sym in enumerate(arg)]
                     pushed.extend(batch)
-                    feed.push_nowait(batch)
+                    # Taken here only behind everything pushed before it, as a connector's publisher does.
+                    if op == "push" or feed.pending or not runner.publish_nowait(batch):
+                        feed.push_nowait(batch)
                 elif op == "swap":
                     index, is_async = arg
                     if index < len(slots):

@@ -36,11 +36,13 @@ def not_now(event: Any) -> bool:
 class SlotQueue:
     """One slot's bounded channel of batches under an overflow policy, with its counters."""
 
-    __slots__ = ("_progress", "_send", "_unreported", "consumed", "dropped", "dropped_by_symbol", "enqueued",
-                 "inlined", "on_event", "overflow", "ready", "recv", "waiting")
+    __slots__ = ("_progress", "_send", "_unreported", "capacity", "consumed", "dropped", "dropped_by_symbol",
+                 "enqueued", "inlined", "on_event", "overflow", "ready", "recv", "waiting")
 
     def __init__(self, capacity: int, overflow: Overflow, progress: Callable[[], None]) -> None:
         self._send, self.recv = trio.open_memory_channel[list[Any]](capacity)
+        #: Batches the queue holds at most.
+        self.capacity = capacity
         self.overflow = overflow
         self._progress = progress
         #: Market events the bus delivered one by one in its own task (never queued), and
@@ -72,6 +74,13 @@ class SlotQueue:
         return self.enqueued - self.consumed
 
     async def put_market(self, batch: list[Any]) -> None:
+        full = self.put_market_nowait(batch)
+        if full is not None:
+            await self._send.send(full)
+
+    def put_market_nowait(self, batch: list[Any]) -> list[Any] | None:
+        """``put_market`` without waiting: None when it is queued (or dropped by the policy); the batch,
+        counted and not yet sent, when the queue is full under ``block`` (send it, waiting)."""
         self.ready = False
         if self._unreported:
             batch = self._with_gaps(batch)
@@ -82,11 +91,10 @@ class SlotQueue:
             # scheduler twice per batch, which is most of the cost of a small
             # batch. The feed yields when it waits for data or for room.
             self._send.send_nowait(batch)
-            return
+            return None
         except trio.WouldBlock:
             if self.overflow is Overflow.BLOCK:
-                await self._send.send(batch)
-                return
+                return batch
         if self.overflow is Overflow.DROP_OLDEST:
             try:
                 oldest = self.recv.receive_nowait()
@@ -98,8 +106,9 @@ class SlotQueue:
             elif oldest is not None:
                 self._dropped(oldest)
                 self._send.send_nowait(batch)
-                return
+                return None
         self._dropped(batch)
+        return None
 
     def _dropped(self, batch: list[Any]) -> None:
         self.consumed += len(batch)
@@ -154,6 +163,10 @@ class Route(Protocol):
 
     @property
     def wants_bars(self) -> bool: ...
+
+    @property
+    def takes_nowait(self) -> bool:
+        """Whether ``deliver_nowait`` would dispatch a market batch now (not hand it back whole)."""
 
     def deliver_nowait(self, batch: list[Any], *, orders: bool = False) -> list[Any] | None:
         """Dispatch ``batch`` (order events with ``orders``) in the caller's task if the slot can take it now;
@@ -249,6 +262,40 @@ class Bus:
         if self._inline >= _INLINE_CHECKPOINT:
             self._inline = 0
             await trio.lowlevel.checkpoint()
+
+    def sole_route(self, batch: list[Any]) -> tuple[bool, Route | None, set[str]]:
+        """For ``Runner.publish_nowait``: whether ``batch`` can be routed in one call without waiting,
+        the slot it goes to (None: nobody watches it), and the batch's symbols.
+
+        Yes when every slot that watches one of its symbols is one and the same slot,
+        pinned to no venue, running, idle and synchronous, with room in its queue for a
+        wake-up and what a request in the middle of the batch leaves of it: then
+        ``deliver_sole`` never has to wait, and the slot sees what ``route`` would give it.
+        """
+        by_symbol = self._by_symbol
+        symbols = {ev.symbol for ev in batch}
+        found: Route | None = None
+        for sym in symbols:
+            routes = by_symbol.get(sym)
+            if routes is None:
+                continue
+            if len(routes) != 1 or (found is not None and routes[0] is not found):
+                return False, None, symbols
+            found = routes[0]
+        if found is None:
+            return True, None, symbols
+        ok = not found.venues and found.active and found.takes_nowait and found.queue.capacity >= 2
+        return ok, found if ok else None, symbols
+
+    def deliver_sole(self, route: Route, batch: list[Any], symbols: set[str]) -> None:
+        """Deliver ``batch`` (of ``symbols``) to the one slot ``sole_route`` found for it, in this call."""
+        watch = route.watch
+        part = batch if symbols <= watch else [ev for ev in batch if ev.symbol in watch]
+        rest = route.deliver_nowait(part)
+        self._inline += len(part) - (len(rest) if rest else 0)
+        if rest and route.queue.put_market_nowait(rest) is not None:
+            # sole_route saw an empty queue with room for a wake-up and this: nothing else fills it.
+            raise RuntimeError(f"slot {route.index}: its queue filled during an inline delivery")
 
     async def _route_grouped(self, batch: list[Any], symbols: set[str]) -> None:
         by_symbol = self._by_symbol

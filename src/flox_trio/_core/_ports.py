@@ -185,6 +185,12 @@ class Executor(abc.ABC):
     def on_market(self, batch: list[Any]) -> None:  # noqa: B027 - optional hook
         """See every published market batch (to fill resting orders). Must be cheap."""
 
+    def may_emit_on_market(self) -> bool:
+        """Whether ``on_market`` may emit order events now (fill a resting order): a publish that
+        cannot wait for their delivery (``Runner.publish_nowait``) asks first. An executor that
+        does not override ``on_market`` never does."""
+        return type(self).on_market is not Executor.on_market
+
     @property
     def due(self) -> bool:
         """Work is due now in the executor's task (an acknowledgement with no latency left).

@@ -472,14 +472,7 @@ class Runner:
             self.executor.on_market(batch)
             if self._bus.orders_pending:
                 await self._flush_orders()
-            if self.tape is not None:
-                self.tape.write_events(self._seq, batch)
-                self._recent.append(batch)
-            self._seq += len(batch)
-            self._market_seq += len(batch)
-            if self._bars is not None:
-                batch = self._bars.process(batch)
-            await self._bus.route(batch)
+            await self._bus.route(self._admit(batch))
             if self._bus.orders_pending:
                 await self._flush_orders()
             if self.lockstep:
@@ -487,6 +480,51 @@ class Runner:
         finally:
             self._publishing -= 1
             self._progress()
+
+    def publish_nowait(self, events: Sequence[Event]) -> bool:
+        """``publish``, done in this call when nothing in it has to wait; else False, and nothing done.
+
+        For a feed's reader: it takes a batch this way when one idle, synchronous
+        slot is all it goes to (and publishes it the usual way otherwise), and saves
+        the task switch to a publishing task of its own, most of the latency of a
+        frame at a few thousand a second. It has to wait, so this refuses, when
+        another publish is under way, order events wait to be delivered first, the
+        executor may fill an order on the batch, the runner is in lockstep, or the
+        batch goes to more than one slot or to one that is busy (or not started yet).
+        Order events the strategy's intents cause go out from the runner's order task.
+        """
+        batch = events if type(events) is list else list(events)
+        if not batch:
+            return True
+        bus = self._bus
+        # A slot added since the last batch is in the bus, and not ready until its on_start ran.
+        if self._publishing or self.lockstep or bus.orders_pending:
+            return False
+        ok, route, symbols = bus.sole_route(batch)
+        if not ok or self.executor.may_emit_on_market():
+            return False
+        self._publishing += 1
+        try:
+            self.executor.on_market(batch)
+            # Bars it adds are of the batch's own symbols.
+            batch = self._admit(batch)
+            if route is not None:
+                bus.deliver_sole(route, batch, symbols)
+        finally:
+            self._publishing -= 1
+            self._progress()
+        return True
+
+    def _admit(self, batch: list[Event]) -> list[Event]:
+        """A market batch counted, recorded and given its bars: what the slots get of it."""
+        if self.tape is not None:
+            self.tape.write_events(self._seq, batch)
+            self._recent.append(batch)
+        self._seq += len(batch)
+        self._market_seq += len(batch)
+        if self._bars is not None:
+            batch = self._bars.process(batch)
+        return batch
 
     # --- orders ----------------------------------------------------------------------------
 

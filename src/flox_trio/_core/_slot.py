@@ -250,6 +250,10 @@ class Slot:
 
     # --- inline delivery ---------------------------------------------------------------
 
+    @property
+    def takes_nowait(self) -> bool:
+        return self.queue.ready and self._host.dispatch_nowait is not None
+
     def deliver_nowait(self, batch: list[Any], *, orders: bool = False) -> list[Any] | None:
         """Dispatch a market batch (or, with ``orders``, order events) in the caller's task when the slot is idle.
 

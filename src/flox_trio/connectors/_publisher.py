@@ -15,6 +15,7 @@ from ._report import Reporter
 log = logging.getLogger("flox_trio.connectors")
 
 PublishFn = Callable[[Sequence[Event]], Awaitable[None]]
+PublishNowaitFn = Callable[[Sequence[Event]], bool]
 WallFn = Callable[[], int]
 
 # Batches published back to back before the publishing task yields once: a publish that
@@ -62,14 +63,15 @@ class Publisher:
     published in front of it too.
     """
 
-    __slots__ = ("_carried", "_drops", "_out", "_parked", "_publish", "_reporter", "_shedding", "_wall_ns",
-                 "dropped", "limit", "pending", "published", "venue")
+    __slots__ = ("_carried", "_drops", "_nowait", "_out", "_parked", "_publish", "_reporter", "_shedding",
+                 "_wall_ns", "dropped", "inline", "limit", "pending", "published", "venue")
 
     def __init__(self, venue: str, limit: int, reporter: Reporter) -> None:
         self.venue = venue
         self.limit = limit
         self._reporter = reporter
         self._publish: PublishFn = _detached
+        self._nowait: PublishNowaitFn | None = None
         self._wall_ns: WallFn = lambda: 0
         # (batch, the wall-clock ns it was produced at)
         self._out: deque[tuple[list[Event], int]] = deque()
@@ -81,13 +83,16 @@ class Publisher:
         self._shedding = False
         #: Events handed to the engine so far.
         self.published = 0
+        #: Batches of them the engine took in the reader's call (``offer``), not from ``run``.
+        self.inline = 0
         #: Events waiting to be published.
         self.pending = 0
         #: Events the backlog dropped, per symbol.
         self.dropped: dict[str, int] = {}
 
-    def attach(self, publish: PublishFn, wall_ns: WallFn) -> None:
+    def attach(self, publish: PublishFn, wall_ns: WallFn, publish_nowait: PublishNowaitFn | None = None) -> None:
         self._publish = publish
+        self._nowait = publish_nowait
         self._wall_ns = wall_ns
 
     @property
@@ -100,6 +105,21 @@ class Publisher:
             return max(0.0, (self._wall_ns() - out[0][1]) / 1e9)
         except RuntimeError:  # asked from outside Trio
             return None
+
+    def offer(self, events: list[Event], produced_ns: int) -> None:
+        """``queue``, or publish here and now when that keeps the order and waits for nothing.
+
+        Only when this publisher is idle (nothing waits, nothing is being published,
+        no drop to tell) and the engine takes the batch in the call (``publish_nowait``):
+        then the reader's frame reaches the strategy without a switch to ``run``.
+        """
+        nowait = self._nowait
+        if (nowait is not None and self._parked is not None and not self._out and not self._drops
+                and not self._carried and nowait(events)):
+            self.published += len(events)
+            self.inline += 1
+            return
+        self.queue(events, produced_ns)
 
     def queue(self, events: list[Event], produced_ns: int) -> None:
         """Take a batch in production order; ``run`` publishes it after every batch queued before."""

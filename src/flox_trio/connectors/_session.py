@@ -140,6 +140,12 @@ class Session(Feed):
         return self._publisher.pending
 
     @property
+    def published_inline(self) -> int:
+        """Batches the engine took in the reader's own call (``Runner.publish_nowait``), not from the
+        publishing task: a frame for one idle synchronous slot, with nothing queued before it."""
+        return self._publisher.inline
+
+    @property
     def gaps(self) -> int:
         return self._reporter.gaps
 
@@ -253,7 +259,8 @@ class Session(Feed):
             raise ConnectorError(f"{type(self).__name__} is already running: one run() per connector object")
         self._running = True
         self._reporter.attach(hub)
-        self._publisher.attach(hub.publish, hub.clock.wall_ns)
+        # A hub of the engine takes a batch in the reader's call when it can (Runner.publish_nowait).
+        self._publisher.attach(hub.publish, hub.clock.wall_ns, getattr(hub, "publish_nowait", None))
         fatal: ConnectorError | None = None
         try:
             async with trio.open_nursery() as nursery:

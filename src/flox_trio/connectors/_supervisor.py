@@ -30,6 +30,7 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, ConnectionTimeout, HandshakeError
 
 from .._core._clock import TrioClock
+from .._core._events import Event
 from .._core._ports import Clock
 from .._errors import ConnectorError, first_leaf
 from ._backoff import Backoff
@@ -368,7 +369,7 @@ class Supervisor:
 
     async def _reader(self, conn: Connection, ws: MarketSocket) -> None:
         # The hot path: one iteration per read, so everything it calls is a local.
-        decode, queue, now, wall_ns = self._venue.decode, self._publisher.queue, trio.current_time, self.clock.wall_ns
+        decode, offer, now, wall_ns = self._venue.decode, self._publisher.offer, trio.current_time, self.clock.wall_ns
         shard = conn.shard
         receive = ws.receive
         turn = _FRAMES_PER_TURN
@@ -390,15 +391,27 @@ class Supervisor:
                 self.messages += n
                 if conn.held is not None:
                     conn.held.extend([(msg, recv_ns) for msg in msgs])
+                elif n == 1:
+                    events = decode(conn, msgs[0], recv_ns)
+                    if events:
+                        offer(events, recv_ns)
                 else:
+                    # What one read brought goes out as one batch (most frames carry a trade each,
+                    # and a publish costs more than dispatching its events).
+                    batch: list[Event] = []
                     for i, msg in enumerate(msgs, 1):
                         events = decode(conn, msg, recv_ns)
                         if events:
-                            queue(events, recv_ns)
+                            batch += events
                         if not i % turn and i < n:
                             # A long read lets the publisher start on what is decoded. Shielded:
                             # a stop lands at the next receive(), never inside a read.
+                            if batch:
+                                offer(batch, recv_ns)
+                                batch = []
                             await yield_now()
+                    if batch:
+                        offer(batch, recv_ns)
                 conn.idle_since = now()
         if conn.stop_reason is not None:
             conn.abort_scope.cancel(reason=str(conn.stop_reason))

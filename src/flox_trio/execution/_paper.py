@@ -305,6 +305,10 @@ class PaperExecutor(Executor):
 
     # --- market data ----------------------------------------------------------------
 
+    def may_emit_on_market(self) -> bool:
+        # A resting order can fill on a batch, and on event time a due acknowledgement can happen.
+        return bool(self._resting) or (self.ack_clock == "events" and bool(self._timers))
+
     def on_market(self, batch: list[Any]) -> None:
         if self.ack_clock == "events" and batch:
             first = batch[0]

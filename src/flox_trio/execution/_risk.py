@@ -261,6 +261,9 @@ class RiskExecutor(Executor):
     def on_market(self, batch: list[Any]) -> None:
         self.inner.on_market(batch)
 
+    def may_emit_on_market(self) -> bool:
+        return self.inner.may_emit_on_market()
+
     @property
     def due(self) -> bool:
         return self.inner.due
