@@ -101,15 +101,17 @@ class Latency(flox.Strategy):
         self.samples: list[tuple[int, int]] = []
         self.recording = False
         self.n = 0
+        #: The runner's clock, which stamps recv_ts_ns: the part after our read is measured on it, so
+        #: that a wall clock being slewed (NTP, 0.5 % here on 2026-12-03) does not move that part.
+        self.clock: Any = None
 
     def on_trade(self, ctx: flox.Context, trade: flox.Trade) -> None:
         self.n += 1
         if self.recording:
             # exchange_ts_ns is the simulator's write time (µs precision, same wall clock). Kept raw:
             # an HDR histogram's record_value costs more than the connector's decode of the frame.
-            # recv_ts_ns is when our read returned the frame (the engine's clock, on the same wall clock).
-            now = time.time_ns()
-            self.samples.append((now - trade.exchange_ts_ns, now - trade.recv_ts_ns))
+            # recv_ts_ns is when our read returned the frame, on the engine's clock.
+            self.samples.append((time.time_ns() - trade.exchange_ts_ns, self.clock.wall_ns() - trade.recv_ts_ns))
 
 
 # --- throughput ------------------------------------------------------------------------------------
@@ -303,6 +305,7 @@ async def latency(urls: dict[str, Any], symbols: list[str], seconds: float) -> d
                    channels=("trade",), time_unit="us")
     strategy = Latency(symbols)
     async with flox.open_runner(feed) as runner:
+        strategy.clock = runner.clock
         runner.add_strategy(strategy)
         while strategy.n == 0:
             await trio.sleep(0.01)
