@@ -293,7 +293,13 @@ class Bus:
         part = batch if symbols <= watch else [ev for ev in batch if ev.symbol in watch]
         rest = route.deliver_nowait(part)
         self._inline += len(part) - (len(rest) if rest else 0)
-        if rest and route.queue.put_market_nowait(rest) is not None:
+        if not rest:
+            return
+        try:
+            full = route.queue.put_market_nowait(rest)
+        except _GONE:
+            return  # the slot was removed, as _deliver finds it
+        if full is not None:
             # sole_route saw an empty queue with room for a wake-up and this: nothing else fills it.
             raise RuntimeError(f"slot {route.index}: its queue filled during an inline delivery")
 
