@@ -125,6 +125,3 @@ def describe(exc: BaseException | None) -> str:
 def redact(url: str) -> str:
     """URLs in reports: long stream lists shortened."""
     return url if len(url) <= 160 else url[:157] + "…"
-
-
-

@@ -206,16 +206,10 @@ class _Units:
         self._qtys: dict[int, str] = {}
 
     def price(self, ticks: int) -> str:
-        text = self._prices.get(ticks)
-        if text is None:
-            text = _remember(self._prices, ticks, fixed(ticks * self.tick))
-        return text
+        return self._prices.get(ticks) or _remember(self._prices, ticks, fixed(ticks * self.tick))
 
     def qty(self, lots: int) -> str:
-        text = self._qtys.get(lots)
-        if text is None:
-            text = _remember(self._qtys, lots, fixed(lots * self.lot))
-        return text
+        return self._qtys.get(lots) or _remember(self._qtys, lots, fixed(lots * self.lot))
 
     def turnover(self, tick_lots: int) -> str:
         """A sum of price x quantity (in tick x lot), truncated to the venue's 8 decimals."""

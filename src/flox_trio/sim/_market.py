@@ -184,6 +184,9 @@ class SimTrade:
 
 #: The largest size, in lots, a trade or a resting order is drawn with.
 _MAX_LOTS = 10**12
+#: The spread (sigma of the log) of trade and resting sizes around their medians.
+_TRADE_SIGMA = 1.1
+_RESTING_SIGMA = 0.9
 
 #: A level that changed in one step: (side, price in ticks, quantity in lots; 0 = removed).
 Change = tuple[Side, int, int]
@@ -225,10 +228,10 @@ class SymbolMarket:
         return max(1, min(round(size / self.spec.lot), _MAX_LOTS))
 
     def _trade_lots(self) -> int:
-        return self._lots(self._log_trade, 1.1)
+        return self._lots(self._log_trade, _TRADE_SIGMA)
 
     def _resting_lots(self) -> int:
-        return self._lots(self._log_resting, 0.9)
+        return self._lots(self._log_resting, _RESTING_SIGMA)
 
     # --- one step ------------------------------------------------------------------------------
 
@@ -278,7 +281,7 @@ class SymbolMarket:
             buy = random() < 0.5
             self.next_bybit_id += 1
             self.bybit_seq += 1
-            lots = max(1, min(round(math.exp(normal(mu, 1.1)) / lot), _MAX_LOTS))
+            lots = max(1, min(round(math.exp(normal(mu, _TRADE_SIGMA)) / lot), _MAX_LOTS))
             trades.append(SimTrade(self.mid + (1 if buy else -1), lots, not buy, self.next_trade_id,
                                    self.next_bybit_id, self.bybit_seq))
             self.next_trade_id += 1
