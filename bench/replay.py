@@ -21,12 +21,17 @@ events' own clock, with the paper executor answering. Rows:
 - NautilusTrader's ``BacktestEngine`` on the same trades into a counting
   strategy, only when ``nautilus_trader`` is importable (it is never a
   dependency; the row is left out otherwise);
-- the floors of this machine, below any replay: msgspec alone decoding the
-  same trades from in-memory msgpack arrays of ``--batch`` into ``Trade``
-  (no tape, no framing, no zstd); the counting strategy's ``on_trade``
-  called once per trade in a bare loop (no engine); and the ceiling they
-  leave, one over the sum of the two per-trade costs. A replay pays both for
-  every event, so a target above the ceiling is out of reach here.
+- the floors of this machine, below any replay: the tape's frames read,
+  checked and decompressed, nothing decoded (``TapeReader``'s own framing
+  and zstd); msgspec alone decoding the same trades from in-memory msgpack
+  arrays of ``--batch`` into ``Trade`` (no tape, no framing, no zstd); the
+  counting strategy's ``on_trade`` called once per trade in a bare loop (no
+  engine), and the EMA strategy's (a stand-in ``ctx`` that holds no order
+  and no position: the strategy's own arithmetic, no executor); and the
+  ceilings they leave, one over the sum of the per-trade costs of the
+  frames, msgspec and each strategy's call. A replay of the zstd tape pays
+  all three for every event, so a target above its ceiling is out of reach
+  on this machine, whatever the engine does.
 
 Each row is the best of ``--repeat`` runs (the median is in the JSON); the
 garbage collector is on, as in any run. The machine's other load moves the
@@ -62,6 +67,7 @@ from flox_trio.tape import TapeReader, TapeWriter
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report  # bench/ sibling
 from _count_strategy import CountTrades
+from _ema_strategy import FastEma
 
 HERE = Path(__file__).resolve().parent
 SYMBOL = "BTCUSDT"
@@ -69,6 +75,10 @@ SYMBOL = "BTCUSDT"
 StrategySpec = tuple[Path, str, dict[str, Any]]
 COUNT_SPEC: StrategySpec = (HERE / "_count_strategy.py", "CountTrades", {})
 EMA_SPEC: StrategySpec = (HERE / "_ema_strategy.py", "FastEma", {"fast": 12, "slow": 26, "qty": 0.01})
+FRAMES_FLOOR = "floor: tape frames read, checked, decompressed"
+DECODE_FLOOR = "floor: msgspec alone, msgpack → Trade"
+COUNT_FLOOR = "floor: counting on_trade in a bare loop"
+EMA_FLOOR = "floor: EMA on_trade in a bare loop"
 
 
 def write_tape(path: Path, trades: list[flox.Trade], batch: int, strategy: StrategySpec) -> int:
@@ -137,16 +147,35 @@ def decode_floor(chunks: list[bytes], n: int) -> dict[str, Any]:
     return {}
 
 
-def call_floor(batch: list[flox.Trade], n: int) -> dict[str, Any]:
-    """The counting strategy's ``on_trade`` once per trade, in a bare loop: the least a dispatch costs."""
-    strategy = CountTrades([SYMBOL])
-    on_trade, ctx = strategy.on_trade, None
+def frames_floor(path: Path, n: int) -> dict[str, Any]:
+    """The tape's frames read, checked and decompressed, none decoded: what the reader costs before msgspec."""
+    with replay_gc():
+        size = sum(len(payload) for _, _, payload, _ in TapeReader(path)._frames())
+    return {"raw_bytes_per_event": size / n}
+
+
+class _Quiet:
+    """A ``ctx`` with no order and no position, for a strategy called outside the engine."""
+
+    open_orders: tuple[()] = ()
+    position = 0.0
+
+    def market_buy(self, qty: float) -> None:
+        pass
+
+    def market_sell(self, qty: float) -> None:
+        pass
+
+
+def call_floor(strategy: Any, batch: list[flox.Trade], n: int) -> dict[str, Any]:
+    """The strategy's ``on_trade`` once per trade, in a bare loop: the least a dispatch costs."""
+    on_trade, ctx = strategy.on_trade, _Quiet()
     for _ in range(n // len(batch)):
         for t in batch:
-            on_trade(ctx, t)  # type: ignore[arg-type]  # the strategy never reads it
+            on_trade(ctx, t)
     calls = n // len(batch) * len(batch)
     if strategy.n != calls:
-        raise SystemExit(f"call floor: counted {strategy.n} of {calls}")
+        raise SystemExit(f"call floor: {type(strategy).__name__} saw {strategy.n} of {calls} trades")
     return {"calls": calls}
 
 
@@ -249,8 +278,10 @@ def main(argv: list[str] | None = None) -> int:
             ("replay → counting strategy", args.batch, 3e6, lambda: replay(count, n)),
             ("replay → counting strategy", args.small_batch, None, lambda: replay(small, n)),
             ("replay → EMA, paper executor", args.batch, 2e6, lambda: replay(ema, n)),
-            ("floor: msgspec alone, msgpack → Trade", args.batch, None, lambda: decode_floor(chunks, n)),
-            ("floor: on_trade called in a bare loop", len(one_batch), None, lambda: call_floor(one_batch, n)),
+            (FRAMES_FLOOR, args.batch, None, lambda: frames_floor(count, n)),
+            (DECODE_FLOOR, args.batch, None, lambda: decode_floor(chunks, n)),
+            (COUNT_FLOOR, len(one_batch), None, lambda: call_floor(CountTrades([SYMBOL]), one_batch, n)),
+            (EMA_FLOOR, len(one_batch), None, lambda: call_floor(FastEma([SYMBOL], **EMA_SPEC[2]), one_batch, n)),
         ]
         for name, batch, target, fn in plan:
             rows.append({"row": name, "batch": batch, "events": n, "target_per_s": target,
@@ -266,13 +297,15 @@ def main(argv: list[str] | None = None) -> int:
             r["events_per_s"] = events / r["seconds"]
             r["median_events_per_s"] = events / r["median_seconds"]
     by_name = {r["row"]: r for r in rows}
-    floors = [by_name.get("floor: msgspec alone, msgpack → Trade"), by_name.get("floor: on_trade called in a bare loop")]
-    if all(f is not None and "events_per_s" in f for f in floors):
-        # What is left once every event is decoded and handed to one Python call, nothing else.
-        best = 1 / sum(1 / f["events_per_s"] for f in floors)  # type: ignore[index]
-        median = 1 / sum(1 / f["median_events_per_s"] for f in floors)  # type: ignore[index]
-        rows.append({"row": "ceiling: 1 / (decode floor + call floor)", "batch": args.batch, "events": n,
-                     "target_per_s": None, "events_per_s": best, "median_events_per_s": median})
+    for call_row, ceiling_row in ((COUNT_FLOOR, "ceiling: counting"), (EMA_FLOOR, "ceiling: EMA")):
+        floors = [by_name.get(FRAMES_FLOOR), by_name.get(DECODE_FLOOR), by_name.get(call_row)]
+        if all(f is not None and "events_per_s" in f for f in floors):
+            # What is left once every event is read off the tape, decoded and handed to one
+            # Python call, nothing else: the most any replay of this tape reaches here.
+            best = 1 / sum(1 / f["events_per_s"] for f in floors)  # type: ignore[index]
+            median = 1 / sum(1 / f["median_events_per_s"] for f in floors)  # type: ignore[index]
+            rows.append({"row": f"{ceiling_row}: 1 / (frames + msgspec + call floors)", "batch": args.batch,
+                         "events": n, "target_per_s": None, "events_per_s": best, "median_events_per_s": median})
 
     table = Table(title=f"replay: {n:,} trades on a zstd tape ({size / n:.1f} bytes/event), best of {args.repeat}")
     for col in ("row", "batch", "M events/s", "median", "target", "fills"):
