@@ -143,6 +143,45 @@ async def test_an_idle_sync_slot_is_served_in_the_publishing_task() -> None:
     assert all(s.queue.enqueued == 0 for s in slots)
 
 
+async def test_a_whole_markets_trades_reach_on_trade_as_the_hosts_loop_gives_them() -> None:
+    """The bus's per-event path hands a trade to ``on_trade`` itself: ``ctx.last_price`` is the trade's
+    price when it runs, an exception counts against its slot alone (then quarantines it), and a gap
+    between a slot's trades reaches it in its place."""
+    seen: dict[str, list[tuple[str, Any, float | None]]] = {}
+
+    class Sees(flox.Strategy):
+        def on_trade(self, ctx: flox.Context, trade: flox.Trade) -> None:
+            seen.setdefault(trade.symbol, []).append(("trade", trade.trade_id, ctx.last_price))
+            assert ctx.last_price == trade.price
+            if trade.symbol == "X3USDT":
+                raise ValueError(f"bad trade {trade.trade_id}")
+
+        def on_gap(self, ctx: flox.Context, gap: flox.Gap) -> None:
+            seen.setdefault(gap.symbol, []).append(("gap", gap.missing, ctx.last_price))
+
+    symbols = [f"X{i}USDT" for i in range(20)]
+    events: list[Any] = interleaved(symbols, 2000)
+    events.insert(46, flox.Gap("X5USDT", "trade_ids", 7))  # right after X5's third trade (ids 5, 25, 45)
+    async with flox.open_runner(flox.feeds.ListFeed(events, batch_size=200)) as runner:
+        for sym in symbols:
+            runner.add_strategy(Sees([sym]), max_errors=3)
+    slots = runner.slots
+    assert [t for kind, t, _ in seen["X3USDT"]] == ["3", "23", "43"]
+    assert slots[3].errors == 3 and (slots[3].quarantine_reason or "").startswith("3 errors")
+    assert runner.strategy_errors == 3
+    x5 = seen["X5USDT"]
+    # In its place, after trade 45 (price 100 + 45 % 9), whose price the gap's ctx still holds.
+    assert x5[2:4] == [("trade", "45", 100.0), ("gap", 7, 100.0)]
+    assert [t for kind, t, _ in x5 if kind == "trade"] == [e.trade_id for e in events
+                                                            if isinstance(e, flox.Trade) and e.symbol == "X5USDT"]
+    for sym in symbols:
+        if sym != "X3USDT":
+            assert [t for kind, t, _ in seen[sym] if kind == "trade"] == [
+                e.trade_id for e in events if isinstance(e, flox.Trade) and e.symbol == sym], sym
+    assert sum(s.queue.inlined for s in slots) > len(events) // 2
+    assert all(s.queue.enqueued == 0 for s in slots if s.index != 3)
+
+
 async def test_a_request_from_a_callback_lands_at_the_next_event_inline_too() -> None:
     """Strategies that swap themselves out after five trades, on a whole-market feed that never
     yields between batches: each saw exactly five trades, and nothing was lost or repeated."""

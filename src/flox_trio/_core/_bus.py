@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 import trio
 
-from ._events import Event, Gap
+from ._events import Event, Gap, Trade
+from ._ports import TradeTarget
 from ._states import Overflow
 
 
@@ -37,7 +38,7 @@ class SlotQueue:
     """One slot's bounded channel of batches under an overflow policy, with its counters."""
 
     __slots__ = ("_progress", "_send", "_unreported", "capacity", "consumed", "dropped", "dropped_by_symbol",
-                 "enqueued", "inlined", "on_event", "overflow", "ready", "recv", "waiting")
+                 "enqueued", "inlined", "on_event", "overflow", "ready", "recv", "trades", "waiting")
 
     def __init__(self, capacity: int, overflow: Overflow, progress: Callable[[], None]) -> None:
         self._send, self.recv = trio.open_memory_channel[list[Any]](capacity)
@@ -46,9 +47,11 @@ class SlotQueue:
         self.overflow = overflow
         self._progress = progress
         #: Market events the bus delivered one by one in its own task (never queued), and
-        #: how: one event into the slot's strategy, True when not now (set by the slot).
+        #: how: one event into the slot's strategy, True when not now; a trade, while the
+        #: queue is ``ready``, into ``trades`` when there is one (both set by the slot).
         self.inlined = 0
         self.on_event: Callable[[Any], bool] = not_now
+        self.trades: TradeTarget | None = None
         self.enqueued = 0
         self.consumed = 0
         self.dropped = 0
@@ -180,8 +183,6 @@ _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 #: Events delivered in the publishing task between two checkpoints: inline delivery
 #: never waits, so without one a fast feed would keep every other task off the CPU.
 _INLINE_CHECKPOINT = 1024
-#: Below this many events per symbol in a batch, the per-event path beats grouping.
-_PER_EVENT = 16
 
 
 class Bus:
@@ -246,13 +247,24 @@ class Bus:
         # paid by every event published (bench/replay.py).
         symbols = {ev.symbol for ev in batch}
         solo = self._solo
-        if len(symbols) > 1 and solo and len(symbols) * _PER_EVENT > len(batch):
-            # Many symbols, a few events each (a whole market): one call per event into the
-            # slots that can take it now; the rest, in order, goes the grouped way.
+        if len(symbols) > 1 and solo:
+            # Several symbols (a whole market): each event straight into the slot that can take it
+            # now, a trade into its on_trade; the rest, in order, goes the grouped way. Cheaper
+            # than grouping from two symbols a batch up, whatever their share of it (bench/scale.py).
             spill = []
             for ev in batch:
                 q = solo.get(ev.symbol)
-                if q is None or q.on_event(ev):
+                if q is None or not q.ready:
+                    spill.append(ev)
+                elif ev.__class__ is Trade and (target := q.trades) is not None:
+                    ctx, on_trade, slot = target
+                    ctx.last_price = ev.price
+                    try:
+                        on_trade(ctx, ev)
+                    except Exception as exc:
+                        slot.record_error(exc, ev)
+                    q.inlined += 1
+                elif q.on_event(ev):
                     spill.append(ev)
             self._inline += len(batch) - len(spill)
             batch = spill

@@ -19,7 +19,7 @@ from typing import Any
 
 from .._errors import StrategyTypeError
 from ._events import Bar, Book, Fill, Gap, OrderUpdate, SymbolRef, Trade
-from ._ports import InlineGate, RequestPolicy, SlotPort
+from ._ports import InlineGate, RequestPolicy, SlotPort, TradeTarget
 from ._status import StrategyInfo
 from ._strategy import Strategy, strategy_symbols
 
@@ -87,6 +87,11 @@ class StrategyHost(abc.ABC):
         without delivering it when ``gate.ready`` is false (the event then goes
         through the slot's queue, and so do the slot's later events of that batch).
         """
+        return None
+
+    def trade_nowait(self, slot: SlotPort) -> TradeTarget | None:
+        """Where the bus's per-event path may hand a trade itself, saving the call of ``event_nowait``'s
+        function (see ``TradeTarget``); None: every event goes through that function."""
         return None
 
     def source(self) -> str | None:
@@ -235,28 +240,23 @@ class PythonHost(StrategyHost):
     def event_nowait(self, slot: SlotPort, gate: InlineGate) -> Callable[[Any], bool] | None:
         if self.is_async or len(slot.ctxs) != 1:
             return None
-        (ctx,) = slot.ctxs.values()
-        on_trade = self._cb["on_trade"]
         dispatch = self._dispatch_sync
 
-        def on_event(ev: Any, trade_cls: type[Trade] = Trade) -> bool:
-            # A whole market in one batch gives each slot an event or two: one call per event,
-            # touching as few objects as it can, is what keeps a thousand slots cheap.
+        def on_event(ev: Any) -> bool:
+            # A trade seldom comes this way: the bus hands it to trade_nowait's on_trade itself.
             if not gate.ready:
                 return True
-            if ev.__class__ is trade_cls:
-                ctx.last_price = ev.price
-                if on_trade is not None:
-                    try:
-                        on_trade(ctx, ev)
-                    except Exception as exc:
-                        slot.record_error(exc, ev)
-                gate.inlined += 1
-            else:
-                gate.inlined += dispatch([ev], 0)
+            gate.inlined += dispatch([ev], 0)
             return False
 
         return on_event
+
+    def trade_nowait(self, slot: SlotPort) -> TradeTarget | None:
+        on_trade = self._cb["on_trade"]
+        if self.is_async or len(slot.ctxs) != 1 or on_trade is None:
+            return None
+        (ctx,) = slot.ctxs.values()
+        return ctx, on_trade, slot
 
     async def _dispatch_async(self, batch: list[Any], start: int) -> int:
         slot = self.slot

@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Generator, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from .._errors import OrderError
 from ._events import Event, Fill, Gap, OrderType, Side, SymbolRef
@@ -309,6 +309,13 @@ class SlotPort(Protocol):
 
     def note_gap(self, gap: Gap) -> None:
         """The host delivered ``gap``: count what the venue says was missed."""
+
+
+#: A slot's trades as the bus delivers them one at a time in the publishing task
+#: (``StrategyHost.trade_nowait``): ``(ctx, on_trade, slot)``. The bus does what the
+#: host's loop does for a trade: ``ctx.last_price``, ``on_trade(ctx, trade)``, an
+#: exception to ``slot.record_error``. A plain tuple: it is unpacked once per event.
+TradeTarget: TypeAlias = tuple[Any, Callable[[Any, Any], object], SlotPort]
 
 
 class EngineHooks(Protocol):

@@ -301,6 +301,7 @@ class Slot:
         per_event = host.event_nowait(self, self.queue) if self.queue.overflow is Overflow.BLOCK else None
         # Only under ``block``: a dispatch in the per-event path is not timed (see deliver_nowait).
         self.queue.on_event = per_event or not_now
+        self.queue.trades = host.trade_nowait(self) if per_event is not None else None
 
     def _may_inline(self) -> bool:
         """Called as the task parks on an empty queue: may the bus deliver in its own task until then?"""
