@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -446,3 +448,25 @@ async def test_scheduled_swaps_land_on_the_exact_market_event(points: list[int],
     bounds = [0, *points, 1000]
     for s, lo, hi in zip(strategies, bounds[:-1], bounds[1:], strict=True):
         assert s.trades == [e.trade_id for e in events[lo:hi]]
+
+
+def test_hosts_of_one_class_share_its_source_and_a_reloaded_file_is_read_again(tmp_path: Path) -> None:
+    """The source and hash a host records are read once per class (a whole market adds a slot per
+    symbol, all of one class); a file loaded again after an edit is a new class, with its new source."""
+    from flox_trio._core._host import PythonHost
+    from flox_trio._loader import load_strategy, parse_spec
+
+    file = tmp_path / "counting.py"
+    v1 = "import flox_trio as flox\n\nclass Count(flox.Strategy):\n    def on_trade(self, ctx, trade):\n        pass\n"
+    file.write_text(v1, encoding="utf-8")
+    spec = parse_spec(f"{file}:Count")
+    a, b = (PythonHost(load_strategy(spec, [sym])) for sym in ("BTCUSDT", "ETHUSDT"))
+    first = PythonHost(type(a.strategy)(["SOLUSDT"]))
+    assert a.source() == b.source() == first.source() == v1
+    assert a.source_hash == first.source_hash == hashlib.sha256(v1.encode()).hexdigest()
+    v2 = v1.replace("pass", "self.n = 1")
+    file.write_text(v2, encoding="utf-8")
+    again = PythonHost(load_strategy(spec, ["BTCUSDT"]))
+    assert again.source() == v2 and again.source_hash == hashlib.sha256(v2.encode()).hexdigest()
+    # The class loaded before the edit still says what it was built from.
+    assert PythonHost(type(a.strategy)(["XRPUSDT"])).source() == v1

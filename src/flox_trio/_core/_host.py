@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import math
 import sys
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -136,8 +137,7 @@ class PythonHost(StrategyHost):
         module = sys.modules.get(cls.__module__)
         file = getattr(module, "__file__", None)
         self.spec = f"{file or cls.__module__}:{cls.__qualname__}"
-        self._source = _class_source(cls)
-        self.source_hash = hashlib.sha256(self._source.encode()).hexdigest()
+        self._source, self.source_hash = _class_source(cls)
         # Resolve each callback once; None means "not overridden", so the hot loop skips it.
         self._cb: dict[str, Callable[..., Any] | None] = {}
         self._async: set[str] = set()
@@ -311,7 +311,22 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _class_source(cls: type) -> str:
+#: Per class, as the class lives: a whole market adds a slot per symbol, all of one class, and
+#: reading and hashing its module's source each time was a third of starting a slot
+#: (``bench/scale.py``, 1,000 slots). A reloaded module's class is a new key.
+_SOURCES: weakref.WeakKeyDictionary[type, tuple[str, str]] = weakref.WeakKeyDictionary()
+
+
+def _class_source(cls: type) -> tuple[str, str]:
+    """The source of the strategy's module (or class), and its sha256."""
+    known = _SOURCES.get(cls)
+    if known is None:
+        source = _read_class_source(cls)
+        known = _SOURCES[cls] = (source, hashlib.sha256(source.encode()).hexdigest())
+    return known
+
+
+def _read_class_source(cls: type) -> str:
     """The source of the strategy's module (or class); falls back to its qualified name."""
     module = sys.modules.get(cls.__module__)
     # A strategy rebuilt from a tape or bundle carries the source it was built from.
