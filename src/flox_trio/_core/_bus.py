@@ -199,7 +199,7 @@ class Bus:
         self._routes: list[Route] = []
         self._by_index: dict[int, Route] = {}
         self._by_symbol: dict[str, tuple[Route, ...]] = {}
-        #: Symbols with one route that watches only that symbol: the per-event path.
+        #: Symbols with one route that watches only that symbol, under ``block``: the per-event path.
         self._solo: dict[str, SlotQueue] = {}
         self._inline = 0
         self._outbox: list[tuple[int, Event]] = []
@@ -232,7 +232,10 @@ class Bus:
 
     def _resolo(self, sym: str) -> None:
         routes = self._by_symbol.get(sym, ())
-        if len(routes) == 1 and len(routes[0].watch) == 1 and not routes[0].venues:
+        # Under a drop policy a slot never takes events one by one (its inline dispatch is timed,
+        # per batch): trying each of its events first would only be paid again by the grouping.
+        if (len(routes) == 1 and len(routes[0].watch) == 1 and not routes[0].venues
+                and routes[0].queue.overflow is Overflow.BLOCK):
             self._solo[sym] = routes[0].queue
         else:
             self._solo.pop(sym, None)
